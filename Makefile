@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test bench assets clean .venv
+
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+# Train a patch on the embedded default (synthetic benchmark, EfficientNet-Lite0), evaluate it, print the table.
+demo: $(STAMP)
+	$(BIN)/briarpatch train hydra.run.dir=outputs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench.py
+
+# Rebuild the shipped patch in assets/ (documented in README.md).
+assets: $(STAMP)
+	$(BIN)/python scripts/build_assets.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache
