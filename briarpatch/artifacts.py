@@ -1,0 +1,178 @@
+"""Patch artifacts: ``patch.safetensors`` (pixels + mask + metadata), loaded without pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .placement import Placement
+
+__all__ = ["BriarPatch", "PatchFileError", "load_patch", "save_patch", "default_patch_path", "save_png"]
+
+FORMAT = "briarpatch"
+FORMAT_VERSION = "1"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+class PatchFileError(ValueError):
+    """A file that is not a readable briarpatch patch."""
+
+
+@dataclass
+class BriarPatch:
+    """A trained patch as users get it.
+
+    Attributes
+    ----------
+    pixels : Tensor
+        ``(3, h, w)`` in [0, 1].
+    mask : Tensor
+        ``(1, h, w)`` in [0, 1].
+    placement : Placement
+        Default (fixed) placement: size fraction and anchor the patch was trained for.
+    metadata : dict
+        Encoder, input size, normalization, sensitive attribute, config hash, version, ...
+    """
+
+    pixels: torch.Tensor
+    mask: torch.Tensor
+    placement: Placement
+    metadata: dict = field(default_factory=dict)
+
+    def apply(self, image, **placement_changes):
+        """Paste the patch on one image: a PIL image, a ``uint8`` HWC array or a float CHW tensor.
+
+        Returns the same kind of object. Keyword arguments change the placement
+        (``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``).
+        """
+        from .apply import apply_patch
+
+        return apply_patch(self, image, **placement_changes)
+
+    def transform(self, **placement_changes):
+        """A torchvision-style transform (callable on one image) that pastes this patch."""
+        from .apply import PatchTransform
+
+        return PatchTransform(self, **placement_changes)
+
+    __call__ = apply
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_patch(path, *, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, metadata: dict) -> Path:
+    """Write ``patch.safetensors`` atomically. Metadata values are stored as JSON strings."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "placement": json.dumps(placement.to_dict())}
+    meta.update({k: json.dumps(v) for k, v in metadata.items()})
+    tensors = {"pixels": pixels.detach().float().cpu().contiguous(), "mask": mask.detach().float().cpu().contiguous()}
+    _atomic_write_bytes(path, save(tensors, metadata=meta))
+    return path
+
+
+def save_png(path, pixels: torch.Tensor, mask: torch.Tensor, *, scale: int = 4) -> Path:
+    """A preview a person can look at (transparent outside the mask, enlarged ``scale`` times)."""
+    from PIL import Image
+
+    rgba = torch.cat([pixels, mask], 0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    img = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def default_patch_path() -> Path:
+    """The patch shipped in ``assets/patches`` (inside the wheel, or beside an editable checkout)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "assets" / "patches", here.parent / "assets" / "patches"):
+        if (cand / "default.safetensors").is_file():
+            return cand / "default.safetensors"
+    raise FileNotFoundError("the shipped default patch is missing; reinstall briarpatch or pass a patch file")
+
+
+def load_patch(path) -> BriarPatch:
+    """Read a patch back, without pickle.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.safetensors`` patch file, a run directory holding ``patch.safetensors``, or
+        ``"default"`` for the shipped patch.
+
+    Raises
+    ------
+    PatchFileError
+        For pickle files (refused: loading them can run arbitrary code), corrupt files and
+        safetensors files that are not briarpatch patches.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if str(path) == "default":
+        path = default_patch_path()
+    path = Path(path)
+    if path.is_dir():
+        path = path / "patch.safetensors"
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise PatchFileError(
+            f"{path}: refusing a pickle-based file ({path.suffix}); loading it could run arbitrary code. "
+            "Use the patch.safetensors written by `briarpatch train`"
+        )
+    if not path.is_file():
+        raise PatchFileError(f"{path}: no such patch file")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        meta = _read_metadata(data)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise PatchFileError(f"{path}: not a readable safetensors patch ({exc.__class__.__name__}); "
+                             "is this the patch.safetensors written by `briarpatch train`?") from None
+    if meta.get("format") != FORMAT or not {"pixels", "mask"} <= tensors.keys():
+        raise PatchFileError(f"{path}: a safetensors file, but not a briarpatch patch (no briarpatch metadata)")
+    pixels, mask = tensors["pixels"].float(), tensors["mask"].float()
+    if pixels.dim() != 3 or pixels.shape[0] != 3 or mask.shape != (1, *pixels.shape[1:]):
+        raise PatchFileError(f"{path}: patch tensors have unexpected shapes {tuple(pixels.shape)} / {tuple(mask.shape)}")
+    if not (torch.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+        raise PatchFileError(f"{path}: patch pixels must be finite and in [0, 1]")
+    try:
+        decoded = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "format_version")}
+        placement = Placement(**decoded.pop("placement"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PatchFileError(f"{path}: patch metadata is damaged ({exc})") from None
+    return BriarPatch(pixels=pixels, mask=mask, placement=placement, metadata=decoded)
+
+
+def _read_metadata(data: bytes) -> dict:
+    # The safetensors header is 8 bytes of little-endian length followed by JSON.
+    if len(data) < 8:
+        raise ValueError("file too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header length exceeds file")
+    return json.loads(data[8 : 8 + n]).get("__metadata__") or {}

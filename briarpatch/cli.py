@@ -1,0 +1,50 @@
+"""The ``briarpatch`` console command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+USAGE = """usage: briarpatch <command> [arguments]
+
+commands:
+  train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=40 -m seed=0,1
+  evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
+  apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
+
+`briarpatch <command> --help` explains each one.
+"""
+
+
+def _hydra(entry, name: str, argv: list[str]) -> int:
+    # Hydra reads sys.argv itself; hand it exactly the arguments after the subcommand.
+    sys.argv = [f"briarpatch {name}", *argv]
+    entry()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from .train import main as entry
+
+        return _hydra(entry, command, rest)
+    if command == "evaluate":
+        from .evaluation import main as entry
+
+        return _hydra(entry, command, rest)
+    if command == "apply":
+        from .apply import cli
+
+        return cli(rest)
+    print(f"briarpatch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

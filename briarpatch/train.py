@@ -1,0 +1,102 @@
+"""``briarpatch train``: an importable :func:`train` and its thin Hydra wrapper."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .artifacts import save_patch, save_png
+from .config import build, config_dir, config_hash
+from .data import check_groups
+from .module import BriarPatchModule
+
+__all__ = ["train", "build_module", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
+    """Instantiate encoder, patch, adversary and objective from a composed config."""
+    encoder = build(cfg.encoder)
+    patch = build(cfg.patch)
+    adversary = build(cfg.adversary, in_features=encoder.dim, num_groups=datamodule.num_groups)
+    objective = build(cfg.objective)
+    cache = len(datamodule.split("train")) if cfg.get("cache_clean_embeddings", True) else None
+    return BriarPatchModule(
+        encoder=encoder, patch=patch, adversary=adversary, objective=objective,
+        patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
+        cache_size=cache,
+    )
+
+
+def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_dir: Path) -> Path:
+    patch = module.patch
+    metadata = {
+        **module.encoder.describe(),
+        "image_size": datamodule.image_size,
+        "data": datamodule.describe(),
+        "sensitive": datamodule.sensitive_name,
+        "groups": list(datamodule.group_names),
+        "target": datamodule.target_name,
+        "shape": patch.shape,
+        "train_placement": patch.train_placement.to_dict(),
+        "config_hash": config_hash(cfg),
+        "version": __version__,
+    }
+    path = save_patch(run_dir / "patch.safetensors", pixels=patch.pixels, mask=patch.mask,
+                      placement=patch.placement, metadata=metadata)
+    save_png(run_dir / "patch.png", patch.pixels.detach(), patch.mask)
+    return path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
+
+    Returns
+    -------
+    dict
+        ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
+    """
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    # The frozen encoder is in eval mode on purpose (BatchNorm statistics must not move).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_float32_matmul_precision("high")
+
+    datamodule = build(cfg.data)
+    check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
+    module = build_module(cfg, datamodule)
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: pl.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        _write_artifact(cfg, module, datamodule, run_dir)
+        log.info("patch written to %s", result["patch"])
+        if cfg.get("evaluate_after_train", False):
+            from .evaluation import evaluate_run
+
+            result["report"] = evaluate_run(cfg, patch_path=result["patch"], datamodule=datamodule,
+                                            encoder=module.encoder, out_dir=run_dir / "report")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point (``briarpatch train`` / ``python scripts/train.py``)."""
+    result = train(cfg)
+    # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy).
+    return result["metrics"].get("val/adv_bacc_patched")

@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from briarpatch.config import config_dir
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never touch the network: make any hub access fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def compose_cfg(name: str = "train", overrides=(), *, run_dir=None):
+    """Compose the real configs (as `briarpatch train` would), then shrink them for tests."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir) if run_dir is not None else "unused"
+    return cfg
+
+
+TINY = [
+    "data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48", "data.batch_size=16",
+    "patch.size=12", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.n_boot=0",
+    "eval.progress=false", "eval.baselines=false",
+]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides, name="train"):
+        base = TINY if name == "train" else [o for o in TINY if not o.startswith(("patch.", "trainer."))]
+        cfg = compose_cfg(name, [*base, *overrides], run_dir=tmp_path / "run")
+        with open_dict(cfg):
+            cfg.eval.cache_dir = str(tmp_path / "cache")
+        return cfg
+
+    return make

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from briarpatch.data import SyntheticDataModule, check_groups, make_synthetic
+
+
+def test_synthetic_is_deterministic_and_in_range():
+    a, b = make_synthetic(64, seed=3), make_synthetic(64, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.y, b.y) and torch.equal(a.s, b.s)
+    assert a.images.dtype == torch.uint8 and a.images.shape == (64, 3, 128, 128)
+    assert not torch.equal(a.images, make_synthetic(64, seed=4).images)
+
+
+@pytest.mark.parametrize("rho", [0.9, 0.5, 0.1])
+def test_correlation_is_what_was_asked(rho):
+    d = make_synthetic(4000, correlation=rho, image_size=16, seed=0)
+    agree = (d.y == d.s).float().mean().item()
+    assert agree == pytest.approx(rho, abs=0.03)
+
+
+def test_multigroup_sensitive_attribute():
+    d = make_synthetic(600, num_groups=4, image_size=16, seed=0)
+    assert set(d.s.tolist()) == {0, 1, 2, 3}
+    assert check_groups(d.s, split="train").tolist() == torch.bincount(d.s).tolist()
+
+
+def test_tint_carries_s_and_shapes_carry_y():
+    d = make_synthetic(400, correlation=0.5, image_size=64, seed=1)
+    img = d.images.float()
+    redness = (img[:, 0] - img[:, 2]).mean(dim=(1, 2))
+    assert redness[d.s == 0].mean() > redness[d.s == 1].mean() + 10  # group 0 is red-tinted
+
+
+def test_single_group_is_a_clear_error():
+    with pytest.raises(ValueError, match="single group .*tint0"):
+        check_groups(torch.zeros(10, dtype=torch.long), split="train", group_names=["tint0", "tint1"])
+
+
+def test_datamodule_splits_differ_and_have_their_sizes():
+    dm = SyntheticDataModule(image_size=16, train_size=30, val_size=10, test_size=20)
+    assert [len(dm.split(s)) for s in ("train", "val", "test")] == [30, 10, 20]
+    assert not torch.equal(dm.split("train").images[:10], dm.split("val").images)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "y", "s", "index"}

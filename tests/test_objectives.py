@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+
+from briarpatch.adversaries import Adversary
+from briarpatch.objectives import PatchObjective, confusion_loss, parity_loss, reversal_loss, utility_loss
+
+
+def test_confusion_is_minimal_at_uniform_prediction():
+    s = torch.tensor([0, 1, 2, 0])
+    assert confusion_loss(torch.zeros(4, 3), s).item() == pytest.approx(math.log(3))
+    assert confusion_loss(torch.tensor([[5.0, 0, 0]] * 4), s).item() > math.log(3)
+
+
+def test_parity_zero_when_groups_get_the_same_predictions_and_positive_otherwise():
+    s = torch.tensor([0, 0, 1, 1])
+    same = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert parity_loss(same, s).item() == pytest.approx(0.0, abs=1e-7)
+    assert parity_loss(torch.tensor([[3.0, 0], [3.0, 0], [0, 3.0], [0, 3.0]]), s).item() > 0.1
+
+
+def test_reversal_is_negative_cross_entropy():
+    logits, s = torch.randn(5, 2), torch.randint(0, 2, (5,))
+    assert reversal_loss(logits, s).item() == pytest.approx(-torch.nn.functional.cross_entropy(logits, s).item())
+
+
+def test_utility_ignores_change_along_sensitive_directions():
+    clean = torch.randn(8, 4)
+    basis = torch.tensor([[1.0], [0.0], [0.0], [0.0]])
+    along = clean + torch.tensor([3.0, 0, 0, 0])
+    assert utility_loss(along, clean, basis).item() == pytest.approx(0.0, abs=1e-6)
+    assert utility_loss(clean + torch.tensor([0, 3.0, 0, 0]), clean, basis).item() > 0.1
+
+
+@pytest.mark.parametrize("loss", ["confusion", "parity", "reversal"])
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_multiclass_sensitive_attribute_works_end_to_end(loss, head):
+    adv = Adversary(in_features=6, num_groups=4, head=head)
+    patched = torch.randn(12, 6, requires_grad=True)
+    s = torch.arange(12) % 4
+    terms = PatchObjective(loss=loss, utility_weight=0.5, tv_weight=0.1)(
+        logits=adv(patched), s=s, patched=patched, clean=torch.randn(12, 6), basis=None, pixels=torch.rand(3, 4, 4))
+    terms["total"].backward()
+    assert torch.isfinite(terms["total"]) and patched.grad.abs().sum() > 0
+
+
+def test_bad_names_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown objective 'x'; choose one of confusion, parity, reversal"):
+        PatchObjective(loss="x")
+    with pytest.raises(ValueError, match="fit_on must be one of clean, patched, both"):
+        Adversary(in_features=4, num_groups=2, fit_on="sometimes")

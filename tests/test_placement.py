@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from briarpatch.patch import Patch, make_mask
+from briarpatch.placement import ANCHORS, Placement, paste, sample_boxes
+
+
+def _paste_fixed(images, pixels, mask, **kw):
+    b, _, h, w = images.shape
+    placement = Placement(size=pixels.shape[-1] / min(h, w), **kw)
+    boxes = sample_boxes(placement, batch=b, height=h, width=w, patch_hw=tuple(pixels.shape[-2:]))
+    return paste(images, pixels, mask, boxes)
+
+
+@pytest.mark.parametrize("anchor", list(ANCHORS))
+def test_fixed_paste_is_pixel_exact_at_each_anchor(anchor):
+    images = torch.rand(2, 3, 40, 50)
+    pixels = torch.rand(3, 10, 10)
+    out = _paste_fixed(images, pixels, torch.ones(1, 10, 10), anchor=anchor)
+    fx, fy = ANCHORS[anchor]
+    x0, y0 = round(fx * (50 - 10)), round(fy * (40 - 10))
+    torch.testing.assert_close(out[:, :, y0:y0 + 10, x0:x0 + 10], pixels.expand(2, -1, -1, -1), atol=1e-5, rtol=0)
+    outside = torch.ones(40, 50, dtype=torch.bool)
+    outside[y0:y0 + 10, x0:x0 + 10] = False
+    torch.testing.assert_close(out[:, :, outside], images[:, :, outside], atol=1e-6, rtol=0)
+
+
+def test_pixel_position_and_circle_mask():
+    images = torch.zeros(1, 3, 32, 32)
+    pixels = torch.ones(3, 8, 8)
+    mask = make_mask("circle", 8, 8)
+    out = _paste_fixed(images, pixels, mask, x=5, y=7, unit="pixel")
+    region = out[0, 0, 7:15, 5:13]
+    torch.testing.assert_close(region, mask[0], atol=1e-5, rtol=0)
+    assert out[0, :, :7].abs().max() == 0 and out[0, :, 15:].abs().max() == 0
+
+
+def test_random_placement_is_batched_in_range_and_varies():
+    placement = Placement(size=0.3, random=True, scale_range=(0.8, 1.2), rotation_range=(-30, 30))
+    gen = torch.Generator().manual_seed(0)
+    boxes = sample_boxes(placement, batch=16, height=64, width=64, patch_hw=(16, 16), generator=gen)
+    assert boxes.cx.unique().numel() == 16 and boxes.angle.unique().numel() == 16
+    assert torch.all(boxes.w >= 0.8 * 0.3 * 64 - 1e-4) and torch.all(boxes.w <= 1.2 * 0.3 * 64 + 1e-4)
+    out = paste(torch.rand(16, 3, 64, 64), torch.rand(3, 16, 16), torch.ones(1, 16, 16), boxes)
+    assert out.shape == (16, 3, 64, 64) and out.min() >= 0 and out.max() <= 1
+
+
+def test_gradients_flow_only_to_patch():
+    patch = Patch(size=8, image_size=32)
+    images = torch.rand(4, 3, 32, 32)
+    out = patch(images, random=True)
+    out.sum().backward()
+    assert patch.pixels.grad is not None and patch.pixels.grad.abs().sum() > 0
+    assert not images.requires_grad
+
+
+def test_patch_larger_than_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="larger than the 32px images"):
+        Patch(size=40, image_size=32)
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        Placement(size=1.5)
+
+
+def test_grayscale_images_get_a_luma_patch():
+    out = _paste_fixed(torch.zeros(1, 1, 16, 16), torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 4, 4),
+                       torch.ones(1, 4, 4))
+    assert out.shape == (1, 1, 16, 16)
+    assert out.max().item() == pytest.approx(0.299, abs=1e-5)
+
+
+def test_project_keeps_pixels_in_unit_range():
+    patch = Patch(size=4, image_size=16, init="random", seed=0)
+    with torch.no_grad():
+        patch.pixels.mul_(3).sub_(1)
+    patch.project_()
+    assert patch.pixels.min() >= 0 and patch.pixels.max() <= 1

@@ -1,0 +1,82 @@
+"""Short training runs through the real composed configs."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from briarpatch import load_patch
+from briarpatch.train import train
+
+from .conftest import ROOT
+
+
+def test_short_training_run_writes_a_patch_artifact(tiny_cfg):
+    cfg = tiny_cfg("evaluate_after_train=false")
+    result = train(cfg)
+    run = result["patch"].parent
+    for name in ("patch.safetensors", "patch.png", "config.yaml", "metrics.csv", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    patch = load_patch(result["patch"])
+    assert patch.pixels.shape == (3, 12, 12) and patch.pixels.min() >= 0 and patch.pixels.max() <= 1
+    assert not torch.allclose(patch.pixels, torch.full_like(patch.pixels, 0.5)), "the patch did not move"
+    meta = patch.metadata
+    assert meta["encoder"] == "efficientnet_lite0" and meta["image_size"] == 32
+    assert meta["groups"] == ["tint0", "tint1"] and meta["mean"] == [0.5, 0.5, 0.5] and meta["version"]
+    assert patch.placement.anchor == "bottom_right" and patch.placement.size == pytest.approx(12 / 32)
+    assert "val/adv_bacc_patched" in result["metrics"]
+    # Checkpoints do not carry the frozen encoder.
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert not any(k.startswith("encoder.") for k in ckpt["state_dict"])
+
+
+def test_same_seed_same_patch(tiny_cfg, tmp_path):
+    a = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/a"))["patch"]).pixels
+    b = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/b"))["patch"]).pixels
+    torch.testing.assert_close(a, b)
+
+
+def test_resume_from_checkpoint(tiny_cfg, tmp_path):
+    first = train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/one"))
+    ckpt = first["patch"].parent / "checkpoints" / "last.ckpt"
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)
+    resumed = train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/two", f"ckpt_path={ckpt}",
+                             "trainer.max_epochs=2"))
+    state = torch.load(resumed["patch"].parent / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == before["epoch"] + 1
+    assert before["global_step"] == 3 * 2  # 3 batches, 2 optimizer steps each
+    assert state["global_step"] == 2 * before["global_step"]
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_cfg):
+    with pytest.raises(FloatingPointError, match="non-finite patch loss at batch 0 of epoch 0"):
+        train(tiny_cfg("evaluate_after_train=false", "objective.tv_weight=inf"))
+
+
+def test_single_sensitive_group_is_a_clear_error(tiny_cfg):
+    with pytest.raises(ValueError, match="single group"):
+        train(tiny_cfg("evaluate_after_train=false", "data.train_size=1"))
+
+
+def test_patch_larger_than_images_is_a_clear_error(tiny_cfg):
+    with pytest.raises(ValueError, match="larger than the 32px images"):
+        train(tiny_cfg("evaluate_after_train=false", "patch.size=40"))
+
+
+@pytest.mark.parametrize("fit_on,objective,adversary", [("both", "parity", "mlp"), ("patched", "reversal", "linear")])
+def test_other_objectives_and_adversaries_train(tiny_cfg, fit_on, objective, adversary):
+    result = train(tiny_cfg("evaluate_after_train=false", f"objective={objective}", f"adversary={adversary}",
+                            f"adversary.fit_on={fit_on}", "adversary.steps=2", "data.num_groups=3",
+                            "patch=circle", "patch.size=12"))
+    assert load_patch(result["patch"]).metadata["groups"] == ["tint0", "tint1", "tint2"]
+
+
+def test_cli_prints_composed_config_and_help():
+    out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "--cfg", "job", "patch.size=40"],
+                         capture_output=True, text=True, check=True, cwd=ROOT / "tests")
+    assert "size: 40" in out.stdout and "efficientnet_lite0" in out.stdout
+    help_out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "--help"],
+                              capture_output=True, text=True, check=True, cwd=ROOT / "tests")
+    assert "encoder: efficientnet_lite0, efficientnet_lite1" in help_out.stdout.replace("\n", " ") or \
+        "encoder:" in help_out.stdout
