@@ -66,6 +66,10 @@ def make_synthetic(
         raise ValueError(f"num_groups must be at least 2, got {num_groups}")
     if not 0.0 <= correlation <= 1.0:
         raise ValueError(f"correlation must be in [0, 1], got {correlation}")
+    win = int(math.ceil(object_radius[1])) + 1
+    if image_size < 2 * win + 2:
+        raise ValueError(f"image_size {image_size} is too small for objects of radius {object_radius[1]}; "
+                         f"use image_size >= {2 * win + 2}")
     gen = torch.Generator().manual_seed(int(seed))
     s = torch.randint(0, num_groups, (n,), generator=gen)
     base = (2 * s >= num_groups).long()
@@ -95,7 +99,6 @@ def make_synthetic(
         p_disk = torch.where(y[sl].bool(), purity, 1 - purity)[:, None]
         is_disk = torch.rand(b, k, generator=gen) < p_disk
         radius = object_radius[0] + (object_radius[1] - object_radius[0]) * torch.rand(b, k, generator=gen)
-        win = int(math.ceil(object_radius[1])) + 1
         cx = (win + (image_size - 2 * win) * torch.rand(b, k, generator=gen)).floor()
         cy = (win + (image_size - 2 * win) * torch.rand(b, k, generator=gen)).floor()
         level = torch.rand(b, k, generator=gen).round() * 0.8 + 0.1  # dark or light

@@ -109,7 +109,8 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
                                  patch_hw=tuple(patch.pixels.shape[-2:]), device=device)
             images = (paste(images, patch.pixels, patch.mask, boxes) * 255).round_() / 255
         out.append(encoder(images).float().cpu())
-    return torch.cat(out).numpy()
+    # float64: Fairlearn's post-processing writes float64 scores into arrays shaped like X.
+    return torch.cat(out).numpy().astype(np.float64)
 
 
 def _cache_key(encoder, datamodule, split: str, weights) -> str:
@@ -129,7 +130,7 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
     path = Path(settings.cache_dir).expanduser() / f"{_cache_key(encoder, datamodule, split, weights)}.npy"
     if path.is_file():
         try:
-            cached = np.load(path, allow_pickle=False)
+            cached = np.load(path, allow_pickle=False).astype(np.float64)
             if cached.shape[0] == len(dataset):
                 log.info("clean %s embeddings from cache %s", split, path)
                 return cached
@@ -202,7 +203,7 @@ def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, see
                             predict_method="predict_proba")
     to.fit(clean_train, y_train, sensitive_features=s_train)
     scaler = StandardScaler().fit(clean_train)
-    eg = ExponentiatedGradient(LogisticRegression(max_iter=1000), DemographicParity(), eps=0.01, max_iter=30)
+    eg = ExponentiatedGradient(LogisticRegression(max_iter=300, tol=1e-3), DemographicParity(), eps=0.01, max_iter=20)
     eg.fit(scaler.transform(clean_train), y_train, sensitive_features=s_train)
     return {
         "threshold_optimizer": to.predict(clean_test, sensitive_features=s_test, random_state=seed),

@@ -56,10 +56,10 @@ def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0,
     table = {str(g): {m: float(v) for m, v in row.items()} for g, row in mf.by_group.iterrows()}
     if n_boot:
         low, high = mf.by_group_ci
-        for g in table:
+        for g in mf.by_group.index:
             for m in GROUP_METRICS:
                 if m != "count":
-                    table[g][f"{m}_ci"] = [float(low.loc[g, m]), float(high.loc[g, m])]
+                    table[str(g)][f"{m}_ci"] = [float(low.loc[g, m]), float(high.loc[g, m])]
     return table
 
 

@@ -49,6 +49,7 @@ class BriarPatchModule(pl.LightningModule):
         k, d = adversary.num_groups, encoder.dim
         self.sensitive_ema = float(sensitive_ema)
         self.register_buffer("group_means", torch.zeros(k, d))
+        self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("group_seen", torch.zeros(k, dtype=torch.bool))
         if cache_size:
             self.register_buffer("_clean_cache", torch.zeros(cache_size, d), persistent=False)
@@ -75,6 +76,8 @@ class BriarPatchModule(pl.LightningModule):
 
     @torch.no_grad()
     def _update_group_means(self, clean: torch.Tensor, s: torch.Tensor) -> None:
+        """Running per-group means (the S directions) and the population mean (their centre)."""
+        self.feat_mean.lerp_(clean.mean(0), self.sensitive_ema if self.group_seen.any() else 1.0)
         for g in s.unique():
             mean = clean[s == g].mean(0)
             if self.group_seen[g]:
@@ -123,7 +126,8 @@ class BriarPatchModule(pl.LightningModule):
         # The adversary is not updated by the patch step; only the pixels receive gradients.
         self.adversary.requires_grad_(False)
         terms = self.objective(logits=self.adversary(patched), s=s, patched=patched, clean=clean,
-                               basis=self.sensitive_basis(), pixels=self.patch.pixels)
+                               basis=self.sensitive_basis(), pixels=self.patch.pixels,
+                               center=self.feat_mean)
         self.adversary.requires_grad_(True)
         self._check_finite(terms["total"], "patch loss", batch_idx)
         opt_patch.zero_grad(set_to_none=True)

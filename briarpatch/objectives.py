@@ -32,15 +32,24 @@ def reversal_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return -F.cross_entropy(logits, s)
 
 
-def utility_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+def utility_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | None,
+                 center: torch.Tensor | None = None) -> torch.Tensor:
     """Relative squared change of the embedding outside the directions that carry S.
 
-    ``basis`` is ``(D, k)`` orthonormal (the sensitive directions); the change along it is free.
+    ``basis`` is ``(D, k)`` orthonormal (the sensitive directions): per-example change along it
+    is free, but when ``center`` (the clean population mean) is given, the batch mean along it
+    must stay at the centre. A patch that pushed everyone to one side of S would otherwise shift
+    every downstream prediction the same way (constant predictions: "fair" and useless).
     """
     delta = patched - clean
-    if basis is not None:
-        delta = delta - (delta @ basis) @ basis.T
-    return delta.pow(2).sum(1).mean() / clean.pow(2).sum(1).mean().clamp_min(1e-12)
+    scale = clean.pow(2).sum(1).mean().clamp_min(1e-12)
+    if basis is None:
+        return delta.pow(2).sum(1).mean() / scale
+    outside = delta - (delta @ basis) @ basis.T
+    loss = outside.pow(2).sum(1).mean()
+    if center is not None:
+        loss = loss + ((patched.mean(0) - center) @ basis).pow(2).sum()
+    return loss / scale
 
 
 def total_variation(pixels: torch.Tensor) -> torch.Tensor:
@@ -69,10 +78,10 @@ class PatchObjective(nn.Module):
             raise ValueError(f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}")
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels) -> dict[str, torch.Tensor]:
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None) -> dict[str, torch.Tensor]:
         terms = {"main": _LOSS_FNS[self.loss](logits, s)}
         if self.utility_weight:
-            terms["utility"] = utility_loss(patched, clean, basis)
+            terms["utility"] = utility_loss(patched, clean, basis, center)
         if self.tv_weight:
             terms["tv"] = total_variation(pixels)
         terms["total"] = terms["main"] + self.utility_weight * terms.get("utility", 0.0) + self.tv_weight * terms.get("tv", 0.0)

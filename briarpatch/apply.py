@@ -1,0 +1,401 @@
+"""``briarpatch apply``: paste a trained patch onto photos, safely.
+
+The pixels come from :func:`briarpatch.placement.paste`, the function training and evaluation
+use, so users get what was measured. Inputs are never modified, outputs are written atomically
+and never overwrite a file unless asked, one bad image does not stop the rest, and image size is
+bounded before decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .artifacts import BriarPatch, PatchFileError, load_patch
+from .placement import ANCHORS, paste, sample_boxes
+
+__all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "cli", "DEFAULT_MAX_PIXELS"]
+
+DEFAULT_MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP")}
+_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                ".bmp": "BMP", ".gif": "PNG"}
+
+
+# ----------------------------------------------------------------------------- core
+def _placement(patch: BriarPatch, changes: dict):
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(patch.placement, random=False, **changes)
+
+
+def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
+    """Paste on one float ``(C, H, W)`` image in [0, 1] (C = 1 or 3); returns a new tensor.
+
+    Only the region under the patch is resampled, so large photos stay cheap.
+    """
+    placement = _placement(patch, placement_changes)
+    _, height, width = image.shape
+    boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
+    ex, ey = boxes.extent()
+    x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
+    y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]))) - 1)
+    x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]))) + 2)
+    y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]))) + 2)
+    out = image.clone()
+    if x1 > x0 and y1 > y0:
+        region = image[None, :, y0:y1, x0:x1]
+        out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0))[0]
+    return out
+
+
+def _alpha_of_patch(patch: BriarPatch, height: int, width: int, changes: dict) -> torch.Tensor:
+    """Where the patch covers the image (for keeping transparent images' patch visible)."""
+    white = BriarPatch(pixels=torch.ones_like(patch.pixels), mask=patch.mask, placement=patch.placement)
+    return paste_array(white, torch.zeros(1, height, width), **changes)[0]
+
+
+# ----------------------------------------------------------------------------- PIL images
+def _split(img):
+    """PIL image -> (float CHW colour, float HW alpha or None, bit depth, output mode)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        return torch.from_numpy(np.clip(arr, 0, 65535) / 65535.0)[None], None, 16, "I;16"
+    if mode == "F":
+        img, mode = img.convert("L"), "L"
+    if mode == "1":
+        img, mode = img.convert("L"), "L"
+    if mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+    if mode in ("PA", "RGBa", "La"):
+        mode = "LA" if mode == "La" else "RGBA"
+        img = img.convert(mode)
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        img, mode = img.convert("RGB"), "RGB"
+    arr = np.array(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    t = torch.from_numpy(arr).permute(2, 0, 1)
+    alpha = t[-1] if mode in ("LA", "RGBA") else None
+    colour = t[:-1] if alpha is not None else t
+    assert isinstance(img, Image.Image)
+    return colour, alpha, 8, mode
+
+
+def _join(colour: torch.Tensor, alpha, depth: int, mode: str):
+    from PIL import Image
+
+    if depth == 16:
+        arr = (colour[0].clamp(0, 1) * 65535).round().numpy().astype(np.uint16)
+        return Image.fromarray(arr)  # uint16 -> mode I;16
+    chans = [colour] if alpha is None else [colour, alpha[None]]
+    arr = (torch.cat(chans).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0], "L")
+    return Image.fromarray(np.ascontiguousarray(arr), mode)
+
+
+def _apply_pil(patch: BriarPatch, img, *, keep_gray: bool = True, **changes):
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)  # paste where the viewer sees the corner
+    colour, alpha, depth, mode = _split(img)
+    if not keep_gray and colour.shape[0] == 1:
+        colour, depth = colour.expand(3, -1, -1).clone(), 8
+        mode = "RGBA" if alpha is not None else "RGB"
+    out = paste_array(patch, colour, **changes)
+    if alpha is not None:
+        cover = _alpha_of_patch(patch, colour.shape[1], colour.shape[2], changes)
+        alpha = alpha + cover * (1 - alpha)
+    return _join(out, alpha, depth, mode)
+
+
+def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement_changes):
+    """Paste ``patch`` on one image and return the same kind of object.
+
+    Parameters
+    ----------
+    patch : BriarPatch
+    image : PIL.Image.Image, numpy.ndarray or torch.Tensor
+        A PIL image (any common mode; EXIF orientation is applied first), a ``uint8`` array
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or a float tensor ``(C, H, W)`` in [0, 1].
+    keep_gray : bool
+        Grayscale images stay grayscale (the patch is pasted as luma).
+    **placement_changes
+        ``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``.
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return _apply_pil(patch, image, keep_gray=keep_gray, **placement_changes)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise TypeError(f"numpy images must be uint8 (H, W[, 1|3|4]), got {image.dtype} {image.shape}")
+        mode = {2: "L"}.get(image.ndim) or {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[2]]
+        arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        out = np.asarray(_apply_pil(patch, Image.fromarray(np.ascontiguousarray(arr), mode),
+                                    keep_gray=keep_gray, **placement_changes))
+        return out.reshape(image.shape)
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
+            raise TypeError(f"tensor images must be float (C, H, W) with C = 1 or 3, got {tuple(image.shape)}")
+        return paste_array(patch, image, **placement_changes)
+    raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float tensor")
+
+
+class PatchTransform:
+    """A torchvision-style transform: ``PatchTransform(load_patch("default"))(image)``."""
+
+    def __init__(self, patch: BriarPatch, **placement_changes):
+        self.patch, self.changes = patch, placement_changes
+
+    def __call__(self, image):
+        return apply_patch(self.patch, image, **self.changes)
+
+    def __repr__(self) -> str:
+        size = tuple(self.patch.pixels.shape[-2:])
+        return f"{self.__class__.__name__}(patch={size}, placement={_placement(self.patch, self.changes)})"
+
+
+# ----------------------------------------------------------------------------- files
+class ImageTooLarge(ValueError):
+    pass
+
+
+def open_image(path: Path, *, max_pixels: int):
+    """Open and decode an image, refusing decompression bombs before decoding."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            handle = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(f"refused as a possible decompression bomb ({exc}); raise --max-pixels if trusted") from None
+        with handle as img:
+            if img.width * img.height > max_pixels:
+                raise ImageTooLarge(f"{img.width}x{img.height} = {img.width * img.height} pixels is more than "
+                                    f"--max-pixels {max_pixels}; raise it if you trust this file")
+            img.load()
+            return img.copy()  # detached from the file, which is closed here
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
+    except ValueError:
+        return False
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Expand files, folders (recursive, symlinked folders not followed) and globs.
+
+    Returns ``(source, relative output path)`` pairs and problems found while collecting.
+    """
+    pairs, problems = [], []
+    for item in inputs:
+        if glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            base = Path(item.split("*")[0].split("?")[0].split("[")[0] or ".")
+            base = base if base.is_dir() else base.parent
+            if not matches:
+                problems.append(f"{item}: no file matches")
+            pairs += [(Path(m), Path(os.path.relpath(m, base))) for m in matches if Path(m).is_file()]
+        elif Path(item).is_dir():
+            root = Path(item)
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    src = Path(dirpath) / name
+                    if src.suffix.lower() in IMAGE_SUFFIXES:
+                        pairs.append((src, src.relative_to(root)))
+        elif Path(item).is_file():
+            pairs.append((Path(item), Path(Path(item).name)))
+        else:
+            problems.append(f"{item}: no such file or folder")
+    return pairs, problems
+
+
+def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
+    """Destination per input, or the reason it cannot have one (escape, collision)."""
+    plans, seen = [], set()
+    for src, rel in pairs:
+        if rel.is_absolute() or ".." in rel.parts:
+            plans.append((src, None, "output path would leave --out"))
+            continue
+        dst = out_dir / rel
+        if fmt != "keep":
+            dst = dst.with_suffix(FORMATS[fmt][0])
+        elif dst.suffix.lower() not in _SAVE_FORMAT:
+            dst = dst.with_suffix(".png")
+        if not _is_within(dst.parent if dst.parent.exists() else out_dir, out_dir) or dst.is_symlink():
+            plans.append((src, None, "output path would leave --out through a symbolic link"))
+        elif dst in seen:
+            plans.append((src, None, f"another input is also written to {dst}"))
+        else:
+            seen.add(dst)
+            plans.append((src, dst, None))
+    return plans
+
+
+def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> None:
+    from PIL import Image
+
+    fmt = _SAVE_FORMAT[dst.suffix.lower()]
+    if fmt == "JPEG":
+        if img.mode in ("RGBA", "LA"):  # JPEG has no alpha: flatten onto white
+            bg = Image.new("RGB" if img.mode == "RGBA" else "L", img.size, 255 if img.mode == "LA" else (255,) * 3)
+            bg.paste(img, mask=img.getchannel("A"))
+            img = bg
+        elif img.mode == "I;16":
+            img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    if fmt == "WEBP" and img.mode == "I;16":
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if not strip:
+        for key in ("icc_profile", "exif", "dpi"):
+            if info.get(key) is not None:
+                kwargs[key] = info[key]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        img.save(tmp, format=fmt, **kwargs)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parse_at(text: str):
+    try:
+        xs, ys = text.split(",")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at wants X,Y (e.g. 10,20 pixels or 0.5,0.9 fractions), got {text!r}")
+    unit = "fraction" if "." in text else "pixel"
+    try:
+        x, y = float(xs), float(ys)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at wants numbers, got {text!r}")
+    if unit == "fraction" and not (0 <= x <= 1 and 0 <= y <= 1):
+        raise argparse.ArgumentTypeError(f"fractions in --at must be in [0, 1], got {text!r}")
+    return x, y, unit
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="briarpatch apply",
+        description=(
+            "Paste a trained BriarPatch onto photos. The patch hides a sensitive attribute from models "
+            "trained on ordinary (unpatched) images that use the encoder it was trained for; a model retrained "
+            "on patched images can usually still find it. Inputs are never modified; outputs are written "
+            "atomically into --out, mirroring the input folders."),
+        epilog=(
+            "examples:\n"
+            "  briarpatch apply default photos/ --out patched/\n"
+            "  briarpatch apply outputs/demo/patch.safetensors 'shots/**/*.jpg' --out patched --anchor top_left\n"
+            "  briarpatch apply default me.png --out . --format jpg --quality 90 --at 0.5,0.9 --size 0.25\n\n"
+            "exit status: 0 all written (or skipped because they exist), 1 some images failed, 2 bad arguments."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default' for the shipped patch")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or quoted globs")
+    p.add_argument("--out", "-o", required=True, type=Path, help="output folder (created if missing)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--anchor", choices=list(ANCHORS), help="named position (default: the one it was trained at)")
+    where.add_argument("--at", type=_parse_at, metavar="X,Y",
+                       help="top-left corner: integers are pixels, decimals are fractions of the free space")
+    p.add_argument("--size", type=_fraction, help="patch side as a fraction of the image's shorter side "
+                                                  "(default: the fraction it was trained at)")
+    p.add_argument("--margin", type=float, help="gap to the border, fraction of the shorter side (default 0)")
+    p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
+    p.add_argument("--strip-metadata", action="store_true", help="drop EXIF, ICC profile and DPI from outputs")
+    p.add_argument("--color", action="store_true", help="write grayscale inputs as colour images with a colour patch")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger images (decompression bombs), default {DEFAULT_MAX_PIXELS:,}")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file messages")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``briarpatch apply``; returns the exit status."""
+    from PIL import ImageOps
+    from tqdm.auto import tqdm
+
+    args = build_parser().parse_args(argv)
+    try:
+        patch = load_patch(args.patch)
+    except (PatchFileError, FileNotFoundError) as exc:
+        print(f"briarpatch apply: {exc}", file=sys.stderr)
+        return 2
+    changes = {"anchor": args.anchor, "size": args.size, "margin": args.margin}
+    if args.at is not None:
+        changes.update(x=args.at[0], y=args.at[1], unit=args.at[2])
+    try:
+        _placement(patch, changes)
+    except ValueError as exc:
+        print(f"briarpatch apply: {exc}", file=sys.stderr)
+        return 2
+    out_dir: Path = args.out
+    pairs, problems = collect_inputs(args.inputs)
+    plans = plan_outputs(pairs, out_dir, args.format)
+    inputs = {src.resolve() for src, _ in pairs}
+    written = skipped = 0
+    failed = [(p, None) for p in problems]
+    say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731
+    for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=args.quiet or args.dry_run,
+                                 file=sys.stderr):
+        if reason:
+            failed.append((f"{src}: {reason}", None))
+            continue
+        if dst.exists() and dst.resolve() in inputs:
+            failed.append((f"{src}: output {dst} is an input; inputs are never overwritten", None))
+            continue
+        if dst.exists() and not args.overwrite:
+            skipped += 1
+            say(f"skip {dst}: exists (use --overwrite)")
+            continue
+        if args.dry_run:
+            print(f"would write {dst}")
+            written += 1
+            continue
+        try:
+            # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
+            # no longer asks viewers to rotate.
+            img = ImageOps.exif_transpose(open_image(src, max_pixels=args.max_pixels))
+            exif = img.getexif()
+            info = {"icc_profile": img.info.get("icc_profile"), "dpi": img.info.get("dpi"),
+                    "exif": exif.tobytes() if exif else None}
+            out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
+            _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
+            written += 1
+        except Exception as exc:  # one bad image must not stop the others; it is reported below
+            failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+    for msg, _ in failed:
+        print(f"failed: {msg}", file=sys.stderr)
+    verb = "would write" if args.dry_run else "written"
+    print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}")
+    return 1 if failed else 0

@@ -1,0 +1,66 @@
+"""Rebuild the shipped patch and README figures: python scripts/build_assets.py [hydra overrides].
+
+Trains the embedded default (exactly `briarpatch train`), evaluates it, then copies into assets/:
+  assets/patches/default.safetensors   the patch `load_patch("default")` and `apply default` use
+  assets/patches/default.png           its preview
+  assets/patches/default_report.md     its evaluation report (+ figures beside it)
+  assets/figures/before_after.png      before/after pictures for the README
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+
+from briarpatch import load_patch
+from briarpatch.config import config_dir
+from briarpatch.data import make_synthetic
+from briarpatch.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(overrides: list[str]) -> None:
+    run_dir = ROOT / "outputs" / "assets-run"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    train(cfg)
+    patches, figures = ROOT / "assets" / "patches", ROOT / "assets" / "figures"
+    patches.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "patch.safetensors", patches / "default.safetensors")
+    shutil.copy(run_dir / "patch.png", patches / "default.png")
+    report = (run_dir / "report" / "report.md").read_text()
+    report = report.replace("](selection_rate.png)", "](default_selection_rate.png)").replace(
+        "](tradeoff.png)", "](default_tradeoff.png)")
+    (patches / "default_report.md").write_text(report)
+    shutil.copy(run_dir / "report" / "selection_rate.png", patches / "default_selection_rate.png")
+    shutil.copy(run_dir / "report" / "tradeoff.png", patches / "default_tradeoff.png")
+
+    patch = load_patch(patches / "default.safetensors")
+    synth = make_synthetic(3, seed=7)
+    befores = [Image.fromarray(synth.images[i].permute(1, 2, 0).numpy()) for i in range(3)]
+    cat = Image.open(ROOT / "assets" / "samples" / "chelsea.jpg").convert("RGB")
+    befores.append(cat.resize((int(cat.width * 128 / cat.height), 128)))
+    afters = [patch.apply(im) for im in befores]
+    width = sum(im.width for im in befores) + 8 * (len(befores) - 1)
+    sheet = Image.new("RGB", (width, 128 * 2 + 8), (255, 255, 255))
+    x = 0
+    for before, after in zip(befores, afters):
+        sheet.paste(before, (x, 0))
+        sheet.paste(after, (x, 136))
+        x += before.width + 8
+    sheet.save(figures / "before_after.png")
+    print(f"assets written; patch {np.asarray(patch.pixels.shape).tolist()} from {run_dir}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,172 @@
+"""`briarpatch apply` and the Python API, on fixtures made here (no network)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from briarpatch import load_patch
+from briarpatch.apply import apply_patch, cli, paste_array
+from briarpatch.artifacts import BriarPatch, save_patch
+from briarpatch.data import make_synthetic, to_unit
+from briarpatch.patch import Patch
+from briarpatch.placement import Placement
+
+
+@pytest.fixture
+def patch_file(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    path = tmp_path / "p.safetensors"
+    save_patch(path, pixels=torch.rand(3, 8, 8, generator=gen), mask=torch.ones(1, 8, 8),
+               placement=Placement(size=0.25, anchor="bottom_right"), metadata={"encoder": "efficientnet_lite0"})
+    return path
+
+
+def _open(path):
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def _rgb(w, h, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def test_apply_writes_what_training_and_evaluation_paste():
+    """One paste function: apply's 8-bit output equals the training module's paste, rounded."""
+    patch_module = Patch(size=12, image_size=32, init="random", seed=1, random=False)
+    images = to_unit(make_synthetic(4, image_size=32, seed=0).images)
+    trained = (patch_module(images, random=False) * 255).round().byte()
+    artifact = BriarPatch(pixels=patch_module.pixels.detach(), mask=patch_module.mask,
+                          placement=patch_module.placement)
+    for i in range(4):
+        arr = images[i].mul(255).round().byte().permute(1, 2, 0).numpy()
+        out = apply_patch(artifact, arr)
+        assert out.dtype == np.uint8 and out.shape == arr.shape
+        diff = np.abs(out.astype(int) - trained[i].permute(1, 2, 0).numpy().astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+
+
+def test_api_returns_the_same_kind(patch_file):
+    patch = load_patch(patch_file)
+    img = _rgb(40, 30)
+    out = patch.apply(img)
+    assert isinstance(out, Image.Image) and out.size == (40, 30) and out.mode == "RGB"
+    arr = patch.apply(np.asarray(img))
+    assert isinstance(arr, np.ndarray) and arr.shape == (30, 40, 3)
+    t = patch.apply(torch.rand(3, 30, 40))
+    assert isinstance(t, torch.Tensor) and t.shape == (3, 30, 40)
+    box = np.asarray(out)[-8:, -8:]  # 0.25 * 30 = 7.5 -> 8 px at the bottom right
+    assert np.array_equal(box, (patch.pixels * 255).round().byte().permute(1, 2, 0).numpy())
+    transform = patch.transform(anchor="top_left")
+    assert np.array_equal(np.asarray(transform(img))[:8, :8], box)
+    assert "PatchTransform" in repr(transform)
+
+
+def test_default_patch_is_shipped():
+    patch = load_patch("default")
+    assert patch.metadata["encoder"] == "efficientnet_lite0"
+    assert patch.apply(_rgb(64, 48)).size == (64, 48)
+
+
+def _mixed_folder(root):
+    (root / "sub").mkdir(parents=True)
+    _rgb(64, 48).save(root / "a.jpg", quality=92)
+    _rgb(50, 50, 1).save(root / "sub" / "b.png")
+    _rgb(40, 60, 2).save(root / "c.webp")
+    Image.fromarray(np.full((30, 30, 4), 100, np.uint8), "RGBA").save(root / "rgba.png")
+    Image.fromarray(np.full((30, 40), 100, np.uint8), "L").save(root / "gray.png")
+    Image.fromarray(np.full((30, 40), 40000, np.uint16)).save(root / "deep16.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "tiny.png")
+    rotated = _rgb(60, 40, 3)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    rotated.save(root / "rotated.jpg", exif=exif.tobytes())
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("P", (20, 20)).save(root / "palette.png")
+
+
+def test_cli_on_a_mixed_folder(patch_file, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _mixed_folder(src)
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    code = cli([str(patch_file), str(src), "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1  # the corrupt file
+    assert "written 9, skipped 0 (already exist), failed 1" in captured.out
+    assert "corrupt.jpg" in captured.err
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before  # inputs untouched
+    assert (out / "sub" / "b.png").is_file()  # the tree is mirrored
+    assert _open(out / "rgba.png").mode == "RGBA"
+    rgba = np.asarray(_open(out / "rgba.png"))
+    assert rgba[-1, -1, 3] == 255 and rgba[0, 0, 3] == 100  # alpha kept, patch visible
+    assert _open(out / "gray.png").mode == "L"
+    deep = _open(out / "deep16.png")
+    assert deep.mode in ("I;16", "I") and np.asarray(deep).max() > 255
+    assert _open(out / "tiny.png").size == (8, 8)
+    with Image.open(out / "rotated.jpg") as rot:
+        assert rot.size == (40, 60) and rot.getexif().get(0x0112, 1) == 1  # upright, orientation reset
+    assert _open(out / "palette.png").mode == "RGB"
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_existing_outputs_are_kept_unless_overwrite(patch_file, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    _rgb(30, 30).save(src / "x.png")
+    out.mkdir()
+    (out / "x.png").write_bytes(b"precious")
+    assert cli([str(patch_file), str(src), "--out", str(out), "-q"]) == 0
+    assert (out / "x.png").read_bytes() == b"precious"
+    assert "skipped 1" in capsys.readouterr().out
+    assert cli([str(patch_file), str(src), "--out", str(out), "-q", "--overwrite"]) == 0
+    assert (out / "x.png").read_bytes() != b"precious"
+
+
+def test_inputs_are_never_overwritten_even_in_place(patch_file, tmp_path):
+    _rgb(30, 30).save(tmp_path / "x.png")
+    original = (tmp_path / "x.png").read_bytes()
+    assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path), "-q", "--overwrite"]) == 1
+    assert (tmp_path / "x.png").read_bytes() == original
+
+
+def test_dry_run_writes_nothing(patch_file, tmp_path, capsys):
+    _rgb(30, 30).save(tmp_path / "x.png")
+    assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert not (tmp_path / "o").exists() and "would write" in capsys.readouterr().out
+
+
+def test_decompression_bombs_are_refused(patch_file, tmp_path, capsys):
+    Image.new("RGB", (400, 300)).save(tmp_path / "big.png")
+    assert cli([str(patch_file), str(tmp_path / "big.png"), "--out", str(tmp_path / "o"), "-q",
+                "--max-pixels", "10000"]) == 1
+    assert "more than --max-pixels 10000" in capsys.readouterr().err
+
+
+def test_outputs_cannot_escape_through_symlinks(patch_file, tmp_path):
+    src, out, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    out.mkdir()
+    _rgb(30, 30).save(src / "sub" / "x.png")
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    assert cli([str(patch_file), str(src), "--out", str(out), "-q"]) == 1
+    assert not list(elsewhere.iterdir())
+
+
+def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
+    (tmp_path / "p.pt").write_bytes(b"\x80\x04junk")
+    _rgb(10, 10).save(tmp_path / "x.png")
+    assert cli([str(tmp_path / "p.pt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "refusing a pickle-based file" in capsys.readouterr().err
+
+
+def test_placement_options(patch_file, tmp_path):
+    patch = load_patch(patch_file)
+    img = torch.zeros(3, 40, 40)
+    at_px = paste_array(patch, img, x=3, y=5, unit="pixel", size=0.2)  # 8 px: pixel for pixel
+    covered = (at_px.abs().sum(0) > 0).nonzero()
+    assert covered.min(0).values.tolist() == [5, 3] and covered.max(0).values.tolist() == [12, 10]
+    bigger = paste_array(patch, img, size=0.5, anchor="center")  # 8 px resampled to 20 px
+    n = int((bigger.abs().sum(0) > 0).sum())
+    assert 20 * 20 <= n <= 22 * 22  # bilinear resampling softens the edge by at most a pixel

@@ -1,0 +1,125 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from briarpatch import evaluation
+from briarpatch.artifacts import BriarPatch
+from briarpatch.data import SyntheticDataModule
+from briarpatch.encoders import build_encoder
+from briarpatch.evaluation import EvalSettings, check_compatible, clean_embeddings, run_protocol
+from briarpatch.metrics import fairness_summary, group_table, leakage_scores
+from briarpatch.placement import Placement
+from briarpatch.train import train
+
+
+def test_fairness_scalars_match_hand_computed_values():
+    y_true = [1, 0, 1, 0, 1, 0, 1, 0]
+    y_pred = [1, 1, 0, 0, 1, 0, 0, 0]
+    s = [0, 0, 0, 0, 1, 1, 1, 1]
+    out = fairness_summary(y_true, y_pred, s)
+    # selection rates 2/4 and 1/4; TPR 1/2 and 1/2; FPR 1/2 and 0; accuracy 2/4 and 3/4
+    assert out["demographic_parity_difference"] == pytest.approx(0.25)
+    assert out["demographic_parity_ratio"] == pytest.approx(0.5)
+    assert out["equalized_odds_difference"] == pytest.approx(0.5)
+    assert out["accuracy"] == pytest.approx(5 / 8)
+    table = group_table(y_true, y_pred, s, group_names=["a", "b"], n_boot=20)
+    assert table["a"]["selection_rate"] == pytest.approx(0.5) and table["b"]["fpr"] == pytest.approx(0.0)
+    assert table["a"]["count"] == 4 and len(table["a"]["selection_rate_ci"]) == 2
+
+
+def test_leakage_scores_binary_and_multiclass():
+    perfect = leakage_scores([0, 1, 1, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]))
+    assert perfect == {"balanced_accuracy": 1.0, "auc": 1.0}
+    flat = leakage_scores([0, 1, 2, 0, 1, 2], np.full((6, 3), 1 / 3))
+    assert flat["auc"] == pytest.approx(0.5) and flat["balanced_accuracy"] == pytest.approx(1 / 3)
+
+
+def _toy_embeddings(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    s, y = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 6)) + np.c_[2.0 * s, 2.0 * y, np.zeros((n, 4))]
+    return x, y, s
+
+
+def test_non_adaptive_probe_never_sees_patched_data(monkeypatch):
+    clean_train, y_train, s_train = _toy_embeddings(seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(seed=1)
+    patched_train, patched_test = clean_train + 5.0, clean_test + 5.0
+    fitted_on = []
+    real_fit = evaluation.fit_probe
+
+    def spy(kind, x, s, **kw):
+        fitted_on.append(x)
+        return real_fit(kind, x, s, **kw)
+
+    monkeypatch.setattr(evaluation, "fit_probe", spy)
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=patched_train,
+                          patched_test={"patched": patched_test, "gray": clean_test}, y_train=y_train, y_test=y_test,
+                          s_train=s_train, s_test=s_test, group_names=["a", "b"],
+                          settings=EvalSettings(n_boot=0, baselines=False, progress=False))
+    # Per probe kind: the clean/non-adaptive probe is fit on clean data, only the adaptive one on patched.
+    assert [x is clean_train for x in fitted_on] == [True, False, True, False, True]
+    assert [x is patched_train for x in fitted_on] == [False, True, False, True, False]
+    assert set(report["leakage"]) == {"clean", "non_adaptive", "adaptive"}
+
+
+def test_end_to_end_evaluation_writes_reports_with_the_keys(tiny_cfg):
+    cfg = tiny_cfg("eval.baselines=true", "eval.n_boot=10")
+    report = train(cfg)["report"]
+    out = Path(cfg.run_dir) / "report"
+    data = json.loads((out / "report.json").read_text())
+    assert data == json.loads(json.dumps(report))
+    metrics = ("accuracy", "balanced_accuracy", "demographic_parity_difference", "demographic_parity_ratio",
+               "equalized_odds_difference")
+    for section in (data["clean"], data["patched"], data["controls"]["gray"], data["controls"]["random"],
+                    data["baselines"]["threshold_optimizer"], data["baselines"]["exponentiated_gradient"]):
+        assert all(isinstance(section[m], float) for m in metrics)
+    for setting in ("clean", "non_adaptive", "adaptive"):
+        for probe in ("logistic", "mlp"):
+            assert set(data["leakage"][setting][probe]) == {"balanced_accuracy", "auc"}
+    md = (out / "report.md").read_text()
+    assert "adaptive" in md and "non_adaptive" in md and "| patched" in md
+    for png in ("selection_rate.png", "tradeoff.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_embedding_cache_is_reused_and_invalidated(monkeypatch, tmp_path):
+    calls = []
+    real = evaluation.embed_dataset
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluation, "embed_dataset", counting)
+    settings = EvalSettings(cache_dir=str(tmp_path), progress=False)
+    enc = build_encoder()
+    dm = SyntheticDataModule(image_size=32, train_size=8, val_size=4, test_size=8)
+    first = clean_embeddings(enc, dm, "train", settings=settings)
+    again = clean_embeddings(enc, dm, "train", settings=settings)
+    assert len(calls) == 1 and np.array_equal(first, again)
+    clean_embeddings(build_encoder(input_size=48), dm, "train", settings=settings)  # encoder changed
+    assert len(calls) == 2
+    clean_embeddings(enc, SyntheticDataModule(image_size=32, train_size=8, val_size=4, test_size=8, seed=1),
+                     "train", settings=settings)  # data changed
+    assert len(calls) == 3
+
+
+def test_patch_for_another_encoder_or_size_is_refused_unless_allowed():
+    patch = BriarPatch(pixels=torch.rand(3, 4, 4), mask=torch.ones(1, 4, 4), placement=Placement(size=0.25),
+                       metadata={"encoder": "efficientnet_lite1", "image_size": 64, "layer": "pooled"})
+    enc = build_encoder()
+    with pytest.raises(ValueError, match="trained for encoder efficientnet_lite1.*image size 64.*allow_mismatch"):
+        check_compatible(patch, enc, 32)
+    assert len(check_compatible(patch, enc, 32, allow_mismatch=True)) == 2
+
+
+def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
+    trained = train(tiny_cfg("evaluate_after_train=false"))
+    cfg = tiny_cfg(f"patch_path={trained['patch']}", name="evaluate")
+    report = evaluation.evaluate(cfg)
+    assert report["patch"]["encoder"] == "efficientnet_lite0"
+    assert (Path(cfg.run_dir) / "report" / "report.md").is_file()
