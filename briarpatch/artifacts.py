@@ -18,6 +18,7 @@ __all__ = ["BriarPatch", "PatchFileError", "load_patch", "save_patch", "default_
 FORMAT = "briarpatch"
 FORMAT_VERSION = "1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+MAX_PATCH_BYTES = 64 * 1024 * 1024  # a patch is a few kB to a few MB; refuse to read anything huge
 
 
 class PatchFileError(ValueError):
@@ -146,6 +147,9 @@ def load_patch(path) -> BriarPatch:
         )
     if not path.is_file():
         raise PatchFileError(f"{path}: no such patch file")
+    if path.stat().st_size > MAX_PATCH_BYTES:
+        raise PatchFileError(f"{path}: {path.stat().st_size} bytes is too large for a patch file "
+                             f"(limit {MAX_PATCH_BYTES}); is this the right file?")
     data = path.read_bytes()
     try:
         tensors = load(data)

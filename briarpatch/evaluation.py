@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir
 from .data import check_groups, to_unit
-from .metrics import fairness_summary, group_table, leakage_scores
+from .metrics import fairness_summary, group_table, leakage_scores, tolerate_small_groups
 from .placement import paste, sample_boxes
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "evaluate", "evaluate_run",
@@ -233,7 +233,8 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
                                             n_boot=settings.n_boot, seed=settings.seed)
                           for name in ("clean", "patched")}
     if settings.baselines:
-        base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)
+        with tolerate_small_groups():
+            base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)
         report["baselines"] = {name: fairness_summary(y_test, p, s_test) for name, p in base.items()}
 
     leakage: dict = {"clean": {}, "non_adaptive": {}, "adaptive": {}}

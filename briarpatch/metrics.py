@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import numpy as np
+import pandas as pd
 from fairlearn.metrics import (
     MetricFrame,
     count,
@@ -13,9 +17,10 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-__all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores"]
+__all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores", "tolerate_small_groups"]
 
 GROUP_METRICS = {
     "accuracy": accuracy_score,
@@ -25,6 +30,23 @@ GROUP_METRICS = {
     "fpr": false_positive_rate,
     "count": count,
 }
+
+
+@contextmanager
+def tolerate_small_groups():
+    """Silence the expected warnings of metrics on tiny (bootstrap) groups and Fairlearn's pandas use.
+
+    A bootstrap resample of a small group can lack a class; the metric is then undefined for that
+    resample (NaN, ignored by the quantiles). Fairlearn also trips a pandas 3 deprecation.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
+        warnings.filterwarnings("ignore", category=UndefinedMetricWarning)
+        pandas_future = getattr(pd.errors, "Pandas4Warning", None)
+        if pandas_future is not None:
+            warnings.filterwarnings("ignore", category=pandas_future)
+        yield
 
 
 def fairness_summary(y_true, y_pred, sensitive) -> dict[str, float]:
@@ -51,8 +73,9 @@ def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0,
     if group_names is not None:
         sensitive = np.asarray([group_names[int(g)] for g in sensitive])
     kwargs = {"n_boot": n_boot, "ci_quantiles": [0.025, 0.975], "random_state": seed} if n_boot else {}
-    mf = MetricFrame(metrics=GROUP_METRICS, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred),
-                     sensitive_features=sensitive, **kwargs)
+    with tolerate_small_groups():
+        mf = MetricFrame(metrics=GROUP_METRICS, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred),
+                         sensitive_features=sensitive, **kwargs)
     table = {str(g): {m: float(v) for m, v in row.items()} for g, row in mf.by_group.iterrows()}
     if n_boot:
         low, high = mf.by_group_ci

@@ -68,6 +68,7 @@ def train(cfg: DictConfig) -> dict:
         pl.seed_everything(cfg.seed, workers=True)
     # The frozen encoder is in eval mode on purpose (BatchNorm statistics must not move).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning internals, not ours
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_float32_matmul_precision("high")
