@@ -12,7 +12,6 @@ import argparse
 import glob
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._atomic import atomic_path
 from .artifacts import BriarPatch, PatchFileError, load_patch
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -269,15 +269,8 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
         for key in ("icc_profile", "exif", "dpi"):
             if info.get(key) is not None:
                 kwargs[key] = info[key]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         img.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parse_at(text: str):

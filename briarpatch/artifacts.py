@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._atomic import atomic_path
 from .placement import Placement
 
 __all__ = ["BriarPatch", "PatchFileError", "load_patch", "save_patch", "default_patch_path", "save_png"]
@@ -66,15 +65,8 @@ class BriarPatch:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_patch(path, *, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, metadata: dict) -> Path:
@@ -97,14 +89,8 @@ def save_png(path, pixels: torch.Tensor, mask: torch.Tensor, *, scale: int = 4) 
     img = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -76,7 +76,6 @@ def make_synthetic(
     agree = torch.rand(n, generator=gen) < correlation
     y = torch.where(agree, base, 1 - base)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
-    coords = torch.arange(image_size, dtype=torch.float32) + 0.5
     hues = torch.tensor([2 * math.pi * g / num_groups for g in range(num_groups)])
     phase = torch.tensor([0.0, -2 * math.pi / 3, 2 * math.pi / 3])
     for start in range(0, n, chunk):

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from ._atomic import atomic_path
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir
 from .data import check_groups, to_unit
@@ -137,11 +136,8 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
     emb = embed()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, emb, allow_pickle=False)
-    os.replace(tmp, path)
     return emb
 
 

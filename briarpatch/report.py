@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ._atomic import atomic_path
 
 __all__ = ["write_report", "print_summary", "summary_rows", "markdown"]
 
@@ -15,10 +15,8 @@ _HEAD = ("accuracy", "bal. acc.", "DP diff", "DP ratio", "EO diff")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def summary_rows(report: dict) -> list[tuple[str, dict]]:

@@ -1,5 +1,7 @@
 """`briarpatch apply` and the Python API, on fixtures made here (no network)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,9 @@ def test_cli_on_a_mixed_folder(patch_file, tmp_path, capsys):
         assert rot.size == (40, 60) and rot.getexif().get(0x0112, 1) == 1  # upright, orientation reset
     assert _open(out / "palette.png").mode == "RGB"
     assert not list(out.rglob("*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / "a.jpg").stat().st_mode & 0o777 == 0o666 & ~mask  # atomic writes keep normal permissions
 
 
 def test_existing_outputs_are_kept_unless_overwrite(patch_file, tmp_path, capsys):

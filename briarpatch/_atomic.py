@@ -1,0 +1,36 @@
+"""Atomic file writes: a temporary file beside the target, then one rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(dst):
+    """Yield a temporary path in ``dst``'s folder; on success it replaces ``dst`` in one step.
+
+    A crash or error leaves ``dst`` as it was (and no temporary file behind). The result gets the
+    permissions a normally created file would (mkstemp alone would make it owner-only).
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
