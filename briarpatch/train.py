@@ -73,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_float32_matmul_precision("high")
 
+    log.info("training a patch into %s", run_dir)
     datamodule = build(cfg.data)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     module = build_module(cfg, datamodule)

@@ -175,3 +175,20 @@ def test_placement_options(patch_file, tmp_path):
     bigger = paste_array(patch, img, size=0.5, anchor="center")  # 8 px resampled to 20 px
     n = int((bigger.abs().sum(0) > 0).sum())
     assert 20 * 20 <= n <= 22 * 22  # bilinear resampling softens the edge by at most a pixel
+
+
+def test_icc_profile_and_exif_are_kept_unless_stripped(patch_file, tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img = _rgb(40, 30)
+    exif = img.getexif()
+    exif[0x010F] = "briarpatch-test-camera"  # Make
+    img.save(tmp_path / "x.jpg", icc_profile=icc, exif=exif.tobytes())
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "kept"), "-q"]) == 0
+    with Image.open(tmp_path / "kept" / "x.jpg") as kept:
+        assert kept.info.get("icc_profile") == icc and kept.getexif().get(0x010F) == "briarpatch-test-camera"
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "bare"), "-q",
+                "--strip-metadata", "--format", "png"]) == 0
+    with Image.open(tmp_path / "bare" / "x.png") as bare:
+        assert "icc_profile" not in bare.info and not bare.getexif()
