@@ -67,8 +67,6 @@ def _alpha_of_patch(patch: BriarPatch, height: int, width: int, changes: dict) -
 # ----------------------------------------------------------------------------- PIL images
 def _split(img):
     """PIL image -> (float CHW colour, float HW alpha or None, bit depth, output mode)."""
-    from PIL import Image
-
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float32)
@@ -91,7 +89,6 @@ def _split(img):
     t = torch.from_numpy(arr).permute(2, 0, 1)
     alpha = t[-1] if mode in ("LA", "RGBA") else None
     colour = t[:-1] if alpha is not None else t
-    assert isinstance(img, Image.Image)
     return colour, alpha, 8, mode
 
 
