@@ -1,0 +1,262 @@
+"""Real datasets on disk, in the formats they are distributed in; nothing is downloaded.
+
+Each reader turns a dataset's own label files into one table (``path, y, s, split``) served by
+:class:`TableDataModule`, which decodes and resizes images on the fly (bounded memory, one
+decode per image per epoch, DataLoader workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["TableDataModule", "TableDataset", "celeba", "utkface", "fairface", "waterbirds", "manifest"]
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: expected {path} (set data.root to the dataset folder)")
+    return path
+
+
+def _column(frame: pd.DataFrame, name: str, role: str) -> pd.Series:
+    if name not in frame.columns:
+        raise ValueError(f"unknown {role} {name!r}; valid names: {', '.join(map(str, frame.columns))}")
+    return frame[name]
+
+
+def _encode(values: pd.Series, *, threshold: float | None, role: str) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their names; numeric values are binarised at ``threshold`` when given."""
+    if threshold is not None:
+        numeric = pd.to_numeric(values.astype(str).str.extract(r"(-?\d+\.?\d*)")[0], errors="coerce")
+        if numeric.isna().any():
+            raise ValueError(f"{role} has values that are not numbers, cannot binarise at {threshold}")
+        return (numeric >= threshold).astype(int).to_numpy(), [f"<{threshold:g}", f">={threshold:g}"]
+    if set(values.unique()) <= {-1, 1}:
+        return (values == 1).astype(int).to_numpy(), [f"not {values.name}", str(values.name)]
+    codes, names = pd.factorize(values, sort=True)
+    return codes.astype(int), [str(n) for n in names]
+
+
+def _stratified_split(s: np.ndarray, y: np.ndarray, *, seed: int, fractions=(0.7, 0.1, 0.2)) -> np.ndarray:
+    """Seeded split that keeps every (s, y) cell in each part where it can."""
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(s), dtype=object)
+    for cell in np.unique(np.stack([s, y], 1), axis=0):
+        idx = np.flatnonzero((s == cell[0]) & (y == cell[1]))
+        rng.shuffle(idx)
+        n_train = int(round(fractions[0] * len(idx)))
+        n_val = int(round(fractions[1] * len(idx)))
+        split[idx[:n_train]] = "train"
+        split[idx[n_train:n_train + n_val]] = "val"
+        split[idx[n_train + n_val:]] = "test"
+    return split
+
+
+class TableDataset(Dataset):
+    """Images listed in a table, decoded and resized when read."""
+
+    def __init__(self, paths: list[Path], y: np.ndarray, s: np.ndarray, *, image_size: int):
+        self.paths, self.image_size = paths, image_size
+        self.y = torch.from_numpy(np.array(y, dtype=np.int64))  # a copy: pandas arrays can be read-only
+        self.s = torch.from_numpy(np.array(s, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image, ImageOps
+
+        with Image.open(self.paths[i]) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = ImageOps.fit(img, (self.image_size, self.image_size), Image.BILINEAR)  # centre crop + resize
+        image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+        return {"image": image, "y": self.y[i], "s": self.s[i], "index": i}
+
+
+class TableDataModule(pl.LightningDataModule):
+    """Serve a ``path, y, s, split`` table as the three splits.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``path`` (absolute), ``y``, ``s`` (integer codes) and ``split``.
+    group_names, target_names : list of str
+    sensitive_name, target_name : str
+    image_size : int
+    limit : int, optional
+        Subsample each split to at most this many images (seeded), for quick runs.
+    max_missing : float
+        Fail when more than this fraction of listed images are missing on disk.
+    """
+
+    def __init__(self, table: pd.DataFrame, *, name: str, group_names, target_names, sensitive_name: str,
+                 target_name: str, image_size: int = 128, batch_size: int = 32, num_workers: int = 0,
+                 pin_memory: bool = False, limit: int | None = None, seed: int = 0, max_missing: float = 0.01,
+                 describe: dict | None = None):
+        super().__init__()
+        exists = table["path"].map(lambda p: Path(p).is_file())
+        missing = int((~exists).sum())
+        if missing:
+            frac = missing / len(table)
+            msg = f"{missing} of {len(table)} listed images are missing on disk (e.g. {table.loc[~exists, 'path'].iloc[0]})"
+            if frac > max_missing:
+                raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; check data.root")
+            log.warning("%s; skipping them", msg)
+            table = table[exists]
+        self.name, self.image_size, self.batch_size = name, image_size, batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.group_names, self.target_names = list(group_names), list(target_names)
+        self.sensitive_name, self.target_name = sensitive_name, target_name
+        self.num_groups = len(self.group_names)
+        self._describe = {"dataset": name, "image_size": image_size, "limit": limit, "seed": seed, **(describe or {})}
+        self._splits = {}
+        for split in SPLITS:
+            part = table[table["split"] == split]
+            if limit is not None and len(part) > limit:
+                part = part.sample(n=limit, random_state=seed)
+            if len(part) == 0:
+                raise ValueError(f"the {split} split of {name} is empty; check the split file or data.limit")
+            self._splits[split] = TableDataset([Path(p) for p in part["path"]], part["y"].to_numpy(),
+                                               part["s"].to_numpy(), image_size=image_size)
+
+    def describe(self) -> dict:
+        return dict(self._describe)
+
+    def split(self, name: str) -> TableDataset:
+        return self._splits[name]
+
+    def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
+        return DataLoader(self._splits[name], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+
+def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
+            split, root, **kwargs) -> TableDataModule:
+    y, target_names = _encode(y_values.rename(target), threshold=target_threshold, role=f"target {target!r}")
+    s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
+    if split is None:
+        split = _stratified_split(s, y, seed=kwargs.get("seed", 0))
+    table = pd.DataFrame({"path": frame["path"].to_numpy(), "y": y, "s": s, "split": np.asarray(split)})
+    info = {"root": str(root), "target": target, "sensitive": sensitive, "target_threshold": target_threshold}
+    return TableDataModule(table, name=name, group_names=group_names, target_names=target_names,
+                           sensitive_name=sensitive, target_name=target, describe=info, **kwargs)
+
+
+# ----------------------------------------------------------------------------- readers
+def celeba(*, root: str, target: str = "Smiling", sensitive: str = "Male", target_threshold=None, **kwargs):
+    """CelebA, official layout (``list_attr_celeba.txt``) or the Kaggle CSV one (``list_attr_celeba.csv``)."""
+    root = Path(root).expanduser()
+    if (root / "list_attr_celeba.txt").is_file():
+        lines = (root / "list_attr_celeba.txt").read_text().splitlines()
+        names = lines[1].split()
+        rows = [ln.split() for ln in lines[2:] if ln.strip()]
+        attrs = pd.DataFrame([r[1:] for r in rows], columns=names).astype(int)
+        attrs.insert(0, "image_id", [r[0] for r in rows])
+        part = pd.read_csv(_need(root / "list_eval_partition.txt", "CelebA partition file"), sep=r"\s+",
+                           header=None, names=["image_id", "partition"])
+    elif (root / "list_attr_celeba.csv").is_file():
+        attrs = pd.read_csv(root / "list_attr_celeba.csv")
+        part = pd.read_csv(_need(root / "list_eval_partition.csv", "CelebA partition file"))
+    else:
+        raise FileNotFoundError(f"CelebA labels not found: expected {root / 'list_attr_celeba.txt'} (official) or "
+                                f"{root / 'list_attr_celeba.csv'} (Kaggle); set data.root")
+    images = root / "img_align_celeba"
+    if (images / "img_align_celeba").is_dir():  # the Kaggle archive nests the folder
+        images = images / "img_align_celeba"
+    _need(images, "CelebA image folder")
+    frame = attrs.merge(part, on="image_id")
+    frame["path"] = [str(images / f) for f in frame["image_id"]]
+    split = frame["partition"].map({0: "train", 1: "val", 2: "test"})
+    return _module(frame, name="celeba", target=target, sensitive=sensitive, target_threshold=target_threshold,
+                   y_values=_column(frame, target, "attribute"), s_values=_column(frame, sensitive, "attribute"),
+                   split=split, root=root, **kwargs)
+
+
+_UTK = re.compile(r"^(\d+)_(\d)_(\d)_(\d+)")
+
+
+def utkface(*, root: str, target: str = "age", sensitive: str = "gender", target_threshold=40, **kwargs):
+    """UTKFace: labels from file names ``[age]_[gender]_[race]_[datetime].jpg``; malformed names are skipped."""
+    root = Path(root).expanduser()
+    files = sorted(p for p in _need(root, "UTKFace folder").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    rows, bad = [], 0
+    for p in files:
+        m = _UTK.match(p.name)
+        if m is None:
+            bad += 1
+            continue
+        rows.append({"path": str(p), "age": int(m[1]), "gender": ["male", "female"][int(m[2]) % 2],
+                     "race": ["white", "black", "asian", "indian", "others"][min(int(m[3]), 4)]})
+    if bad:
+        log.warning("UTKFace: skipped %d file(s) whose names are not [age]_[gender]_[race]_[datetime]", bad)
+    if not rows:
+        raise FileNotFoundError(f"no UTKFace images named [age]_[gender]_[race]_[datetime].jpg under {root}")
+    frame = pd.DataFrame(rows)
+    return _module(frame, name="utkface", target=target, sensitive=sensitive, target_threshold=target_threshold,
+                   y_values=_column(frame, target, "label"), s_values=_column(frame, sensitive, "label"),
+                   split=None, root=root, **kwargs)
+
+
+def fairface(*, root: str, target: str = "age", sensitive: str = "race", target_threshold=40, **kwargs):
+    """FairFace: ``fairface_label_train.csv`` (train and val, split 90/10) and ``fairface_label_val.csv`` (test)."""
+    root = Path(root).expanduser()
+    train = pd.read_csv(_need(root / "fairface_label_train.csv", "FairFace train labels"))
+    test = pd.read_csv(_need(root / "fairface_label_val.csv", "FairFace val labels"))
+    rng = np.random.default_rng(kwargs.get("seed", 0))
+    train_split = np.where(rng.random(len(train)) < 0.9, "train", "val")
+    frame = pd.concat([train, test], ignore_index=True)
+    frame["path"] = [str(root / f) for f in frame["file"]]
+    split = np.concatenate([train_split, np.full(len(test), "test")])
+    return _module(frame, name="fairface", target=target, sensitive=sensitive, target_threshold=target_threshold,
+                   y_values=_column(frame, target, "column"), s_values=_column(frame, sensitive, "column"),
+                   split=split, root=root, **kwargs)
+
+
+def waterbirds(*, root: str, target: str = "y", sensitive: str = "place", target_threshold=None, **kwargs):
+    """Waterbirds: ``metadata.csv`` with ``img_filename, y, split, place`` (split 0/1/2)."""
+    root = Path(root).expanduser()
+    frame = pd.read_csv(_need(root / "metadata.csv", "Waterbirds metadata"))
+    frame["path"] = [str(root / f) for f in _column(frame, "img_filename", "column")]
+    split = _column(frame, "split", "column").map({0: "train", 1: "val", 2: "test"})
+    return _module(frame, name="waterbirds", target=target, sensitive=sensitive, target_threshold=target_threshold,
+                   y_values=_column(frame, target, "column"), s_values=_column(frame, sensitive, "column"),
+                   split=split, root=root, **kwargs)
+
+
+def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "path", split_column=None,
+             target_threshold=None, **kwargs):
+    """Any CSV or Parquet manifest; paths relative to it; splits ``train``/``val``/``test`` or a seeded split."""
+    path = _need(Path(manifest).expanduser(), "manifest")
+    frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p))
+                     for p in _column(frame, path_column, "path column")]
+    split = None
+    if split_column:
+        split = _column(frame, split_column, "split column").astype(str).str.lower()
+        unknown = set(split) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"split column {split_column!r} has values {sorted(unknown)}; use train/val/test")
+    return _module(frame, name=f"manifest:{path.name}", target=target, sensitive=sensitive,
+                   target_threshold=target_threshold, y_values=_column(frame, target, "column"),
+                   s_values=_column(frame, sensitive, "column"), split=split, root=path, **kwargs)

@@ -1,0 +1,189 @@
+"""Every real-dataset reader on tiny fixtures written in that dataset's exact on-disk format."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from briarpatch.config import build
+from briarpatch.train import train
+
+from .conftest import compose_cfg
+
+CELEBA_ATTRS = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+                "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair "
+                "Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face "
+                "Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair "
+                "Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+N = 60
+SMALL = ["data.image_size=32", "data.batch_size=8", "data.num_workers=0", "patch.size=12", "trainer.max_epochs=1",
+         "trainer.enable_progress_bar=false", "eval.n_boot=0", "eval.progress=false", "eval.baselines=false"]
+
+
+def _jpeg(path, i):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(i)
+    tint = np.array([60, 0, -60]) if i % 2 else np.array([-60, 0, 60])
+    arr = np.clip(rng.integers(60, 200, (40, 36, 3)) + tint, 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+
+
+def _celeba_values(i):
+    values = {a: (1 if (i + k) % 3 == 0 else -1) for k, a in enumerate(CELEBA_ATTRS)}
+    values["Male"] = 1 if i % 2 else -1
+    values["Smiling"] = 1 if (i // 2) % 2 else -1
+    values["Attractive"] = 1 if (i // 3) % 2 else -1
+    values["Blond_Hair"] = 1 if (i // 2) % 2 else -1
+    return values
+
+
+def make_celeba_official(root):
+    names = [f"{i:06d}.jpg" for i in range(1, N + 1)]
+    lines = [str(N), " ".join(CELEBA_ATTRS)]
+    for i, name in enumerate(names):
+        v = _celeba_values(i)
+        lines.append(name + "".join(f" {v[a]:2d}" for a in CELEBA_ATTRS))
+        _jpeg(root / "img_align_celeba" / name, i)
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (root / "list_eval_partition.txt").write_text(
+        "\n".join(f"{n} {0 if i < 36 else 1 if i < 44 else 2}" for i, n in enumerate(names)) + "\n")
+
+
+def make_celeba_kaggle(root):
+    names = [f"{i:06d}.jpg" for i in range(1, N + 1)]
+    rows = []
+    for i, name in enumerate(names):
+        rows.append({"image_id": name, **_celeba_values(i)})
+        _jpeg(root / "img_align_celeba" / "img_align_celeba" / name, i)
+    pd.DataFrame(rows).to_csv(root / "list_attr_celeba.csv", index=False)
+    pd.DataFrame({"image_id": names, "partition": [0 if i < 36 else 1 if i < 44 else 2 for i in range(N)]}).to_csv(
+        root / "list_eval_partition.csv", index=False)
+
+
+def make_utkface(root):
+    for i in range(N):
+        age = 20 + (i // 2) % 2 * 30 + i % 5
+        _jpeg(root / f"{age}_{i % 2}_{i % 5}_20170109{i:09d}.jpg.chip.jpg", i)
+    _jpeg(root / "not_a_utkface_name.jpg", 999)
+    _jpeg(root / "61_1_20170109150557335.jpg.chip.jpg", 998)  # a real-world malformed name (race missing)
+
+
+def make_fairface(root):
+    races = ["White", "Black", "East Asian"]
+    ages = ["20-29", "50-59", "3-9", "more than 70"]
+
+    def rows(prefix, count, offset):
+        out = []
+        for j in range(count):
+            i = offset + j
+            _jpeg(root / prefix / f"{j + 1}.jpg", i)
+            out.append({"file": f"{prefix}/{j + 1}.jpg", "age": ages[(i // 3) % 4], "gender": ["Male", "Female"][i % 2],
+                        "race": races[i % 3], "service_test": bool(i % 2)})
+        return pd.DataFrame(out)
+
+    rows("train", 48, 0).to_csv(root / "fairface_label_train.csv", index=False)
+    rows("val", 30, 100).to_csv(root / "fairface_label_val.csv", index=False)
+
+
+def make_waterbirds(root):
+    rows = []
+    for i in range(N):
+        name = f"{['001.Black_footed_Albatross', '014.Indigo_Bunting'][(i // 2) % 2]}/img_{i}.jpg"
+        _jpeg(root / name, i)
+        rows.append({"img_id": i + 1, "img_filename": name, "y": (i // 2) % 2,
+                     "split": 0 if i < 36 else 1 if i < 44 else 2, "place": i % 2, "place_filename": "/x/y.jpg"})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+
+
+def make_manifest(root, *, split=True, parquet=False):
+    rows = []
+    for i in range(N):
+        _jpeg(root / "imgs" / f"{i}.jpg", i)
+        row = {"path": f"imgs/{i}.jpg", "label": (i // 2) % 2, "group": ["a", "b"][i % 2]}
+        if split:
+            row["split"] = "train" if i < 36 else "val" if i < 44 else "test"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    path = root / ("manifest.parquet" if parquet else "manifest.csv")
+    frame.to_parquet(path) if parquet else frame.to_csv(path, index=False)
+    return path
+
+
+PRESETS = [
+    ("celeba_smiling_male", make_celeba_official, ["Male", "not Male"]),
+    ("celeba_attractive_male", make_celeba_kaggle, ["Male", "not Male"]),
+    ("celeba_blond_male", make_celeba_official, ["Male", "not Male"]),
+    ("utkface_age_gender", make_utkface, ["female", "male"]),
+    ("fairface_age_race", make_fairface, ["Black", "East Asian", "White"]),
+    ("waterbirds_place", make_waterbirds, ["0", "1"]),
+]
+
+
+@pytest.mark.parametrize("preset,make,groups", PRESETS)
+def test_preset_trains_and_evaluates_on_its_on_disk_format(preset, make, groups, tmp_path):
+    root = tmp_path / "data"
+    make(root)
+    cfg = compose_cfg("train", [f"experiment={preset}", f"data.root={root}", *SMALL], run_dir=tmp_path / "run")
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.eval.cache_dir = str(tmp_path / "cache")
+    result = train(cfg)
+    assert sorted(result["report"]["settings"]["groups"]) == sorted(groups)
+    assert set(result["report"]["leakage"]["adaptive"]) == {"logistic", "mlp"}
+
+
+@pytest.mark.parametrize("split,parquet", [(True, False), (False, True)])
+def test_manifest_csv_and_parquet(tmp_path, split, parquet):
+    path = make_manifest(tmp_path, split=split, parquet=parquet)
+    over = [f"data.manifest={path}", "data.target=label", "data.sensitive=group"]
+    if split:
+        over.append("data.split_column=split")
+    cfg = compose_cfg("train", ["data=manifest", *over, *SMALL], run_dir=tmp_path / "run")
+    dm = build(cfg.data)
+    sizes = [len(dm.split(s)) for s in ("train", "val", "test")]
+    assert sum(sizes) == N and min(sizes) > 0
+    assert dm.group_names == ["a", "b"]
+
+
+def test_evaluate_a_patch_through_a_preset(tmp_path):
+    from omegaconf import open_dict
+
+    from briarpatch.evaluation import evaluate
+
+    make_utkface(tmp_path / "data")
+    over = ["experiment=utkface_age_gender", f"data.root={tmp_path / 'data'}", *SMALL]
+    trained = train(compose_cfg("train", [*over, "evaluate_after_train=false"], run_dir=tmp_path / "run"))
+    cfg = compose_cfg("evaluate", [f"patch_path={trained['patch']}",
+                                   *[o for o in over if not o.startswith(("patch.", "trainer."))]],
+                      run_dir=tmp_path / "eval")
+    with open_dict(cfg):
+        cfg.eval.cache_dir = str(tmp_path / "cache")
+    report = evaluate(cfg)
+    assert report["data"]["dataset"] == "utkface" and report["settings"]["groups"] == ["female", "male"]
+
+
+def test_utkface_skips_malformed_names(tmp_path, caplog):
+    make_utkface(tmp_path)
+    cfg = compose_cfg("train", ["experiment=utkface_age_gender", f"data.root={tmp_path}", *SMALL])
+    dm = build(cfg.data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N
+    assert "skipped 2 file(s)" in caplog.text
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CelebA labels not found: expected .*list_attr_celeba.txt"):
+        build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path}"]).data)
+    make_celeba_official(tmp_path / "c")
+    with pytest.raises(ValueError, match="unknown attribute 'Smiles'; valid names: .*Smiling"):
+        build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}", "data.target=Smiles"]).data)
+    for p in list((tmp_path / "c" / "img_align_celeba").iterdir())[:5]:
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match="5 of 60 listed images are missing"):
+        build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}"]).data)
+    dm = build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}", "data.max_missing=0.1"]).data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == 55
+    path = make_manifest(tmp_path / "m")
+    with pytest.raises(ValueError, match="the train split of manifest:manifest.csv is empty"):
+        build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
+                                    "data.sensitive=group", "data.split_column=split", "data.limit=0"]).data)
