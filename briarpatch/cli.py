@@ -12,6 +12,7 @@ commands:
   train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=40 -m seed=0,1
   evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
   apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
+  sweep-report  one table and a Pareto figure for a sweep: briarpatch sweep-report multirun/DATE/TIME
 
 `briarpatch <command> --help` explains each one.
 """
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         return _hydra(entry, command, rest)
     if command == "apply":
         from .apply import cli
+
+        return cli(rest)
+    if command == "sweep-report":
+        from .sweep import cli
 
         return cli(rest)
     print(f"briarpatch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")

@@ -21,8 +21,9 @@ def compose_cfg(name: str = "train", overrides=(), *, run_dir=None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name=name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir) if run_dir is not None else "unused"
+    if not any(o.startswith("run_dir=") for o in overrides):  # an explicit run_dir override wins
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir) if run_dir is not None else "unused"
     return cfg
 
 

@@ -41,8 +41,9 @@ def test_resume_from_checkpoint(tiny_cfg, tmp_path):
     first = train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/one"))
     ckpt = first["patch"].parent / "checkpoints" / "last.ckpt"
     before = torch.load(ckpt, map_location="cpu", weights_only=False)
-    resumed = train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/two", f"ckpt_path={ckpt}",
-                             "trainer.max_epochs=2"))
+    with pytest.warns(UserWarning, match="dirpath has changed"):  # Lightning: resumed into a new run directory
+        resumed = train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/two", f"ckpt_path={ckpt}",
+                                 "trainer.max_epochs=2"))
     state = torch.load(resumed["patch"].parent / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["epoch"] == before["epoch"] + 1
     assert before["global_step"] == 3 * 2  # 3 batches, 2 optimizer steps each

@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import pytest
+
+from briarpatch.cli import main
+from briarpatch.sweep import pareto_mask, sweep_report
+from briarpatch.train import train
+
+
+def test_pareto_mask_by_hand():
+    acc = np.array([0.9, 0.8, 0.7, 0.85])
+    dp = np.array([0.3, 0.1, 0.2, 0.3])
+    # run 2 is beaten by run 1 (more accurate, fairer); run 3 by run 0 (more accurate, same DP)
+    assert pareto_mask(acc, dp).tolist() == [True, True, False, False]
+
+
+def test_sweep_of_three_runs_gives_table_and_pareto_figure(tiny_cfg, tmp_path, capsys):
+    for i, (weight, seed) in enumerate([(0.0, 0), (0.0, 1), (1.0, 0)]):
+        train(tiny_cfg(f"objective.utility_weight={weight}", f"seed={seed}", f"run_dir={tmp_path}/sweep/{i}"))
+    assert main(["sweep-report", str(tmp_path / "sweep")]) == 0
+    data = json.loads((tmp_path / "sweep" / "sweep_report.json").read_text())
+    assert data["swept"] == ["objective.utility_weight"]
+    rows = {r["setting"]["objective.utility_weight"]: r for r in data["rows"]}
+    assert rows[0.0]["runs"] == 2 and rows[0.0]["seeds"] == ["0", "1"] and rows[1.0]["runs"] == 1
+    runs = {r["dir"].rsplit("/", 1)[1]: r for r in data["runs"]}
+    assert rows[0.0]["accuracy"] == pytest.approx((runs["0"]["accuracy"] + runs["1"]["accuracy"]) / 2)
+    assert any(r["pareto"] for r in data["rows"])
+    assert (tmp_path / "sweep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "objective.utility_weight=0.0" in capsys.readouterr().out
+
+
+def test_empty_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["sweep-report", str(tmp_path)]) == 2
+    assert "no runs with config.yaml and report/report.json" in capsys.readouterr().err
