@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from briarpatch.cli import main
-from briarpatch.sweep import pareto_mask, sweep_report
+from briarpatch.sweep import pareto_mask
 from briarpatch.train import train
 
 
