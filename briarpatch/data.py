@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["ImageLabelDataset", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
+__all__ = ["ImageLabelDataset", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,32 @@ def make_synthetic(
     return ImageLabelDataset(images, y, s)
 
 
-class SyntheticDataModule(pl.LightningDataModule):
+class SplitDataModule(pl.LightningDataModule):
+    """Shared loaders for data modules that expose ``split(name)`` for train / val / test.
+
+    Subclasses set ``batch_size``, ``num_workers`` and ``pin_memory``.
+    """
+
+    def split(self, name: str) -> Dataset:
+        raise NotImplementedError
+
+    def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.split(name), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+
+class SyntheticDataModule(SplitDataModule):
     """The embedded default benchmark: three splits generated in code.
 
     ``train`` trains the patch and the downstream predictors (Y and S correlated),
@@ -169,20 +194,6 @@ class SyntheticDataModule(pl.LightningDataModule):
             )
         return self._splits[name]
 
-    def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.split(name), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
 
 
 def check_groups(s: torch.Tensor, *, split: str, group_names=None) -> torch.Tensor:

@@ -11,11 +11,12 @@ import logging
 import re
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from .data import SplitDataModule
 
 __all__ = ["TableDataModule", "TableDataset", "celeba", "utkface", "fairface", "waterbirds", "manifest"]
 
@@ -84,7 +85,7 @@ class TableDataset(Dataset):
         return {"image": image, "y": self.y[i], "s": self.s[i], "index": i}
 
 
-class TableDataModule(pl.LightningDataModule):
+class TableDataModule(SplitDataModule):
     """Serve a ``path, y, s, split`` table as the three splits.
 
     Parameters
@@ -136,19 +137,6 @@ class TableDataModule(pl.LightningDataModule):
     def split(self, name: str) -> TableDataset:
         return self._splits[name]
 
-    def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
-        return DataLoader(self._splits[name], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
 
 
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
