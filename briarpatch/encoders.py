@@ -96,20 +96,26 @@ class FrozenEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- timm-style models
-def _timm_embed(layer):
-    if layer == "pooled":
-        return lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True)
-    if layer == "logits":
-        return lambda m, x: m(x)
-    if str(layer).lstrip("-").isdigit():
-        index = int(layer)
+class _TimmEmbed:
+    """Embedding from a timm model (a class, not a closure: DDP spawn pickles the encoder)."""
 
-        def embed(m, x):
-            feats = m.forward_intermediates(x, indices=[index], intermediates_only=True)
-            return feats[-1].mean(dim=(2, 3))
+    def __init__(self, layer):
+        layer = str(layer)
+        if layer not in ("pooled", "logits") and not layer.lstrip("-").isdigit():
+            raise ValueError(f"unknown layer {layer!r}; use 'pooled', 'logits' or a stage index such as 3")
+        self.layer = layer
 
-        return embed
-    raise ValueError(f"unknown layer {layer!r}; use 'pooled', 'logits' or a stage index such as 3")
+    def __call__(self, m, x):
+        if self.layer == "pooled":
+            return m.forward_head(m.forward_features(x), pre_logits=True)
+        if self.layer == "logits":
+            return m(x)
+        feats = m.forward_intermediates(x, indices=[int(self.layer)], intermediates_only=True)
+        return feats[-1].mean(dim=(2, 3))
+
+
+def _call_model(m, x):
+    return m(x)
 
 
 def _lite(name: str, *, input_size, layer, weights):
@@ -138,7 +144,7 @@ def _lite(name: str, *, input_size, layer, weights):
             raise ValueError(f"{weights}: tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
         mapped[dst_key] = tensor
     model.load_state_dict(mapped)
-    return FrozenEncoder(model, embed=_timm_embed(layer), name=name, mean=(0.5,) * 3, std=(0.5,) * 3,
+    return FrozenEncoder(model, embed=_TimmEmbed(layer), name=name, mean=(0.5,) * 3, std=(0.5,) * 3,
                          input_size=input_size, layer=layer)
 
 
@@ -190,7 +196,7 @@ def _timm(model_name: str, *, input_size, layer, weights, pretrained=True):
             f"and {torch.hub.get_dir()}); copy them there or pass encoder.weights=PATH ({exc.__class__.__name__})"
         ) from exc
     cfg = model.pretrained_cfg
-    return FrozenEncoder(model, embed=_timm_embed(layer), name=name, mean=cfg.get("mean", (0.485, 0.456, 0.406)),
+    return FrozenEncoder(model, embed=_TimmEmbed(layer), name=name, mean=cfg.get("mean", (0.485, 0.456, 0.406)),
                          std=cfg.get("std", (0.229, 0.224, 0.225)), input_size=input_size, layer=layer)
 
 
@@ -225,7 +231,7 @@ def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="D
     elif layer != "logits":
         raise ValueError(f"torchvision encoders support layer 'pooled' or 'logits', got {layer!r}")
     transforms = enum.transforms()
-    return FrozenEncoder(model, embed=lambda m, x: m(x), name=name, mean=transforms.mean, std=transforms.std,
+    return FrozenEncoder(model, embed=_call_model, name=name, mean=transforms.mean, std=transforms.std,
                          input_size=input_size, layer=layer)
 
 

@@ -139,7 +139,7 @@ class BriarPatchModule(pl.LightningModule):
             acc = (self.adversary(clean).argmax(1) == s).float().mean()
         log = {f"train/{k}": v.detach() for k, v in terms.items()}
         log.update({"train/adversary_loss": adv_loss.detach(), "train/adversary_acc_clean": acc})
-        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(s))
+        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(s), sync_dist=True)
         self.log("train/loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=len(s))
 
     # ------------------------------------------------------------------ validation

@@ -1,0 +1,22 @@
+"""Real 2-process data-parallel training on CPU (gloo) through the composed configs."""
+
+import numpy as np
+import pytest
+
+from briarpatch import load_patch
+from briarpatch.train import train
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_ranks_identical_and_writes_once(tiny_cfg, tmp_path):
+    ranks = tmp_path / "ranks"
+    cfg = tiny_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn_find_unused_parameters_true",
+                   "evaluate_after_train=false", "data.train_size=64",
+                   "+callbacks.ranks._target_=tests.ddp_helpers.RankPixels", f"+callbacks.ranks.out={ranks}")
+    result = train(cfg)
+    pixels = [np.load(ranks / f"rank{r}.npy") for r in (0, 1)]
+    np.testing.assert_array_equal(pixels[0], pixels[1])
+    assert not np.allclose(pixels[0], 0.5), "the patch did not train"
+    np.testing.assert_array_equal(load_patch(result["patch"]).pixels.numpy(), pixels[0])
+    run = result["patch"].parent
+    assert sorted(p.name for p in run.glob("patch*")) == ["patch.png", "patch.safetensors"]
