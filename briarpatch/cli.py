@@ -18,9 +18,9 @@ commands:
 """
 
 
-def _hydra(entry, name: str, argv: list[str]) -> int:
+def _hydra(entry, program: str, argv: list[str]) -> int:
     # Hydra reads sys.argv itself; hand it exactly the arguments after the subcommand.
-    sys.argv = [f"briarpatch {name}", *argv]
+    sys.argv = [program, *argv]
     entry()
     return 0
 
@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
+        from . import _train_script
         from .train import main as entry
 
-        return _hydra(entry, command, rest)
+        # A real file as argv[0]: DDP ranks are started by re-running it with the same overrides.
+        return _hydra(entry, _train_script.__file__, rest)
     if command == "evaluate":
         from .evaluation import main as entry
 
-        return _hydra(entry, command, rest)
+        return _hydra(entry, "briarpatch evaluate", rest)
     if command == "apply":
         from .apply import cli
 
