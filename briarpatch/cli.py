@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 __all__ = ["main"]
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         from . import _train_script
         from .train import main as entry
 
-        # A real file as argv[0]: DDP ranks are started by re-running it with the same overrides.
+        # DDP ranks are started by re-running this process: as `python FILE` (argv[0] must be a
+        # real file) or, under `python -m`, as `python -m <__main__'s module>`. Point both at the
+        # train script so the other ranks do not land in this dispatcher without the subcommand.
+        main_module = sys.modules.get("__main__")
+        if getattr(main_module, "__spec__", None) is not None:
+            main_module.__spec__ = importlib.util.find_spec("briarpatch._train_script")
         return _hydra(entry, _train_script.__file__, rest)
     if command == "evaluate":
         from .evaluation import main as entry

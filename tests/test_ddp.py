@@ -20,3 +20,20 @@ def test_two_process_ddp_keeps_ranks_identical_and_writes_once(tiny_cfg, tmp_pat
     np.testing.assert_array_equal(load_patch(result["patch"]).pixels.numpy(), pixels[0])
     run = result["patch"].parent
     assert sorted(p.name for p in run.glob("patch*")) == ["patch.png", "patch.safetensors"]
+
+
+@pytest.mark.slow
+def test_ddp_from_the_console_command(tmp_path):
+    """Lightning starts rank 1 by re-running argv; `briarpatch train` must give it a real file."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "experiment=smoke", "trainer=ddp",
+                          "trainer.accelerator=cpu", "trainer.devices=2", "evaluate_after_train=false",
+                          "trainer.enable_progress_bar=false", "data.image_size=32", "patch.size=8",
+                          f"eval.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (run / "patch.safetensors").is_file()
+    assert out.stderr.count("patch written to") + out.stdout.count("patch written to") == 1
