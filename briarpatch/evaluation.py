@@ -234,18 +234,17 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
         report["baselines"] = {name: fairness_summary(y_test, p, s_test) for name, p in base.items()}
 
     leakage: dict = {"clean": {}, "non_adaptive": {}, "adaptive": {}}
+    clean_probes = {}
     for kind in ("logistic", "mlp"):
-        probe = fit_probe(kind, clean_train, s_train, seed=settings.seed)  # never sees patched data
+        probe = clean_probes[kind] = fit_probe(kind, clean_train, s_train, seed=settings.seed)  # never sees patched data
         leakage["clean"][kind] = leakage_scores(s_test, probe.predict_proba(clean_test))
         leakage["non_adaptive"][kind] = leakage_scores(s_test, probe.predict_proba(patched_test["patched"]))
         adaptive = fit_probe(kind, patched_train, s_train, seed=settings.seed)
         leakage["adaptive"][kind] = leakage_scores(s_test, adaptive.predict_proba(patched_test["patched"]))
     report["leakage"] = leakage
-    report["controls_leakage"] = {}
-    probe = fit_probe("logistic", clean_train, s_train, seed=settings.seed)
-    for name, emb in patched_test.items():
-        if name != "patched":
-            report["controls_leakage"][name] = {"non_adaptive": {"logistic": leakage_scores(s_test, probe.predict_proba(emb))}}
+    report["controls_leakage"] = {
+        name: {"non_adaptive": {"logistic": leakage_scores(s_test, clean_probes["logistic"].predict_proba(emb))}}
+        for name, emb in patched_test.items() if name != "patched"}
     return report
 
 

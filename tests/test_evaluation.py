@@ -60,9 +60,11 @@ def test_non_adaptive_probe_never_sees_patched_data(monkeypatch):
                           patched_test={"patched": patched_test, "gray": clean_test}, y_train=y_train, y_test=y_test,
                           s_train=s_train, s_test=s_test, group_names=["a", "b"],
                           settings=EvalSettings(n_boot=0, baselines=False, progress=False))
-    # Per probe kind: the clean/non-adaptive probe is fit on clean data, only the adaptive one on patched.
-    assert [x is clean_train for x in fitted_on] == [True, False, True, False, True]
-    assert [x is patched_train for x in fitted_on] == [False, True, False, True, False]
+    # Per probe kind: the clean/non-adaptive probe is fit on clean data, only the adaptive one on
+    # patched; the controls are scored by the clean logistic probe, not a refit.
+    assert [x is clean_train for x in fitted_on] == [True, False, True, False]
+    assert [x is patched_train for x in fitted_on] == [False, True, False, True]
+    assert set(report["controls_leakage"]) == {"gray"}
     assert set(report["leakage"]) == {"clean", "non_adaptive", "adaptive"}
 
 
