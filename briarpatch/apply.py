@@ -13,7 +13,6 @@ import glob
 import os
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,7 @@ _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
 
 # ----------------------------------------------------------------------------- core
 def _placement(patch: BriarPatch, changes: dict):
-    changes = {k: v for k, v in changes.items() if v is not None}
-    return replace(patch.placement, random=False, **changes)
+    return patch.placement.fixed(**{k: v for k, v in changes.items() if v is not None})
 
 
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:

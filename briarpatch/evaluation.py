@@ -35,7 +35,7 @@ from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir
 from .data import check_groups, to_unit
 from .metrics import fairness_summary, group_table, leakage_scores, tolerate_small_groups
-from .placement import paste, sample_boxes
+from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "evaluate", "evaluate_run",
            "check_compatible", "control_patches", "main"]
@@ -103,10 +103,7 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
         images = to_unit(batch["image"].to(device, non_blocking=True))
         if patch is not None:
-            b, _, height, width = images.shape
-            boxes = sample_boxes(patch.placement, batch=b, height=height, width=width,
-                                 patch_hw=tuple(patch.pixels.shape[-2:]), device=device)
-            images = (paste(images, patch.pixels, patch.mask, boxes) * 255).round_() / 255
+            images = quantize_8bit(paste_placed(images, patch.pixels, patch.mask, patch.placement))
         out.append(encoder(images).float().cpu())
     # float64: Fairlearn's post-processing writes float64 scores into arrays shaped like X.
     return torch.cat(out).numpy().astype(np.float64)

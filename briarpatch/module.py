@@ -12,6 +12,7 @@ from .data import to_unit
 from .encoders import FrozenEncoder
 from .objectives import PatchObjective
 from .patch import Patch
+from .placement import quantize_8bit
 
 __all__ = ["BriarPatchModule"]
 
@@ -147,7 +148,7 @@ class BriarPatchModule(pl.LightningModule):
         images, s = to_unit(batch["image"]), batch["s"]
         clean = self.encoder(images)
         # Validation pastes exactly as evaluation and `apply` do: fixed placement, 8-bit pixels.
-        pasted = (self.patch(images, random=False) * 255).round() / 255
+        pasted = quantize_8bit(self.patch(images, random=False))
         patched = self.encoder(pasted)
         self.val_clean.update(self.adversary(clean).argmax(1), s)
         self.val_patched.update(self.adversary(patched).argmax(1), s)

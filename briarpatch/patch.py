@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .placement import Placement, paste, sample_boxes
+from .placement import Placement, paste_placed
 
 __all__ = ["Patch", "make_mask"]
 
@@ -114,14 +114,4 @@ class Patch(nn.Module):
         """
         use_random = self.training if random is None else random
         placement = self.train_placement if use_random else self.placement
-        b, _, height, width = images.shape
-        boxes = sample_boxes(
-            placement,
-            batch=b,
-            height=height,
-            width=width,
-            patch_hw=tuple(self.pixels.shape[-2:]),
-            generator=generator,
-            device=images.device,
-        )
-        return paste(images, self.pixels, self.mask, boxes)
+        return paste_placed(images, self.pixels, self.mask, placement, generator=generator)

@@ -9,12 +9,12 @@ integer pixel positions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "sample_boxes"]
+__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_placed", "quantize_8bit", "sample_boxes"]
 
 #: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
 ANCHORS: dict[str, tuple[float, float]] = {
@@ -89,8 +89,6 @@ class Placement:
 
     def fixed(self, **changes) -> "Placement":
         """The same placement without randomness (what evaluation and ``apply`` use)."""
-        from dataclasses import replace
-
         return replace(self, random=False, **changes)
 
 
@@ -218,3 +216,17 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
     sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     colour, alpha = sampled[:, :c], sampled[:, c:]
     return images * (1 - alpha) + colour
+
+
+def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one box per image of the batch from ``placement``, then :func:`paste`."""
+    b, _, height, width = images.shape
+    boxes = sample_boxes(placement, batch=b, height=height, width=width, patch_hw=tuple(pixels.shape[-2:]),
+                         generator=generator, device=images.device)
+    return paste(images, pixels, mask, boxes)
+
+
+def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Round [0, 1] pixels to 8-bit levels, as a saved image would have them."""
+    return (images * 255).round() / 255
