@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["Adversary", "FIT_ON"]
@@ -28,10 +29,13 @@ class Adversary(nn.Module):
         downstream models are trained on ordinary, unpatched images.
     steps : int
         Adversary optimizer steps per patch step.
+    parts : sequence of int, optional
+        Widths of the members of an ensemble embedding (concatenated in this order): one head
+        per member, so each member's leak is attacked separately. ``None``: one head.
     """
 
     def __init__(self, *, in_features: int, num_groups: int, head: str = "linear", hidden: int = 256,
-                 dropout: float = 0.0, fit_on: str = "clean", steps: int = 1):
+                 dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None):
         super().__init__()
         if fit_on not in FIT_ON:
             raise ValueError(f"adversary.fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
@@ -39,17 +43,32 @@ class Adversary(nn.Module):
             raise ValueError(f"the sensitive attribute needs at least 2 groups, got {num_groups}")
         if steps < 1:
             raise ValueError(f"adversary.steps must be >= 1, got {steps}")
-        # Embeddings of a frozen encoder have arbitrary scale: normalise them first (no learnable affine
-        # so the head stays a plain linear / MLP probe).
-        norm = nn.LayerNorm(in_features, elementwise_affine=False)
-        if head == "linear":
-            self.net = nn.Sequential(norm, nn.Linear(in_features, num_groups))
-        elif head == "mlp":
-            self.net = nn.Sequential(norm, nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, num_groups))
-        else:
+        if head not in ("linear", "mlp"):
             raise ValueError(f"unknown adversary head {head!r}; choose 'linear' or 'mlp'")
+        widths = [int(w) for w in parts] if parts else [int(in_features)]
+        if sum(widths) != in_features:
+            raise ValueError(f"adversary parts {widths} do not add up to the embedding width {in_features}")
+        self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout) for w in widths)
+        self.widths = widths
         self.head, self.fit_on, self.steps, self.num_groups = head, fit_on, int(steps), int(num_groups)
 
+    @staticmethod
+    def _head(head, width, num_groups, hidden, dropout):
+        # Embeddings of a frozen encoder have arbitrary scale: normalise them first (no learnable affine
+        # so the head stays a plain linear / MLP probe).
+        norm = nn.LayerNorm(width, elementwise_affine=False)
+        if head == "linear":
+            return nn.Sequential(norm, nn.Linear(width, num_groups))
+        return nn.Sequential(norm, nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout),
+                             nn.Linear(hidden, num_groups))
+
+    def forward_parts(self, embeddings) -> list:
+        """Logits ``(B, groups)`` of each head on its own member's columns."""
+        return [h(x) for h, x in zip(self.heads, embeddings.split(self.widths, dim=1))]
+
     def forward(self, embeddings):
-        return self.net(embeddings)
+        """Logits of the combined guess (sum of the heads' log-probabilities; one head: its logits)."""
+        logits = self.forward_parts(embeddings)
+        if len(logits) == 1:
+            return logits[0]
+        return torch.stack([lg.log_softmax(1) for lg in logits]).sum(0)

@@ -8,13 +8,14 @@ position in its split (used to cache clean embeddings).
 from __future__ import annotations
 
 import math
+import os
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-__all__ = ["ImageLabelDataset", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
+__all__ = ["EpochShuffle", "ImageLabelDataset", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -118,6 +119,25 @@ def make_synthetic(
     return ImageLabelDataset(images, y, s)
 
 
+class EpochShuffle(RandomSampler):
+    """A shuffle drawn from ``(seed, epoch)`` alone, so a run resumed from a checkpoint sees the
+    same order as one that was never interrupted (Lightning calls :meth:`set_epoch`; under DDP it
+    swaps this for a ``DistributedSampler``, which does the same per rank).
+    """
+
+    def __init__(self, data_source, *, seed: int = 0):
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        # A fresh generator each time: nothing stateful to pickle into DDP workers.
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=gen).tolist()
+
+
 class SplitDataModule(pl.LightningDataModule):
     """Shared loaders for data modules that expose ``split(name)`` for train / val / test.
 
@@ -128,8 +148,11 @@ class SplitDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
+        dataset = self.split(name)
+        # The training seed (set by seed_everything), as Lightning's own DistributedSampler uses it.
+        sampler = EpochShuffle(dataset, seed=int(os.environ.get("PL_GLOBAL_SEED", 0))) if shuffle else None
         return DataLoader(
-            self.split(name), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
         )
 

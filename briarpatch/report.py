@@ -45,6 +45,25 @@ def _leak_rows(report: dict):
     return rows
 
 
+def _transfer_rows(report: dict):
+    rows = []
+    for r in report.get("transfer", []):
+        leak = r["leakage"]
+        rows.append((r["encoder"], "yes" if r["trained_on"] else "no (transfer)",
+                     f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}",
+                     f"{r['clean']['demographic_parity_difference']:.3f} → "
+                     f"{r['patched']['demographic_parity_difference']:.3f}",
+                     f"{leak['clean']['balanced_accuracy']:.3f}", f"{leak['non_adaptive']['balanced_accuracy']:.3f}",
+                     f"{leak['adaptive']['balanced_accuracy']:.3f}"))
+    return rows
+
+
+_TRANSFER_HEAD = ("encoder", "trained on", "accuracy clean → patched", "DP diff clean → patched",
+                  "leak clean", "leak non-adaptive", "leak adaptive")
+_TRANSFER_NOTE = ("Each encoder has its own downstream predictor and logistic probes, fit on its own clean "
+                  "embeddings; leakage is balanced accuracy.")
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
     out = ["# briarpatch evaluation report", "",
@@ -67,6 +86,9 @@ def markdown(report: dict) -> str:
             rows.append((g, f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}", sel,
                          f"{m['tpr']:.3f}", f"{m['fpr']:.3f}", int(m["count"])))
         out += [f"### {setting}", "", _table(("group", "accuracy", "bal. acc.", "selection rate", "TPR", "FPR", "n"), rows), ""]
+    if report.get("transfer"):
+        out += ["## Encoders: trained on and transfer", "", _table(_TRANSFER_HEAD, _transfer_rows(report)), "",
+                _TRANSFER_NOTE, ""]
     out += ["![selection rate by group](selection_rate.png)", "", "![accuracy vs DP difference](tradeoff.png)", ""]
     return "\n".join(out)
 
@@ -127,3 +149,7 @@ def print_summary(report: dict) -> None:
     print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
     print("Non-adaptive = probes trained on ordinary images (what the patch targets); adaptive = retrained on "
           "patched images.\n")
+    if report.get("transfer"):
+        print("Encoders: trained on and transfer")
+        print(_table(_TRANSFER_HEAD, _transfer_rows(report)))
+        print(_TRANSFER_NOTE + "\n")

@@ -26,13 +26,14 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     """Instantiate encoder, patch, adversary and objective from a composed config."""
     encoder = build(cfg.encoder)
     patch = build(cfg.patch)
-    adversary = build(cfg.adversary, in_features=encoder.dim, num_groups=datamodule.num_groups)
+    adversary = build(cfg.adversary, in_features=encoder.dim, num_groups=datamodule.num_groups,
+                      parts=[sl.stop - sl.start for _, sl in encoder.parts])
     objective = build(cfg.objective)
     cache = len(datamodule.split("train")) if cfg.get("cache_clean_embeddings", True) else None
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache,
+        cache_size=cache, seed=cfg.get("seed"),
     )
 
 

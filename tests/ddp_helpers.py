@@ -15,3 +15,17 @@ class RankPixels(pl.Callback):
     def on_train_end(self, trainer, module):
         self.out.mkdir(parents=True, exist_ok=True)
         np.save(self.out / f"rank{trainer.global_rank}.npy", module.patch.pixels.detach().cpu().numpy())
+
+
+class KillAt(pl.Callback):
+    """SIGKILL this process at the start of one training batch: a real crash, no cleanup runs."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -50,3 +50,23 @@ def test_bad_names_are_clear_errors():
         PatchObjective(loss="x")
     with pytest.raises(ValueError, match="fit_on must be one of clean, patched, both"):
         Adversary(in_features=4, num_groups=2, fit_on="sometimes")
+
+
+def test_task_loss_counts_only_moves_along_the_target_directions():
+    from briarpatch.objectives import task_loss
+
+    torch.manual_seed(0)
+    clean = torch.randn(64, 5)
+    basis = torch.eye(5)[:, :1]  # the target is read along the first coordinate
+    assert task_loss(clean, clean, basis) == 0
+    sideways = clean.clone()
+    sideways[:, 1:] += 3.0
+    assert task_loss(sideways, clean, basis) == 0
+    along = clean.clone()
+    along[:, 0] += clean[:, 0].std()  # one spread along the target direction
+    assert task_loss(along, clean, basis) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_objective_rejects_an_unknown_utility_space():
+    with pytest.raises(ValueError, match="utility_space"):
+        PatchObjective(utility_space="whitened")

@@ -50,6 +50,41 @@ def test_resume_from_checkpoint(tiny_cfg, tmp_path):
     assert state["global_step"] == 2 * before["global_step"]
 
 
+@pytest.mark.slow
+def test_killed_run_resumed_ends_with_the_same_patch(tiny_cfg, tmp_path):
+    """Kill -9 in the middle of epoch 2 of 3, resume from last.ckpt: same patch as never stopping."""
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, TINY
+
+    common = ["evaluate_after_train=false", "trainer.max_epochs=3", "data.train_size=64"]
+    full = train(tiny_cfg(*common, f"run_dir={tmp_path}/full"))
+
+    run = tmp_path / "killed"
+    killed = subprocess.run(
+        [sys.executable, "-m", "briarpatch.cli", "train", *TINY, *common, f"hydra.run.dir={run}",
+         f"eval.cache_dir={tmp_path / 'cache'}", "+callbacks.kill._target_=tests.ddp_helpers.KillAt",
+         "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (run / "patch.safetensors").exists()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 0  # the epoch before the kill
+
+    resumed = train(tiny_cfg(*common, f"run_dir={run}", f"ckpt_path={ckpt}"))
+    torch.testing.assert_close(load_patch(resumed["patch"]).pixels, load_patch(full["patch"]).pixels,
+                               rtol=0, atol=1e-5)
+
+
+def test_task_term_and_standardized_utility_train(tiny_cfg):
+    result = train(tiny_cfg("evaluate_after_train=false", "objective.task_weight=1",
+                            "objective.utility_space=standardized"))
+    metrics = result["metrics"]
+    assert metrics["train/task_epoch"] > 0 and metrics["train/utility_epoch"] > 0
+
+
 def test_non_finite_loss_stops_with_the_step(tiny_cfg):
     with pytest.raises(FloatingPointError, match="non-finite patch loss at batch 0 of epoch 0"):
         train(tiny_cfg("evaluate_after_train=false", "objective.tv_weight=inf"))
