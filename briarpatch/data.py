@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-__all__ = ["EpochShuffle", "ImageLabelDataset", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
+__all__ = ["EpochShuffle", "ImageLabelDataset", "LazySynthetic", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -58,30 +58,54 @@ def make_synthetic(
     colour tint of the whole image, one hue per group. ``correlation`` is P(Y = S) for two
     groups (0.5 = independent); with more groups, Y agrees with ``S >= num_groups / 2``.
 
+    Each block of ``chunk`` images is drawn from its own seed, so any block can be regenerated
+    alone (:class:`LazySynthetic` serves large splits that way without holding them).
+
     Returns
     -------
     ImageLabelDataset
         ``uint8`` images of shape ``(n, 3, image_size, image_size)``.
     """
-    if num_groups < 2:
-        raise ValueError(f"num_groups must be at least 2, got {num_groups}")
-    if not 0.0 <= correlation <= 1.0:
-        raise ValueError(f"correlation must be in [0, 1], got {correlation}")
-    win = int(math.ceil(object_radius[1])) + 1
-    if image_size < 2 * win + 2:
-        raise ValueError(f"image_size {image_size} is too small for objects of radius {object_radius[1]}; "
-                         f"use image_size >= {2 * win + 2}")
-    gen = torch.Generator().manual_seed(int(seed))
-    s = torch.randint(0, num_groups, (n,), generator=gen)
-    base = (2 * s >= num_groups).long()
-    agree = torch.rand(n, generator=gen) < correlation
-    y = torch.where(agree, base, 1 - base)
+    spec = _SyntheticSpec(n=n, image_size=image_size, correlation=correlation, num_groups=num_groups, seed=seed,
+                          tint=tint, object_radius=object_radius, objects=objects, purity=purity, chunk=chunk)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
-    hues = torch.tensor([2 * math.pi * g / num_groups for g in range(num_groups)])
-    phase = torch.tensor([0.0, -2 * math.pi / 3, 2 * math.pi / 3])
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
+    for k in range(spec.num_chunks):
+        images[spec.chunk_slice(k)] = spec.draw_chunk(k)
+    return ImageLabelDataset(images, spec.y, spec.s)
+
+
+class _SyntheticSpec:
+    """Labels of the whole split (cheap) and a recipe that draws any block of images from its own seed."""
+
+    def __init__(self, *, n, image_size, correlation, num_groups, seed, tint, object_radius, objects, purity, chunk):
+        if num_groups < 2:
+            raise ValueError(f"num_groups must be at least 2, got {num_groups}")
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"correlation must be in [0, 1], got {correlation}")
+        self.win = int(math.ceil(object_radius[1])) + 1
+        if image_size < 2 * self.win + 2:
+            raise ValueError(f"image_size {image_size} is too small for objects of radius {object_radius[1]}; "
+                             f"use image_size >= {2 * self.win + 2}")
+        self.n, self.image_size, self.num_groups, self.seed, self.chunk = n, image_size, num_groups, int(seed), chunk
+        self.tint, self.object_radius, self.objects, self.purity = tint, object_radius, objects, purity
+        gen = torch.Generator().manual_seed(self.seed)
+        self.s = torch.randint(0, num_groups, (n,), generator=gen)
+        base = (2 * self.s >= num_groups).long()
+        agree = torch.rand(n, generator=gen) < correlation
+        self.y = torch.where(agree, base, 1 - base)
+        self.num_chunks = (n + chunk - 1) // chunk
+
+    def chunk_slice(self, k: int) -> slice:
+        return slice(k * self.chunk, min(self.n, (k + 1) * self.chunk))
+
+    def draw_chunk(self, k: int) -> torch.Tensor:
+        sl = self.chunk_slice(k)
         b = sl.stop - sl.start
+        s, y, image_size, num_groups, win = self.s, self.y, self.image_size, self.num_groups, self.win
+        tint, object_radius, objects, purity = self.tint, self.object_radius, self.objects, self.purity
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * (k + 1))
+        hues = torch.tensor([2 * math.pi * g / num_groups for g in range(num_groups)])
+        phase = torch.tensor([0.0, -2 * math.pi / 3, 2 * math.pi / 3])
         # Background: smooth coloured blobs around a random brightness, plus S: a global tint
         # whose hue is the group. Constants are added before upsampling (same result, a fraction
         # of the memory traffic).
@@ -93,15 +117,15 @@ def make_synthetic(
         # Y: small disks and squares of equal area, in gray, scattered over the image. Each
         # object is a disk with probability `purity` when Y=1 (1 - purity when Y=0), so the
         # local content predicts Y well but not perfectly, and S becomes a tempting shortcut.
-        k = objects[1]
+        most = objects[1]
         count = torch.randint(objects[0], objects[1] + 1, (b, 1), generator=gen)
-        present = torch.arange(k)[None, :] < count
+        present = torch.arange(most)[None, :] < count
         p_disk = torch.where(y[sl].bool(), purity, 1 - purity)[:, None]
-        is_disk = torch.rand(b, k, generator=gen) < p_disk
-        radius = object_radius[0] + (object_radius[1] - object_radius[0]) * torch.rand(b, k, generator=gen)
-        cx = (win + (image_size - 2 * win) * torch.rand(b, k, generator=gen)).floor()
-        cy = (win + (image_size - 2 * win) * torch.rand(b, k, generator=gen)).floor()
-        level = torch.rand(b, k, generator=gen).round() * 0.8 + 0.1  # dark or light
+        is_disk = torch.rand(b, most, generator=gen) < p_disk
+        radius = object_radius[0] + (object_radius[1] - object_radius[0]) * torch.rand(b, most, generator=gen)
+        cx = (win + (image_size - 2 * win) * torch.rand(b, most, generator=gen)).floor()
+        cy = (win + (image_size - 2 * win) * torch.rand(b, most, generator=gen)).floor()
+        level = torch.rand(b, most, generator=gen).round() * 0.8 + 0.1  # dark or light
         # Draw inside a small window around each object instead of over the whole image.
         off = torch.arange(-win, win + 1, dtype=torch.float32)
         ox, oy = off[None, None, None, :], off[None, None, :, None]
@@ -115,8 +139,32 @@ def make_synthetic(
         px = (cx[bi, ki] + off[xi]).long()
         img[bi, :, py, px] = level[bi, ki][:, None].expand(-1, 3)
         img += 0.03 * torch.randn((b, 1, image_size, image_size), generator=gen)
-        images[sl] = img.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
-    return ImageLabelDataset(images, y, s)
+        return img.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+
+
+class LazySynthetic(torch.utils.data.Dataset):
+    """A synthetic split that draws its images block by block on demand and keeps one block.
+
+    Same images as :func:`make_synthetic` with the same arguments; memory stays at one block of
+    ``chunk`` images however large the split. Meant for sequential reading (evaluation); random
+    access regenerates a block per miss.
+    """
+
+    def __init__(self, n: int, **kwargs):
+        defaults = {"image_size": 128, "correlation": 0.9, "num_groups": 2, "seed": 0, "tint": (0.06, 0.12),
+                    "object_radius": (4.0, 6.0), "objects": (4, 6), "purity": 0.75, "chunk": 512}
+        self.spec = _SyntheticSpec(n=n, **{**defaults, **kwargs})
+        self.y, self.s = self.spec.y, self.spec.s
+        self._block, self._images = -1, None
+
+    def __len__(self) -> int:
+        return self.spec.n
+
+    def __getitem__(self, i):
+        k = i // self.spec.chunk
+        if k != self._block:
+            self._images, self._block = self.spec.draw_chunk(k), k
+        return {"image": self._images[i - k * self.spec.chunk], "y": self.y[i], "s": self.s[i], "index": i}
 
 
 class EpochShuffle(RandomSampler):
@@ -190,8 +238,10 @@ class SyntheticDataModule(SplitDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
+        max_in_memory: int = 8192,
     ):
         super().__init__()
+        self.max_in_memory = int(max_in_memory)
         self.image_size = image_size
         self.num_groups = num_groups
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
@@ -205,16 +255,17 @@ class SyntheticDataModule(SplitDataModule):
 
     def describe(self) -> dict:
         """What determines the data (used for cache keys and artifacts)."""
-        return {"dataset": "synthetic", "image_size": self.image_size, "num_groups": self.num_groups,
+        return {"dataset": "synthetic", "recipe": 2, "image_size": self.image_size, "num_groups": self.num_groups,
                 "sizes": self.sizes, "correlations": self.correlations, "seed": self.seed}
 
-    def split(self, name: str) -> ImageLabelDataset:
+    def split(self, name: str) -> ImageLabelDataset | LazySynthetic:
+        """One split; splits larger than ``max_in_memory`` images are drawn block by block on demand."""
         if name not in self._splits:
             offset = {"train": 0, "val": 1, "test": 2}[name]
-            self._splits[name] = make_synthetic(
-                self.sizes[name], image_size=self.image_size, correlation=self.correlations[name],
-                num_groups=self.num_groups, seed=self.seed * 1000 + offset,
-            )
+            kwargs = {"image_size": self.image_size, "correlation": self.correlations[name],
+                      "num_groups": self.num_groups, "seed": self.seed * 1000 + offset}
+            n = self.sizes[name]
+            self._splits[name] = LazySynthetic(n, **kwargs) if n > self.max_in_memory else make_synthetic(n, **kwargs)
         return self._splits[name]
 
 

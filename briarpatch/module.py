@@ -188,13 +188,16 @@ class BriarPatchModule(pl.LightningModule):
         scale = self.feature_scale() if self.objective.utility_space == "standardized" else None
         view = (lambda x: x / scale) if scale is not None else (lambda x: x)  # noqa: E731
         patched_u, clean_u, center_u = view(patched), view(clean), view(self.feat_mean)
-        task_scale = self.feature_scale() if self.objective.task_weight else None
+        needs_scale = self.objective.task_weight or self.objective.range_weight
+        task_scale = self.feature_scale() if needs_scale else None
+        z = None if task_scale is None else (patched - self.feat_mean) / task_scale
         per_part = [
             self.objective(logits=logits, s=s, patched=patched_u[:, cols], clean=clean_u[:, cols],
                            basis=self.sensitive_basis(scale, cols), pixels=self.patch.pixels, center=center_u[cols],
                            task=None if task_scale is None else (
                                patched[:, cols] / task_scale[cols], clean[:, cols] / task_scale[cols],
-                               self.task_basis(task_scale, cols)))
+                               self.task_basis(task_scale, cols)),
+                           z=None if z is None else z[:, cols])
             for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts)
         ]
         terms = {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}

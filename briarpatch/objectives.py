@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchObjective", "LOSSES", "confusion_loss", "parity_loss", "reversal_loss",
-           "utility_loss", "task_loss", "total_variation"]
+           "utility_loss", "task_loss", "range_loss", "total_variation"]
 
 LOSSES = ("confusion", "parity", "reversal")
 
@@ -65,6 +65,15 @@ def task_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | 
     return (((patched - clean) @ basis).pow(2).mean(0) / spread).mean()
 
 
+def range_loss(z: torch.Tensor, bound: float = 3.0) -> torch.Tensor:
+    """Mean squared excursion of standardized coordinates ``z`` beyond ``±bound``.
+
+    A patch can switch on units that are silent on clean images; a downstream model that
+    standardizes its inputs magnifies exactly those, so its predictions drift for everyone.
+    """
+    return F.relu(z.abs() - bound).pow(2).mean()
+
+
 def total_variation(pixels: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (smoother, more printable patches)."""
     return (pixels[:, 1:] - pixels[:, :-1]).abs().mean() + (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
@@ -87,12 +96,17 @@ class PatchObjective(nn.Module):
         downstream model works in, where low-variance coordinates weigh as much as the others).
     task_weight : float
         Weight of :func:`task_loss` (keeps each example's place along the target's directions).
+    range_weight : float
+        Weight of :func:`range_loss` (keeps every coordinate within ``range_bound`` clean
+        standard deviations of its clean mean).
+    range_bound : float
     tv_weight : float
         Weight of :func:`total_variation` of the patch pixels.
     """
 
     def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, utility_space: str = "raw",
-                 task_weight: float = 0.0, tv_weight: float = 0.0):
+                 task_weight: float = 0.0, range_weight: float = 0.0, range_bound: float = 3.0,
+                 tv_weight: float = 0.0):
         super().__init__()
         if loss not in _LOSS_FNS:
             raise ValueError(f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -100,10 +114,13 @@ class PatchObjective(nn.Module):
             raise ValueError(f"objective.utility_space must be 'raw' or 'standardized', got {utility_space!r}")
         self.utility_space = utility_space
         self.task_weight = float(task_weight)
+        self.range_weight, self.range_bound = float(range_weight), float(range_bound)
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, task=None) -> dict[str, torch.Tensor]:
-        """``task``: ``(patched, clean, basis)`` in the coordinates the target directions live in."""
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, task=None,
+                z=None) -> dict[str, torch.Tensor]:
+        """``task``: ``(patched, clean, basis)`` in the coordinates the target directions live in;
+        ``z``: the patched embeddings standardized by the clean mean and standard deviation."""
         terms = {"main": _LOSS_FNS[self.loss](logits, s)}
         total = terms["main"]
         if self.utility_weight:
@@ -112,6 +129,9 @@ class PatchObjective(nn.Module):
         if self.task_weight and task is not None:
             terms["task"] = task_loss(*task)
             total = total + self.task_weight * terms["task"]
+        if self.range_weight and z is not None:
+            terms["range"] = range_loss(z, self.range_bound)
+            total = total + self.range_weight * terms["range"]
         if self.tv_weight:
             terms["tv"] = total_variation(pixels)
             total = total + self.tv_weight * terms["tv"]

@@ -35,13 +35,19 @@ def _median_ips(fn, *, images: int, repeats: int, warmup: int = 1, sync=lambda: 
     return images / statistics.median(times)
 
 
-def bench_limits(encoder, x, repeats, sync):
+def _autocast(device, precision):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def bench_limits(encoder, x, repeats, sync, precision="32"):
     def fwd_bwd():
         xi = x.detach().requires_grad_(True)
-        encoder(xi).sum().backward()
+        with _autocast(x.device, precision):
+            out = encoder(xi).sum()
+        out.backward()
 
     def fwd():
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(x.device, precision):
             encoder(x)
 
     return (_median_ips(fwd_bwd, images=len(x), repeats=repeats, sync=sync),
@@ -78,6 +84,7 @@ def bench_train(args, device) -> tuple[float, float]:
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
             f"patch.size={args.patch}", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+            f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
         ])
     with open_dict(cfg):
         cfg.run_dir = "/tmp/briarpatch-bench"
@@ -135,6 +142,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8, help="training steps / ART iterations timed per figure")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--embed-images", type=int, default=1024)
+    p.add_argument("--precision", choices=("32", "bf16"), default="32",
+                   help="bf16: bfloat16 autocast for every figure (limits, training, embedding)")
     p.add_argument("--json", type=Path)
     p.add_argument("--no-art", action="store_true")
     args = p.parse_args()
@@ -149,12 +158,13 @@ def main() -> None:
     data = make_synthetic(max(args.batch, args.embed_images), image_size=args.size, seed=0)
     x = to_unit(data.images[: args.batch]).to(device)
 
-    limit_train, limit_embed = bench_limits(encoder, x, args.repeats, sync)
+    limit_train, limit_embed = bench_limits(encoder, x, args.repeats, sync, args.precision)
     embed_ds = torch.utils.data.Subset(data, range(args.embed_images))
-    embed = _median_ips(lambda: embed_dataset(encoder, embed_ds, batch_size=args.batch, device=device, progress=False),
+    embed = _median_ips(lambda: embed_dataset(encoder, embed_ds, batch_size=args.batch, device=device, progress=False,
+                                            precision=args.precision),
                         images=args.embed_images, repeats=max(2, args.repeats // 2), sync=sync)
     limit_embed_full = _median_ips(
-        lambda: [bench_limits_forward(encoder, to_unit(data.images[i:i + args.batch]).to(device))
+        lambda: [bench_limits_forward(encoder, to_unit(data.images[i:i + args.batch]).to(device), args.precision)
                  for i in range(0, args.embed_images, args.batch)],
         images=args.embed_images, repeats=max(2, args.repeats // 2), sync=sync)
     train, train_first = bench_train(args, device)
@@ -164,7 +174,7 @@ def main() -> None:
                "art_ips": art, "limit_embed_ips": limit_embed_full, "limit_embed_batch_ips": limit_embed,
                "embed_ips": embed}
     settings = {"device": str(torch.cuda.get_device_name() if device.type == "cuda" else "cpu"),
-                "threads": torch.get_num_threads(), "batch": args.batch, "image_size": args.size,
+                "threads": torch.get_num_threads(), "precision": args.precision, "batch": args.batch, "image_size": args.size,
                 "patch": args.patch, "encoder": "efficientnet_lite0", "placement": "random (jitter 0.1, scale 0.95-1.05, "
                 "rotation ±5°); ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
     rows = [("bare encoder forward+backward (limit)", limit_train, None),
@@ -185,8 +195,9 @@ def main() -> None:
 
 
 @torch.no_grad()
-def bench_limits_forward(encoder, x):
-    return encoder(x)
+def bench_limits_forward(encoder, x, precision="32"):
+    with _autocast(x.device, precision):
+        return encoder(x)
 
 
 if __name__ == "__main__":

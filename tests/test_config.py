@@ -41,7 +41,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         obj = build(cfg.data)
     elif group == "encoder":
         obj = build(node)
-        assert obj.name == option
+        expected = "ensemble:" + "+".join(node.members) if option == "ensemble" else option
+        assert obj.name == expected
     else:
         obj = build(node)
     assert obj is not None

@@ -42,3 +42,17 @@ def test_datamodule_splits_differ_and_have_their_sizes():
     assert not torch.equal(dm.split("train").images[:10], dm.split("val").images)
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "y", "s", "index"}
+
+
+def test_lazy_split_serves_the_same_images_block_by_block():
+    from briarpatch.data import LazySynthetic
+
+    eager = make_synthetic(70, image_size=32, seed=5, chunk=16)
+    lazy = LazySynthetic(70, image_size=32, seed=5, chunk=16)
+    assert len(lazy) == 70 and torch.equal(lazy.y, eager.y) and torch.equal(lazy.s, eager.s)
+    for i in (0, 15, 16, 69, 3):  # across blocks, and back
+        assert torch.equal(lazy[i]["image"], eager.images[i])
+    assert lazy._images.shape[0] == 16  # holds one block, not the split
+
+    dm = SyntheticDataModule(image_size=32, train_size=8, val_size=8, test_size=40, max_in_memory=32)
+    assert isinstance(dm.split("test"), LazySynthetic) and not isinstance(dm.split("train"), LazySynthetic)

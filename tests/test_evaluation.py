@@ -125,3 +125,18 @@ def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
     report = evaluation.evaluate(cfg)
     assert report["patch"]["encoder"] == "efficientnet_lite0"
     assert (Path(cfg.run_dir) / "report" / "report.md").is_file()
+
+
+def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
+    from briarpatch.data import make_synthetic
+    from briarpatch.encoders import build_encoder
+    from briarpatch.evaluation import embed_dataset
+
+    encoder, data = build_encoder("efficientnet_lite0"), make_synthetic(8, image_size=32, seed=0)
+    full = embed_dataset(encoder, data, progress=False)
+    half = embed_dataset(encoder, data, progress=False, precision="bf16")
+    assert full.shape == half.shape
+    assert np.corrcoef(full.ravel(), half.ravel())[0, 1] > 0.99
+    assert not np.array_equal(full, half)  # it really ran in bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        embed_dataset(encoder, data, progress=False, precision="fp8")

@@ -116,3 +116,12 @@ def test_cli_prints_composed_config_and_help():
                               capture_output=True, text=True, check=True, cwd=ROOT / "tests")
     assert "encoder: efficientnet_lite0, efficientnet_lite1" in help_out.stdout.replace("\n", " ") or \
         "encoder:" in help_out.stdout
+
+
+def test_bf16_mixed_precision_trains_a_float32_patch(tiny_cfg):
+    # CPUs without bfloat16 units emulate it slowly: two batches are enough to show it trains.
+    result = train(tiny_cfg("evaluate_after_train=false", "trainer.precision=bf16-mixed",
+                            "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"))
+    patch = load_patch(result["patch"])
+    assert patch.pixels.dtype == torch.float32
+    assert not torch.allclose(patch.pixels, torch.full_like(patch.pixels, 0.5)), "the patch did not move"
