@@ -60,8 +60,9 @@ def main() -> None:
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         growth = b["peak_rss_mib"] - a["peak_rss_mib"]
-        print(f"peak grows by {growth:.0f} MiB from {a['images']} to {b['images']} images; the embeddings "
-              f"account for {b['embeddings_mib'] - a['embeddings_mib']:.0f} MiB of it")
+        print(f"peak grows by {growth:.0f} MiB from {a['images']} to {b['images']} images (the embedding array "
+              f"grows by {b['embeddings_mib'] - a['embeddings_mib']:.0f} MiB; holding the images would take "
+              f"{b['images_if_held_mib']:.0f} MiB)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

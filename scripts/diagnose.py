@@ -1,0 +1,60 @@
+"""Why does a patch cost downstream accuracy? Lost information, or a shift the deployed model misreads?
+
+    python scripts/diagnose.py assets/patches/default.safetensors [hydra overrides of the data/encoder]
+
+Prints, on the evaluation split of the configured data (default: the embedded benchmark):
+the deployed predictor (fit on clean embeddings) on clean and patched images; a predictor refit on
+patched training images (how much Y information is left); the selection rate per group; and how
+concentrated the patch's mean shift is, in clean standard deviations, over embedding units.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from briarpatch import load_patch
+from briarpatch.config import build, config_dir
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        sys.exit(__doc__)
+    path, overrides = argv[0], argv[1:]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"patch_path={path}", *overrides])
+    with open_dict(cfg):
+        cfg.run_dir = "unused"
+    data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
+    settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False)
+    train_ds, test_ds = data.split("train"), data.split("test")
+    clean_train = clean_embeddings(encoder, data, "train", settings=settings)
+    clean_test = clean_embeddings(encoder, data, "test", settings=settings)
+    patched_train = embed_dataset(encoder, train_ds, patch=patch, progress=False)
+    patched_test = embed_dataset(encoder, test_ds, patch=patch, progress=False)
+    y_train, y_test, s_test = train_ds.y.numpy(), test_ds.y.numpy(), test_ds.s.numpy()
+
+    deployed = _classifier("logistic", 0).fit(clean_train, y_train)
+    refit = _classifier("logistic", 0).fit(patched_train, y_train)
+    acc = lambda model, x: float((model.predict(x) == y_test).mean())  # noqa: E731
+    print(f"deployed predictor (fit clean): clean {acc(deployed, clean_test):.3f}, patched {acc(deployed, patched_test):.3f}")
+    print(f"predictor refit on patched training images, on patched: {acc(refit, patched_test):.3f}")
+    for name, x in (("clean", clean_test), ("patched", patched_test)):
+        pred = deployed.predict(x)
+        rates = ", ".join(f"{g}: {pred[s_test == i].mean():.3f}" for i, g in enumerate(data.group_names))
+        print(f"selection rate P(y_hat=1) by group, {name}: {rates}")
+    mean, std = clean_test.mean(0), clean_test.std(0)
+    shift = ((patched_test.mean(0) - mean) / np.maximum(std, 1e-6)) ** 2
+    order = np.argsort(-shift)
+    share = np.cumsum(shift[order]) / shift.sum()
+    print(f"mean shift in clean std units: the top 1 / 10 / 100 of {len(shift)} units carry "
+          f"{share[0]:.1%} / {share[9]:.1%} / {share[99]:.1%}; clean std of the top 10: "
+          f"{np.array2string(std[order[:10]], precision=4)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
