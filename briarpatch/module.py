@@ -184,23 +184,7 @@ class BriarPatchModule(pl.LightningModule):
 
         # The adversary is not updated by the patch step; only the pixels receive gradients.
         self.adversary.requires_grad_(False)
-        # The utility term may measure change in standardized coordinates; the adversary never does.
-        scale = self.feature_scale() if self.objective.utility_space == "standardized" else None
-        view = (lambda x: x / scale) if scale is not None else (lambda x: x)  # noqa: E731
-        patched_u, clean_u, center_u = view(patched), view(clean), view(self.feat_mean)
-        needs_scale = self.objective.task_weight or self.objective.range_weight
-        task_scale = self.feature_scale() if needs_scale else None
-        z = None if task_scale is None else (patched - self.feat_mean) / task_scale
-        per_part = [
-            self.objective(logits=logits, s=s, patched=patched_u[:, cols], clean=clean_u[:, cols],
-                           basis=self.sensitive_basis(scale, cols), pixels=self.patch.pixels, center=center_u[cols],
-                           task=None if task_scale is None else (
-                               patched[:, cols] / task_scale[cols], clean[:, cols] / task_scale[cols],
-                               self.task_basis(task_scale, cols)),
-                           z=None if z is None else z[:, cols])
-            for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts)
-        ]
-        terms = {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
+        terms = self._patch_terms(patched, clean, s)
         self.adversary.requires_grad_(True)
         self._check_finite(terms["total"], "patch loss", batch_idx)
         opt_patch.zero_grad(set_to_none=True)
@@ -214,6 +198,25 @@ class BriarPatchModule(pl.LightningModule):
         log.update({"train/adversary_loss": adv_loss.detach(), "train/adversary_acc_clean": acc})
         self.log_dict(log, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(s), sync_dist=True)
         self.log("train/loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=len(s))
+
+    def _patch_terms(self, patched: torch.Tensor, clean: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Objective terms for each ensemble member (one part for a single encoder), averaged."""
+        # Standardized coordinates (clean running std) serve the task and range terms, and the
+        # utility term when utility_space is "standardized"; the adversary always sees raw embeddings.
+        std = self.feature_scale()
+        z_patched, z_clean, z_center = patched / std, clean / std, self.feat_mean / std
+        raw = self.objective.utility_space == "raw"
+        u_patched, u_clean, u_center = (patched, clean, self.feat_mean) if raw else (z_patched, z_clean, z_center)
+        per_part = []
+        for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts):
+            task = None
+            if self.objective.task_weight:
+                task = (z_patched[:, cols], z_clean[:, cols], self.task_basis(std, cols))
+            per_part.append(self.objective(
+                logits=logits, s=s, pixels=self.patch.pixels, patched=u_patched[:, cols], clean=u_clean[:, cols],
+                center=u_center[cols], basis=self.sensitive_basis(None if raw else std, cols), task=task,
+                z=(z_patched - z_center)[:, cols]))
+        return {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx):  # noqa: ARG002
