@@ -259,13 +259,15 @@ class SyntheticDataModule(SplitDataModule):
                 "sizes": self.sizes, "correlations": self.correlations, "seed": self.seed}
 
     def split(self, name: str) -> ImageLabelDataset | LazySynthetic:
-        """One split; splits larger than ``max_in_memory`` images are drawn block by block on demand."""
+        """One split. Validation and evaluation splits larger than ``max_in_memory`` images are drawn
+        block by block as they are read; the training split is always held (it is read shuffled)."""
         if name not in self._splits:
             offset = {"train": 0, "val": 1, "test": 2}[name]
             kwargs = {"image_size": self.image_size, "correlation": self.correlations[name],
                       "num_groups": self.num_groups, "seed": self.seed * 1000 + offset}
             n = self.sizes[name]
-            self._splits[name] = LazySynthetic(n, **kwargs) if n > self.max_in_memory else make_synthetic(n, **kwargs)
+            lazy = n > self.max_in_memory and name != "train"
+            self._splits[name] = LazySynthetic(n, **kwargs) if lazy else make_synthetic(n, **kwargs)
         return self._splits[name]
 
 
