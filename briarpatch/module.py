@@ -18,6 +18,13 @@ from .placement import quantize_8bit
 __all__ = ["BriarPatchModule"]
 
 
+def _orthonormal(columns: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis ``(D, k)`` of the span of ``columns`` ``(D, n)``, dependent ones dropped."""
+    q, r = torch.linalg.qr(columns)
+    keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
+    return q[:, keep]
+
+
 class BriarPatchModule(pl.LightningModule):
     """Adversarial patch training with manual optimization.
 
@@ -91,12 +98,7 @@ class BriarPatchModule(pl.LightningModule):
     def _update_class_means(self, clean: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
         for g in s.unique():
             for c in y[s == g].unique():
-                mean = clean[(s == g) & (y == c)].mean(0)
-                if self.class_seen[g, c]:
-                    self.class_means[g, c].lerp_(mean, self.sensitive_ema)
-                else:
-                    self.class_means[g, c] = mean
-                    self.class_seen[g, c] = True
+                self._running_mean_(self.class_means, self.class_seen, (g, c), clean[(s == g) & (y == c)].mean(0))
 
     def task_basis(self, scale: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor | None:
         """Orthonormal basis of the within-group target-class mean differences, in ``x / scale``."""
@@ -107,11 +109,7 @@ class BriarPatchModule(pl.LightningModule):
                 continue
             means = self.class_means[g][seen][:, columns] / scale[columns]
             diffs.append(means - means.mean(0, keepdim=True))
-        if not diffs:
-            return None
-        q, r = torch.linalg.qr(torch.cat(diffs).T)
-        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
-        return q[:, keep]
+        return _orthonormal(torch.cat(diffs).T) if diffs else None
 
     @torch.no_grad()
     def _update_group_means(self, clean: torch.Tensor, s: torch.Tensor) -> None:
@@ -120,12 +118,15 @@ class BriarPatchModule(pl.LightningModule):
         self.feat_mean.lerp_(clean.mean(0), weight)
         self.feat_sq.lerp_(clean.pow(2).mean(0), weight)
         for g in s.unique():
-            mean = clean[s == g].mean(0)
-            if self.group_seen[g]:
-                self.group_means[g].lerp_(mean, self.sensitive_ema)
-            else:
-                self.group_means[g] = mean
-                self.group_seen[g] = True
+            self._running_mean_(self.group_means, self.group_seen, g, clean[s == g].mean(0))
+
+    def _running_mean_(self, means: torch.Tensor, seen: torch.Tensor, key, value: torch.Tensor) -> None:
+        """Moving average of ``means[key]``, started at the first value seen."""
+        if seen[key]:
+            means[key].lerp_(value, self.sensitive_ema)
+        else:
+            means[key] = value
+            seen[key] = True
 
     def feature_scale(self) -> torch.Tensor:
         """Running standard deviation of each clean embedding coordinate (floored: dead units)."""
@@ -142,10 +143,7 @@ class BriarPatchModule(pl.LightningModule):
         means = self.group_means[self.group_seen][:, columns]
         if scale is not None:
             means = means / scale[columns]
-        diffs = (means - means.mean(0, keepdim=True)).T  # (D, groups)
-        q, r = torch.linalg.qr(diffs)
-        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
-        return q[:, keep]
+        return _orthonormal((means - means.mean(0, keepdim=True)).T)  # (D, groups)
 
     def _placement_generator(self) -> torch.Generator | None:
         if self.seed is None:
