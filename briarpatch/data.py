@@ -50,7 +50,8 @@ def make_synthetic(
     objects: tuple[int, int] = (4, 6),
     purity: float = 0.75,
     chunk: int = 512,
-) -> ImageLabelDataset:
+    lazy: bool = False,
+) -> ImageLabelDataset | LazySynthetic:
     """Generate the synthetic benchmark deterministically from ``seed``.
 
     The target Y is carried by *local* content: a few small shapes scattered over the image,
@@ -59,7 +60,8 @@ def make_synthetic(
     groups (0.5 = independent); with more groups, Y agrees with ``S >= num_groups / 2``.
 
     Each block of ``chunk`` images is drawn from its own seed, so any block can be regenerated
-    alone (:class:`LazySynthetic` serves large splits that way without holding them).
+    alone: ``lazy=True`` returns a :class:`LazySynthetic` that serves the same images that way,
+    without holding them.
 
     Returns
     -------
@@ -68,6 +70,8 @@ def make_synthetic(
     """
     spec = _SyntheticSpec(n=n, image_size=image_size, correlation=correlation, num_groups=num_groups, seed=seed,
                           tint=tint, object_radius=object_radius, objects=objects, purity=purity, chunk=chunk)
+    if lazy:
+        return LazySynthetic(spec)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     for k in range(spec.num_chunks):
         images[spec.chunk_slice(k)] = spec.draw_chunk(k)
@@ -145,16 +149,14 @@ class _SyntheticSpec:
 class LazySynthetic(torch.utils.data.Dataset):
     """A synthetic split that draws its images block by block on demand and keeps one block.
 
-    Same images as :func:`make_synthetic` with the same arguments; memory stays at one block of
-    ``chunk`` images however large the split. Meant for sequential reading (evaluation); random
-    access regenerates a block per miss.
+    Built by ``make_synthetic(..., lazy=True)``: the same images, while memory stays at one block
+    of ``chunk`` images however large the split. Meant for sequential reading (evaluation);
+    random access regenerates a block per miss.
     """
 
-    def __init__(self, n: int, **kwargs):
-        defaults = {"image_size": 128, "correlation": 0.9, "num_groups": 2, "seed": 0, "tint": (0.06, 0.12),
-                    "object_radius": (4.0, 6.0), "objects": (4, 6), "purity": 0.75, "chunk": 512}
-        self.spec = _SyntheticSpec(n=n, **{**defaults, **kwargs})
-        self.y, self.s = self.spec.y, self.spec.s
+    def __init__(self, spec: _SyntheticSpec):
+        self.spec = spec
+        self.y, self.s = spec.y, spec.s
         self._block, self._images = -1, None
 
     def __len__(self) -> int:
@@ -267,7 +269,7 @@ class SyntheticDataModule(SplitDataModule):
                       "num_groups": self.num_groups, "seed": self.seed * 1000 + offset}
             n = self.sizes[name]
             lazy = n > self.max_in_memory and name != "train"
-            self._splits[name] = LazySynthetic(n, **kwargs) if lazy else make_synthetic(n, **kwargs)
+            self._splits[name] = make_synthetic(n, lazy=lazy, **kwargs)
         return self._splits[name]
 
 

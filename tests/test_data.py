@@ -48,7 +48,8 @@ def test_lazy_split_serves_the_same_images_block_by_block():
     from briarpatch.data import LazySynthetic
 
     eager = make_synthetic(70, image_size=32, seed=5, chunk=16)
-    lazy = LazySynthetic(70, image_size=32, seed=5, chunk=16)
+    lazy = make_synthetic(70, image_size=32, seed=5, chunk=16, lazy=True)
+    assert isinstance(lazy, LazySynthetic)
     assert len(lazy) == 70 and torch.equal(lazy.y, eager.y) and torch.equal(lazy.s, eager.s)
     for i in (0, 15, 16, 69, 3):  # across blocks, and back
         assert torch.equal(lazy[i]["image"], eager.images[i])
