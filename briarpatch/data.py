@@ -141,7 +141,12 @@ class _SyntheticSpec:
         bi, ki, yi, xi = inside.nonzero(as_tuple=True)
         py = (cy[bi, ki] + off[yi]).long()
         px = (cx[bi, ki] + off[xi]).long()
-        img[bi, :, py, px] = level[bi, ki][:, None].expand(-1, 3)
+        value = level[bi, ki][:, None].expand(-1, 3)
+        # One object at a time: where objects overlap, one index_put with repeated pixels lets
+        # threads race over which value lands; in order, the later object always wins.
+        for k in range(most):
+            m = ki == k
+            img[bi[m], :, py[m], px[m]] = value[m]
         img += 0.03 * torch.randn((b, 1, image_size, image_size), generator=gen)
         return img.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
 
