@@ -4,8 +4,10 @@
 
 Prints, on the evaluation split of the configured data (default: the embedded benchmark):
 the deployed predictor (fit on clean embeddings) on clean and patched images; a predictor refit on
-patched training images (how much Y information is left); the selection rate per group; and how
-concentrated the patch's mean shift is, in clean standard deviations, over embedding units.
+patched training images (how much Y information is left); the selection rate per group; how
+concentrated the patch's mean shift is, in clean standard deviations, over embedding units; and
+whether the patch does more than add one constant vector to every embedding (a constant shift
+cannot remove the difference between groups; it can only move every probe answer one way).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from omegaconf import open_dict
 
 from briarpatch import load_patch
 from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe
+from briarpatch.metrics import leakage_scores
 
 
 def main(argv: list[str]) -> None:
@@ -54,6 +57,17 @@ def main(argv: list[str]) -> None:
     print(f"mean shift in clean std units: the top 1 / 10 / 100 of {len(shift)} units carry "
           f"{share[0]:.1%} / {share[9]:.1%} / {share[99]:.1%}; clean std of the top 10: "
           f"{np.array2string(std[order[:10]], precision=4)}")
+
+    probe = fit_probe("logistic", clean_train, train_ds.s.numpy())
+    constant = clean_test + (patched_test - clean_test).mean(0)
+    leak = lambda x: leakage_scores(s_test, probe.predict_proba(x))["balanced_accuracy"]  # noqa: E731
+    print(f"non-adaptive logistic probe: clean {leak(clean_test):.3f}, patched {leak(patched_test):.3f}, "
+          f"clean plus the patch's mean change as a constant shift {leak(constant):.3f}")
+    if data.num_groups == 2:
+        change = patched_test - clean_test
+        gap = clean_test[s_test == 1].mean(0) - clean_test[s_test == 0].mean(0)
+        moved = change[s_test == 1].mean(0) - change[s_test == 0].mean(0)
+        print(f"share of the clean group-mean difference the patch cancels: {-(moved @ gap) / (gap @ gap):.1%}")
 
 
 if __name__ == "__main__":
