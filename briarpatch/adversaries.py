@@ -29,13 +29,17 @@ class Adversary(nn.Module):
         downstream models are trained on ordinary, unpatched images.
     steps : int
         Adversary optimizer steps per patch step.
+    balance : bool
+        Weight every (S, Y) cell equally when fitting, so the adversary reads S itself rather
+        than the target features that merely correlate with S in the training split.
     parts : sequence of int, optional
         Widths of the members of an ensemble embedding (concatenated in this order): one head
         per member, so each member's leak is attacked separately. ``None``: one head.
     """
 
     def __init__(self, *, in_features: int, num_groups: int, head: str = "linear", hidden: int = 256,
-                 dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None):
+                 dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None,
+                 balance: bool = False):
         super().__init__()
         if fit_on not in FIT_ON:
             raise ValueError(f"adversary.fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
@@ -51,6 +55,7 @@ class Adversary(nn.Module):
         self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout) for w in widths)
         self.widths = widths
         self.head, self.fit_on, self.steps, self.num_groups = head, fit_on, int(steps), int(num_groups)
+        self.balance = bool(balance)
 
     @staticmethod
     def _head(head, width, num_groups, hidden, dropout):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchObjective", "LOSSES", "confusion_loss", "parity_loss", "reversal_loss",
-           "utility_loss", "task_loss", "range_loss", "total_variation"]
+           "utility_loss", "task_loss", "balanced_cross_entropy", "range_loss", "total_variation"]
 
 LOSSES = ("confusion", "parity", "reversal")
 
@@ -65,6 +65,19 @@ def task_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | 
     return (((patched - clean) @ basis).pow(2).mean(0) / spread).mean()
 
 
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, s: torch.Tensor,
+                           y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with every (S, Y) cell of the batch weighted equally.
+
+    Where S and Y are correlated, the plain mean rewards reading one through the other: an
+    adversary of S would learn Y's features, and hiding S from it would hide Y too. In the
+    reweighted batch S and Y are independent.
+    """
+    cells = s * (int(y.max()) + 1) + y
+    losses = F.cross_entropy(logits, target, reduction="none")
+    return torch.stack([losses[cells == c].mean() for c in cells.unique()]).mean()
+
+
 def range_loss(z: torch.Tensor, bound: float = 3.0) -> torch.Tensor:
     """Mean squared excursion of standardized coordinates ``z`` beyond ``±bound``.
 
@@ -102,17 +115,24 @@ class PatchObjective(nn.Module):
     range_bound : float
     tv_weight : float
         Weight of :func:`total_variation` of the patch pixels.
+    sensitive_directions : {"pooled", "balanced"}
+        The directions the utility term leaves free: differences of the group means
+        (``pooled``), or of the group means with every target class weighted equally
+        (``balanced``: S alone, when S and Y are correlated in the training split).
     """
 
     def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, utility_space: str = "raw",
                  task_weight: float = 0.0, range_weight: float = 0.0, range_bound: float = 3.0,
-                 tv_weight: float = 0.0):
+                 tv_weight: float = 0.0, sensitive_directions: str = "pooled"):
         super().__init__()
         if loss not in _LOSS_FNS:
             raise ValueError(f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}")
         if utility_space not in ("raw", "standardized"):
             raise ValueError(f"objective.utility_space must be 'raw' or 'standardized', got {utility_space!r}")
-        self.utility_space = utility_space
+        if sensitive_directions not in ("pooled", "balanced"):
+            raise ValueError("objective.sensitive_directions must be 'pooled' or 'balanced', "
+                             f"got {sensitive_directions!r}")
+        self.utility_space, self.sensitive_directions = utility_space, sensitive_directions
         self.task_weight = float(task_weight)
         self.range_weight, self.range_bound = float(range_weight), float(range_bound)
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)

@@ -26,6 +26,7 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     """Instantiate encoder, patch, adversary and objective from a composed config."""
     encoder = build(cfg.encoder)
     patch = build(cfg.patch)
+    num_classes = int(datamodule.split("train").y.max()) + 1
     adversary = build(cfg.adversary, in_features=encoder.dim, num_groups=datamodule.num_groups,
                       parts=[sl.stop - sl.start for _, sl in encoder.parts])
     objective = build(cfg.objective)
@@ -33,7 +34,7 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, seed=cfg.get("seed"),
+        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes,
     )
 
 

@@ -70,3 +70,52 @@ def test_task_loss_counts_only_moves_along_the_target_directions():
 def test_objective_rejects_an_unknown_utility_space():
     with pytest.raises(ValueError, match="utility_space"):
         PatchObjective(utility_space="whitened")
+
+
+def test_balanced_adversary_reads_s_itself_not_the_correlated_target():
+    # Feature 0 is a noisy view of S; feature 1 is Y exactly, and Y agrees with S 90% of the time.
+    # The plain adversary leans on feature 1 (Y); the balanced one on feature 0 (S itself).
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 2, (2000,), generator=gen)
+    y = torch.where(torch.rand(2000, generator=gen) < 0.9, s, 1 - s)
+    x = torch.stack([s + 0.8 * torch.randn(2000, generator=gen), y.float()], 1)
+    from briarpatch.objectives import balanced_cross_entropy
+
+    weights = {}
+    for balance in (False, True):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(2, 2)
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(300):
+            logits = head(x)
+            loss = balanced_cross_entropy(logits, s, s, y) if balance else torch.nn.functional.cross_entropy(logits, s)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        w = head.weight[1] - head.weight[0]  # the logit difference's weight per feature
+        weights[balance] = (w[0].item(), w[1].item())
+    assert abs(weights[False][1]) > abs(weights[False][0])
+    assert abs(weights[True][1]) < 0.2 * abs(weights[True][0])
+
+
+def test_balanced_sensitive_directions_leave_out_the_target(tiny_cfg):
+    from briarpatch.config import build
+    from briarpatch.train import build_module
+
+    cfg = tiny_cfg("objective.sensitive_directions=balanced")
+    module = build_module(cfg, build(cfg.data))
+    d = module.encoder.dim
+    s_dir, y_dir = torch.zeros(d), torch.zeros(d)
+    s_dir[0], y_dir[1] = 1.0, 1.0
+    # Group 1 is mostly Y=1 in this split, so its pooled mean moved along Y as well as along S.
+    for g in (0, 1):
+        for c in (0, 1):
+            module.class_means[g, c] = g * s_dir + c * y_dir
+    module.class_seen[:] = True
+    module.group_means[0], module.group_means[1] = 0.1 * y_dir, s_dir + 0.9 * y_dir
+    module.group_seen[:] = True
+    basis = module.sensitive_basis()
+    assert basis.shape == (d, 1)
+    assert basis[0, 0].abs().item() == pytest.approx(1.0) and basis[1, 0].abs().item() < 1e-6
+    module.objective.sensitive_directions = "pooled"
+    assert module.sensitive_basis()[1, 0].abs().item() > 0.5
