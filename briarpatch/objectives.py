@@ -118,7 +118,8 @@ class PatchObjective(nn.Module):
     sensitive_directions : {"pooled", "balanced"}
         The directions the utility term leaves free: differences of the group means
         (``pooled``), or of the group means with every target class weighted equally
-        (``balanced``: S alone, when S and Y are correlated in the training split).
+        (``balanced``: S alone, when S and Y are correlated in the training split; pooled until
+        every (group, class) cell has been seen).
     """
 
     def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, utility_space: str = "raw",

@@ -85,6 +85,13 @@ def test_task_term_and_standardized_utility_train(tiny_cfg):
     assert metrics["train/task_epoch"] > 0 and metrics["train/utility_epoch"] > 0
 
 
+def test_class_balanced_adversary_trains_on_clean_and_patched(tiny_cfg):
+    result = train(tiny_cfg("evaluate_after_train=false", "adversary.balance=true", "adversary.fit_on=both",
+                            "objective.sensitive_directions=balanced"))
+    metrics = result["metrics"]
+    assert 0.0 <= metrics["val/adv_bacc_patched"] <= 1.0 and metrics["train/adversary_loss_epoch"] > 0
+
+
 def test_non_finite_loss_stops_with_the_step(tiny_cfg):
     with pytest.raises(FloatingPointError, match="non-finite patch loss at batch 0 of epoch 0"):
         train(tiny_cfg("evaluate_after_train=false", "objective.tv_weight=inf"))
