@@ -167,7 +167,8 @@ class BriarPatchModule(pl.LightningModule):
         images, s = to_unit(batch["image"]), batch["s"]
         clean = self.clean_embeddings(images, batch.get("index"))
         self._update_group_means(clean, s)
-        self._update_class_means(clean, s, batch["y"])
+        if self.objective.task_weight or self.objective.sensitive_directions == "balanced":
+            self._update_class_means(clean, s, batch["y"])
         patched = self.encoder(self.patch(images, random=True, generator=self._placement_generator()))
 
         opt_patch, opt_adv = self.optimizers()
