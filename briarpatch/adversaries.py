@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .objectives import balanced_cross_entropy
 
 __all__ = ["Adversary", "FIT_ON"]
 
@@ -70,6 +73,15 @@ class Adversary(nn.Module):
     def forward_parts(self, embeddings) -> list:
         """Logits ``(B, groups)`` of each head on its own member's columns."""
         return [h(x) for h, x in zip(self.heads, embeddings.split(self.widths, dim=1))]
+
+    def fit_loss(self, embeddings, s, y):
+        """Training loss: each head's cross-entropy for ``s`` on its member, averaged over heads
+        (every (S, Y) cell weighted equally when ``balance``)."""
+        if self.balance:
+            losses = [balanced_cross_entropy(lg, s, s, y) for lg in self.forward_parts(embeddings)]
+        else:
+            losses = [F.cross_entropy(lg, s) for lg in self.forward_parts(embeddings)]
+        return torch.stack(losses).mean()
 
     def forward(self, embeddings):
         """Logits of the combined guess (sum of the heads' log-probabilities; one head: its logits)."""

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .adversaries import Adversary
 from .data import to_unit
 from .encoders import FrozenEncoder
-from .objectives import PatchObjective, balanced_cross_entropy
+from .objectives import PatchObjective
 from .patch import Patch
 from .placement import quantize_8bit
 
@@ -140,11 +139,12 @@ class BriarPatchModule(pl.LightningModule):
         """
         if self.group_seen.sum() < 2:
             return None
-        means = self.group_means[self.group_seen][:, columns]
         if self.objective.sensitive_directions == "balanced" and self.class_seen.all():
             # Each group's mean over the target classes, each class weighted equally: the
             # direction of S alone, not of the Y features that travel with it in this split.
             means = self.class_means.mean(1)[:, columns]
+        else:
+            means = self.group_means[self.group_seen][:, columns]
         if scale is not None:
             means = means / scale[columns]
         return _orthonormal((means - means.mean(0, keepdim=True)).T)  # (D, groups)
@@ -175,15 +175,10 @@ class BriarPatchModule(pl.LightningModule):
         fit_on = self.adversary.fit_on
         inputs = {"clean": clean, "patched": patched.detach(),
                   "both": torch.cat([clean, patched.detach()])}[fit_on]
-        targets = torch.cat([s, s]) if fit_on == "both" else s
-        y2 = torch.cat([batch["y"], batch["y"]]) if fit_on == "both" else batch["y"]
+        targets, y = (torch.cat([s, s]), torch.cat([batch["y"], batch["y"]])) if fit_on == "both" else (s, batch["y"])
         for _ in range(self.adversary.steps):
             # Ensembles: one head per member, each trained on its own member's embedding.
-            if self.adversary.balance:
-                adv_losses = [balanced_cross_entropy(lg, targets, targets, y2) for lg in self.adversary.forward_parts(inputs)]
-            else:
-                adv_losses = [F.cross_entropy(lg, targets) for lg in self.adversary.forward_parts(inputs)]
-            adv_loss = torch.stack(adv_losses).mean()
+            adv_loss = self.adversary.fit_loss(inputs, targets, y)
             self._check_finite(adv_loss, "adversary loss", batch_idx)
             opt_adv.zero_grad(set_to_none=True)
             self.manual_backward(adv_loss)
