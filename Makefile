@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# PyPI's torch for Linux is a CUDA build: the environment takes about 6.3 GB.
+MIN_FREE_MB ?= 6500
 
 .PHONY: demo test bench assets clean .venv
 
 .venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	if [ -z "$(wildcard $(VENV)/lib)" ] && [ "$$free" -lt $(MIN_FREE_MB) ]; then \
+	  echo "error: installing needs about $(MIN_FREE_MB) MB free here, only $$free MB are: free some space (or MIN_FREE_MB=0 to try anyway)"; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
