@@ -246,8 +246,18 @@ class SyntheticDataModule(SplitDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         max_in_memory: int = 8192,
+        tint: tuple[float, float] = (0.06, 0.12),
+        purity: float = 0.75,
+        objects: tuple[int, int] = (4, 6),
+        object_radius: tuple[float, float] = (4.0, 6.0),
     ):
         super().__init__()
+        if not 0.5 <= purity <= 1.0:
+            raise ValueError(f"data.purity must be in [0.5, 1] (share of objects that follow Y), got {purity}")
+        # The recipe: how strong S (tint amplitude range) and Y (object purity, count, size) are.
+        self.recipe = {"tint": tuple(float(v) for v in tint), "purity": float(purity),
+                       "objects": tuple(int(v) for v in objects),
+                       "object_radius": tuple(float(v) for v in object_radius)}
         self.max_in_memory = int(max_in_memory)
         self.image_size = image_size
         self.num_groups = num_groups
@@ -263,7 +273,8 @@ class SyntheticDataModule(SplitDataModule):
     def describe(self) -> dict:
         """What determines the data (used for cache keys and artifacts)."""
         return {"dataset": "synthetic", "recipe": 2, "image_size": self.image_size, "num_groups": self.num_groups,
-                "sizes": self.sizes, "correlations": self.correlations, "seed": self.seed}
+                "sizes": self.sizes, "correlations": self.correlations, "seed": self.seed,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in self.recipe.items()}}
 
     def split(self, name: str) -> ImageLabelDataset | LazySynthetic:
         """One split. Validation and evaluation splits larger than ``max_in_memory`` images are drawn
@@ -271,7 +282,7 @@ class SyntheticDataModule(SplitDataModule):
         if name not in self._splits:
             offset = {"train": 0, "val": 1, "test": 2}[name]
             kwargs = {"image_size": self.image_size, "correlation": self.correlations[name],
-                      "num_groups": self.num_groups, "seed": self.seed * 1000 + offset}
+                      "num_groups": self.num_groups, "seed": self.seed * 1000 + offset, **self.recipe}
             n = self.sizes[name]
             lazy = n > self.max_in_memory and name != "train"
             self._splits[name] = make_synthetic(n, lazy=lazy, **kwargs)

@@ -58,3 +58,19 @@ def test_lazy_split_serves_the_same_images_block_by_block():
     dm = SyntheticDataModule(image_size=32, train_size=40, val_size=8, test_size=40, max_in_memory=32)
     assert isinstance(dm.split("test"), LazySynthetic)
     assert not isinstance(dm.split("train"), LazySynthetic)  # read shuffled: always held
+
+
+def test_recipe_knobs_reach_the_images_and_the_cache_key():
+    def redness_gap(**recipe):
+        dm = SyntheticDataModule(image_size=32, train_size=400, val_size=8, test_size=8, **recipe)
+        d = dm.split("train")
+        red = (d.images.float()[:, 0] - d.images.float()[:, 2]).mean(dim=(1, 2))
+        return (red[d.s == 0].mean() - red[d.s == 1].mean()).item(), dm.describe()
+
+    strong, key_strong = redness_gap()
+    weak, key_weak = redness_gap(tint=(0.03, 0.06))
+    none, _ = redness_gap(tint=(0.0, 0.0))
+    assert strong > 1.5 * weak > 0 and abs(none) < 0.25 * weak  # the tint amplitude is S's strength
+    assert key_strong != key_weak and key_weak["tint"] == [0.03, 0.06]  # cached embeddings follow the recipe
+    with pytest.raises(ValueError, match="purity"):
+        SyntheticDataModule(purity=0.3)
