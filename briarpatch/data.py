@@ -49,6 +49,8 @@ def make_synthetic(
     object_radius: tuple[float, float] = (4.0, 6.0),
     objects: tuple[int, int] = (4, 6),
     purity: float = 0.75,
+    subject: float = 1.0,
+    cue: str = "shape",
     chunk: int = 512,
     lazy: bool = False,
 ) -> ImageLabelDataset | LazySynthetic:
@@ -69,7 +71,8 @@ def make_synthetic(
         ``uint8`` images of shape ``(n, 3, image_size, image_size)``.
     """
     spec = _SyntheticSpec(n=n, image_size=image_size, correlation=correlation, num_groups=num_groups, seed=seed,
-                          tint=tint, object_radius=object_radius, objects=objects, purity=purity, chunk=chunk)
+                          tint=tint, object_radius=object_radius, objects=objects, purity=purity, subject=subject,
+                          cue=cue, chunk=chunk)
     if lazy:
         return LazySynthetic(spec)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
@@ -81,7 +84,8 @@ def make_synthetic(
 class _SyntheticSpec:
     """Labels of the whole split (cheap) and a recipe that draws any block of images from its own seed."""
 
-    def __init__(self, *, n, image_size, correlation, num_groups, seed, tint, object_radius, objects, purity, chunk):
+    def __init__(self, *, n, image_size, correlation, num_groups, seed, tint, object_radius, objects, purity, subject,
+                 cue, chunk):
         if num_groups < 2:
             raise ValueError(f"num_groups must be at least 2, got {num_groups}")
         if not 0.0 <= correlation <= 1.0:
@@ -92,6 +96,11 @@ class _SyntheticSpec:
                              f"use image_size >= {2 * self.win + 2}")
         self.n, self.image_size, self.num_groups, self.seed, self.chunk = n, image_size, num_groups, int(seed), chunk
         self.tint, self.object_radius, self.objects, self.purity = tint, object_radius, objects, purity
+        if not 0.0 < subject <= 1.0:
+            raise ValueError(f"subject must be in (0, 1] (centred share of the image holding the objects), got {subject}")
+        if cue not in ("shape", "orientation"):
+            raise ValueError(f"cue must be 'shape' (disks vs squares) or 'orientation' (horizontal vs vertical bars), got {cue!r}")
+        self.subject, self.cue = subject, cue
         gen = torch.Generator().manual_seed(self.seed)
         self.s = torch.randint(0, num_groups, (n,), generator=gen)
         base = (2 * self.s >= num_groups).long()
@@ -127,17 +136,25 @@ class _SyntheticSpec:
         p_disk = torch.where(y[sl].bool(), purity, 1 - purity)[:, None]
         is_disk = torch.rand(b, most, generator=gen) < p_disk
         radius = object_radius[0] + (object_radius[1] - object_radius[0]) * torch.rand(b, most, generator=gen)
-        cx = (win + (image_size - 2 * win) * torch.rand(b, most, generator=gen)).floor()
-        cy = (win + (image_size - 2 * win) * torch.rand(b, most, generator=gen)).floor()
+        # Object centres lie in the central `subject` share of the image (1 = anywhere).
+        span = (image_size - 2 * win) * self.subject
+        lo = win + (image_size - 2 * win - span) / 2
+        cx = (lo + span * torch.rand(b, most, generator=gen)).floor()
+        cy = (lo + span * torch.rand(b, most, generator=gen)).floor()
         level = torch.rand(b, most, generator=gen).round() * 0.8 + 0.1  # dark or light
         # Draw inside a small window around each object instead of over the whole image.
         off = torch.arange(-win, win + 1, dtype=torch.float32)
         ox, oy = off[None, None, None, :], off[None, None, :, None]
         r = radius[:, :, None, None]
-        half = r * math.sqrt(math.pi) / 2  # half side of the square with the disk's area
-        inside = torch.where(
-            is_disk[:, :, None, None], ox**2 + oy**2 <= r**2, (ox.abs() <= half) & (oy.abs() <= half)
-        ) & present[:, :, None, None]
+        if self.cue == "shape":
+            half = r * math.sqrt(math.pi) / 2  # half side of the square with the disk's area
+            inside = torch.where(is_disk[:, :, None, None], ox**2 + oy**2 <= r**2,
+                                 (ox.abs() <= half) & (oy.abs() <= half))
+        else:  # horizontal bars for Y=1, vertical for Y=0: a square patch has both orientations equally
+            along, across = ox.abs() <= r, oy.abs() <= r / 3
+            inside = torch.where(is_disk[:, :, None, None], along & across,
+                                 (oy.abs() <= r) & (ox.abs() <= r / 3))
+        inside = inside & present[:, :, None, None]
         bi, ki, yi, xi = inside.nonzero(as_tuple=True)
         py = (cy[bi, ki] + off[yi]).long()
         px = (cx[bi, ki] + off[xi]).long()
@@ -250,6 +267,8 @@ class SyntheticDataModule(SplitDataModule):
         purity: float = 0.75,
         objects: tuple[int, int] = (4, 6),
         object_radius: tuple[float, float] = (4.0, 6.0),
+        subject: float = 1.0,
+        cue: str = "shape",
     ):
         super().__init__()
         if not 0.5 <= purity <= 1.0:
@@ -257,7 +276,7 @@ class SyntheticDataModule(SplitDataModule):
         # The recipe: how strong S (tint amplitude range) and Y (object purity, count, size) are.
         self.recipe = {"tint": tuple(float(v) for v in tint), "purity": float(purity),
                        "objects": tuple(int(v) for v in objects),
-                       "object_radius": tuple(float(v) for v in object_radius)}
+                       "object_radius": tuple(float(v) for v in object_radius), "subject": float(subject), "cue": str(cue)}
         self.max_in_memory = int(max_in_memory)
         self.image_size = image_size
         self.num_groups = num_groups

@@ -74,3 +74,31 @@ def test_recipe_knobs_reach_the_images_and_the_cache_key():
     assert key_strong != key_weak and key_weak["tint"] == [0.03, 0.06]  # cached embeddings follow the recipe
     with pytest.raises(ValueError, match="purity"):
         SyntheticDataModule(purity=0.3)
+
+
+def _object_mask(images: torch.Tensor) -> torch.Tensor:
+    # Objects are pure gray and the pixel noise is the same on every channel; the tinted,
+    # coloured background almost never has R = G = B.
+    r, g, b = images[:, 0], images[:, 1], images[:, 2]
+    return (r == g) & (g == b)
+
+
+def test_subject_keeps_objects_in_the_middle():
+    anywhere = _object_mask(make_synthetic(64, seed=2, subject=1.0).images)
+    middle = _object_mask(make_synthetic(64, seed=2, subject=0.5).images)
+    border = torch.ones(128, 128, dtype=torch.bool)
+    border[28:100, 28:100] = False
+    # (a few background pixels are gray by chance)
+    assert middle[:, border].sum() < 0.02 * anywhere[:, border].sum()
+    with pytest.raises(ValueError, match="subject"):
+        make_synthetic(4, subject=0.0)
+
+
+def test_orientation_cue_draws_horizontal_bars_for_y1():
+    d = make_synthetic(64, seed=3, cue="orientation", purity=1.0)
+    m = _object_mask(d.images)
+    horizontal = (m[:, :, 1:] & m[:, :, :-1]).sum(dim=(1, 2)).float()  # neighbours along a row
+    vertical = (m[:, 1:, :] & m[:, :-1, :]).sum(dim=(1, 2)).float()
+    assert (horizontal > vertical)[d.y == 1].all() and (vertical > horizontal)[d.y == 0].all()
+    with pytest.raises(ValueError, match="cue"):
+        make_synthetic(4, cue="colour")
