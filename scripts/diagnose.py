@@ -50,13 +50,18 @@ def main(argv: list[str]) -> None:
         pred = deployed.predict(x)
         rates = ", ".join(f"{g}: {pred[s_test == i].mean():.3f}" for i, g in enumerate(data.group_names))
         print(f"selection rate P(y_hat=1) by group, {name}: {rates}")
-    mean, std = clean_test.mean(0), clean_test.std(0)
-    shift = ((patched_test.mean(0) - mean) / np.maximum(std, 1e-6)) ** 2
-    order = np.argsort(-shift)
-    share = np.cumsum(shift[order]) / shift.sum()
-    print(f"mean shift in clean std units: the top 1 / 10 / 100 of {len(shift)} units carry "
-          f"{share[0]:.1%} / {share[9]:.1%} / {share[99]:.1%}; clean std of the top 10: "
-          f"{np.array2string(std[order[:10]], precision=4)}")
+    # Which embedding units move the deployed predictor: its logit is coef @ (x - mean) / scale, so
+    # each unit's part of the mean logit change is coef_j * (mean patched_j - mean clean_j) / scale_j
+    # (units constant on clean images have scale 1 and coefficient 0: they cannot move it).
+    scaler, linear = deployed[0], deployed[-1]
+    part = linear.coef_[0] * (patched_test.mean(0) - clean_test.mean(0)) / scaler.scale_
+    order = np.argsort(-np.abs(part))
+    share = np.cumsum(np.abs(part[order])) / np.abs(part).sum()
+    spread = float(deployed.decision_function(clean_test).std())
+    print(f"deployed predictor's mean logit moves by {part.sum():+.2f} (std of its clean logits: {spread:.2f}); "
+          f"the top 1 / 10 / 100 of {len(part)} units carry {share[0]:.1%} / {share[9]:.1%} / {share[99]:.1%} "
+          f"of it; clean std of the top 10 in units of the median unit's: "
+          f"{np.array2string(np.sqrt(scaler.var_[order[:10]]) / np.median(scaler.scale_), precision=3)}")
 
     probe = fit_probe("logistic", clean_train, train_ds.s.numpy())
     constant = clean_test + (patched_test - clean_test).mean(0)

@@ -27,6 +27,6 @@ def test_erasure_ceiling_prints_clean_and_both_erasures(tmp_path):
 def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
-    for expected in ("deployed predictor (fit clean)", "selection rate", "constant shift",
+    for expected in ("deployed predictor (fit clean)", "selection rate", "mean logit moves", "constant shift",
                      "share of the clean group-mean difference"):
         assert expected in out
