@@ -81,6 +81,18 @@ def make_synthetic(
     return ImageLabelDataset(images, spec.y, spec.s)
 
 
+def _check_recipe(*, purity: float, subject: float, cue: str) -> None:
+    """One-line errors for recipe values that would draw a broken benchmark."""
+    if not 0.5 <= purity <= 1.0:
+        raise ValueError(f"purity must be in [0.5, 1] (share of objects that follow Y), got {purity}")
+    if not 0.0 < subject <= 1.0:
+        raise ValueError(f"subject must be in (0, 1] (centred share of the image holding the objects), "
+                         f"got {subject}")
+    if cue not in ("shape", "orientation"):
+        raise ValueError(f"cue must be 'shape' (disks vs squares) or 'orientation' (horizontal vs vertical "
+                         f"bars), got {cue!r}")
+
+
 class _SyntheticSpec:
     """Labels of the whole split (cheap) and a recipe that draws any block of images from its own seed."""
 
@@ -96,10 +108,7 @@ class _SyntheticSpec:
                              f"use image_size >= {2 * self.win + 2}")
         self.n, self.image_size, self.num_groups, self.seed, self.chunk = n, image_size, num_groups, int(seed), chunk
         self.tint, self.object_radius, self.objects, self.purity = tint, object_radius, objects, purity
-        if not 0.0 < subject <= 1.0:
-            raise ValueError(f"subject must be in (0, 1] (centred share of the image holding the objects), got {subject}")
-        if cue not in ("shape", "orientation"):
-            raise ValueError(f"cue must be 'shape' (disks vs squares) or 'orientation' (horizontal vs vertical bars), got {cue!r}")
+        _check_recipe(purity=purity, subject=subject, cue=cue)
         self.subject, self.cue = subject, cue
         gen = torch.Generator().manual_seed(self.seed)
         self.s = torch.randint(0, num_groups, (n,), generator=gen)
@@ -134,7 +143,7 @@ class _SyntheticSpec:
         count = torch.randint(objects[0], objects[1] + 1, (b, 1), generator=gen)
         present = torch.arange(most)[None, :] < count
         p_disk = torch.where(y[sl].bool(), purity, 1 - purity)[:, None]
-        is_disk = torch.rand(b, most, generator=gen) < p_disk
+        y1_form = torch.rand(b, most, generator=gen) < p_disk  # the form Y=1 favours: disk / horizontal bar
         radius = object_radius[0] + (object_radius[1] - object_radius[0]) * torch.rand(b, most, generator=gen)
         # Object centres lie in the central `subject` share of the image (1 = anywhere).
         span = (image_size - 2 * win) * self.subject
@@ -148,11 +157,11 @@ class _SyntheticSpec:
         r = radius[:, :, None, None]
         if self.cue == "shape":
             half = r * math.sqrt(math.pi) / 2  # half side of the square with the disk's area
-            inside = torch.where(is_disk[:, :, None, None], ox**2 + oy**2 <= r**2,
+            inside = torch.where(y1_form[:, :, None, None], ox**2 + oy**2 <= r**2,
                                  (ox.abs() <= half) & (oy.abs() <= half))
         else:  # horizontal bars for Y=1, vertical for Y=0: a square patch has both orientations equally
             along, across = ox.abs() <= r, oy.abs() <= r / 3
-            inside = torch.where(is_disk[:, :, None, None], along & across,
+            inside = torch.where(y1_form[:, :, None, None], along & across,
                                  (oy.abs() <= r) & (ox.abs() <= r / 3))
         inside = inside & present[:, :, None, None]
         bi, ki, yi, xi = inside.nonzero(as_tuple=True)
@@ -271,12 +280,13 @@ class SyntheticDataModule(SplitDataModule):
         cue: str = "shape",
     ):
         super().__init__()
-        if not 0.5 <= purity <= 1.0:
-            raise ValueError(f"data.purity must be in [0.5, 1] (share of objects that follow Y), got {purity}")
-        # The recipe: how strong S (tint amplitude range) and Y (object purity, count, size) are.
+        _check_recipe(purity=purity, subject=subject, cue=cue)  # now, not when a split is first drawn
+        # The recipe: how strong S (tint amplitude) and Y (object purity, count, size) are, where
+        # the objects lie and which form carries Y.
         self.recipe = {"tint": tuple(float(v) for v in tint), "purity": float(purity),
                        "objects": tuple(int(v) for v in objects),
-                       "object_radius": tuple(float(v) for v in object_radius), "subject": float(subject), "cue": str(cue)}
+                       "object_radius": tuple(float(v) for v in object_radius),
+                       "subject": float(subject), "cue": str(cue)}
         self.max_in_memory = int(max_in_memory)
         self.image_size = image_size
         self.num_groups = num_groups
