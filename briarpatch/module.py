@@ -175,7 +175,9 @@ class BriarPatchModule(pl.LightningModule):
         fit_on = self.adversary.fit_on
         inputs = {"clean": clean, "patched": patched.detach(),
                   "both": torch.cat([clean, patched.detach()])}[fit_on]
-        targets, y = (torch.cat([s, s]), torch.cat([batch["y"], batch["y"]])) if fit_on == "both" else (s, batch["y"])
+        targets, y = s, batch["y"]
+        if fit_on == "both":  # clean rows, then patched rows: the same labels twice
+            targets, y = torch.cat([s, s]), torch.cat([y, y])
         for _ in range(self.adversary.steps):
             # Ensembles: one head per member, each trained on its own member's embedding.
             adv_loss = self.adversary.fit_loss(inputs, targets, y)
