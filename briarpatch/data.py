@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+from types import MappingProxyType
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-__all__ = ["EpochShuffle", "ImageLabelDataset", "LazySynthetic", "SplitDataModule", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
+__all__ = ["EpochShuffle", "ImageLabelDataset", "LazySynthetic", "SplitDataModule", "RECIPE", "SyntheticDataModule", "check_groups", "make_synthetic", "to_unit"]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,12 @@ class ImageLabelDataset(Dataset):
         return {"image": self.images[i], "y": self.y[i], "s": self.s[i], "index": i}
 
 
+# The default recipe, one place for both signatures below (conf/data/synthetic.yaml repeats it
+# because configs mirror constructors): tint amplitude range, object radius range in pixels,
+# object count range, and the share of objects that follow Y.
+RECIPE = MappingProxyType({"tint": (0.06, 0.12), "object_radius": (4.0, 6.0), "objects": (8, 12), "purity": 0.7})
+
+
 def make_synthetic(
     n: int,
     *,
@@ -45,10 +52,10 @@ def make_synthetic(
     correlation: float = 0.9,
     num_groups: int = 2,
     seed: int = 0,
-    tint: tuple[float, float] = (0.06, 0.12),
-    object_radius: tuple[float, float] = (4.0, 6.0),
-    objects: tuple[int, int] = (8, 12),
-    purity: float = 0.7,
+    tint: tuple[float, float] = RECIPE["tint"],
+    object_radius: tuple[float, float] = RECIPE["object_radius"],
+    objects: tuple[int, int] = RECIPE["objects"],
+    purity: float = RECIPE["purity"],
     subject: float = 1.0,
     cue: str = "shape",
     chunk: int = 512,
@@ -272,10 +279,10 @@ class SyntheticDataModule(SplitDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         max_in_memory: int = 8192,
-        tint: tuple[float, float] = (0.06, 0.12),
-        purity: float = 0.7,
-        objects: tuple[int, int] = (8, 12),
-        object_radius: tuple[float, float] = (4.0, 6.0),
+        tint: tuple[float, float] = RECIPE["tint"],
+        purity: float = RECIPE["purity"],
+        objects: tuple[int, int] = RECIPE["objects"],
+        object_radius: tuple[float, float] = RECIPE["object_radius"],
         subject: float = 1.0,
         cue: str = "shape",
     ):

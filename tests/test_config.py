@@ -60,3 +60,12 @@ def test_trainer_configs_compose(option, tmp_path):
 def test_evaluate_config_composes(tmp_path):
     cfg = compose_cfg("evaluate", ["patch_path=x.safetensors"], run_dir=tmp_path)
     assert cfg.patch_path == "x.safetensors" and cfg.eval.predictor == "logistic"
+
+
+def test_the_synthetic_config_draws_the_default_recipe(tmp_path):
+    from briarpatch.data import RECIPE
+
+    cfg = compose_cfg("train", [], run_dir=tmp_path)
+    for key, value in RECIPE.items():
+        drawn = cfg.data[key]
+        assert (tuple(drawn) if isinstance(value, tuple) else drawn) == value, key
