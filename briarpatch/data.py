@@ -41,8 +41,10 @@ class ImageLabelDataset(Dataset):
 
 # The default recipe, one place for both signatures below (conf/data/synthetic.yaml repeats it
 # because configs mirror constructors): tint amplitude range, object radius range in pixels,
-# object count range, and the share of objects that follow Y.
-RECIPE = MappingProxyType({"tint": (0.06, 0.12), "object_radius": (4.0, 6.0), "objects": (8, 12), "purity": 0.7})
+# object count range, the share of objects that follow Y, the centred share of the image holding
+# them, and the form that carries Y.
+RECIPE = MappingProxyType({"tint": (0.06, 0.12), "object_radius": (4.0, 6.0), "objects": (8, 12), "purity": 0.7,
+                           "subject": 1.0, "cue": "shape"})
 
 
 def make_synthetic(
@@ -56,8 +58,8 @@ def make_synthetic(
     object_radius: tuple[float, float] = RECIPE["object_radius"],
     objects: tuple[int, int] = RECIPE["objects"],
     purity: float = RECIPE["purity"],
-    subject: float = 1.0,
-    cue: str = "shape",
+    subject: float = RECIPE["subject"],
+    cue: str = RECIPE["cue"],
     chunk: int = 512,
     lazy: bool = False,
 ) -> ImageLabelDataset | LazySynthetic:
@@ -283,8 +285,8 @@ class SyntheticDataModule(SplitDataModule):
         purity: float = RECIPE["purity"],
         objects: tuple[int, int] = RECIPE["objects"],
         object_radius: tuple[float, float] = RECIPE["object_radius"],
-        subject: float = 1.0,
-        cue: str = "shape",
+        subject: float = RECIPE["subject"],
+        cue: str = RECIPE["cue"],
     ):
         super().__init__()
         _check_recipe(purity=purity, subject=subject, cue=cue)  # now, not when a split is first drawn
