@@ -88,6 +88,10 @@ class FrozenEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Embed ``(B, C, H, W)`` images with pixels in [0, 1]."""
+        return self._embed(self.backbone, self.preprocess(images))
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """What the backbone sees: ``images`` in [0, 1] resized to ``input_size`` and normalized."""
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         if self.input_size and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
@@ -98,7 +102,7 @@ class FrozenEncoder(nn.Module):
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._embed(self.backbone, x)
+        return x
 
 
 class EnsembleEncoder(nn.Module):

@@ -7,7 +7,10 @@ the deployed predictor (fit on clean embeddings) on clean and patched images; a 
 patched training images (how much Y information is left); the selection rate per group; how
 concentrated the patch's mean shift is, in clean standard deviations, over embedding units; and
 whether the patch does more than add one constant vector to every embedding (a constant shift
-cannot remove the difference between groups; it can only move every probe answer one way).
+cannot remove the difference between groups; it can only move every probe answer one way); the
+non-adaptive probe with only its threshold refit on patched images (what a shift alone bought);
+and, for encoders that average a spatial feature map (the EfficientNets), where on that map the
+probe's group gap remains: a patch changes the cells it covers most, while S may be everywhere.
 """
 
 from __future__ import annotations
@@ -15,13 +18,52 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from briarpatch import load_patch
 from briarpatch.config import build, config_dir
 from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe
+from briarpatch.data import to_unit
 from briarpatch.metrics import leakage_scores
+from briarpatch.placement import paste_placed, quantize_8bit
+
+
+def _best_threshold_bacc(scores: np.ndarray, s: np.ndarray) -> float:
+    """Balanced accuracy of ``scores > t`` for the best ``t`` (binary groups): the probe's
+    direction kept, only its threshold refit."""
+    order = np.argsort(scores)
+    s_sorted = s[order]
+    # Predicting group 1 above position i: TNR = share of group 0 at or below, TPR = group 1 above.
+    neg = np.concatenate([[0], np.cumsum(s_sorted == 0)]) / max((s == 0).sum(), 1)
+    pos = 1 - np.concatenate([[0], np.cumsum(s_sorted == 1)]) / max((s == 1).sum(), 1)
+    sorted_scores = scores[order]
+    # A threshold can only fall between different scores (or outside them all).
+    valid = np.concatenate([[True], sorted_scores[1:] > sorted_scores[:-1], [True]])
+    return float(np.max(0.5 * (neg + pos)[valid]))
+
+
+@torch.no_grad()
+def _cell_gaps(encoder, dataset, patch, direction: np.ndarray, n: int = 512):
+    """The probe's group gap split over the cells of the encoder's last feature map, clean and
+    patched; ``None`` when the embedding is not the plain average of such a map."""
+    forward_features = getattr(encoder.backbone, "forward_features", None)
+    if forward_features is None or encoder.layer != "pooled":
+        return None
+    n = min(n, len(dataset))
+    images = torch.stack([to_unit(dataset[i]["image"]) for i in range(n)])
+    s = dataset.s.numpy()[:n]
+    pasted = quantize_8bit(paste_placed(images, patch.pixels, patch.mask, patch.placement))
+    w = torch.as_tensor(direction, dtype=torch.float32)
+    out = {}
+    for name, x in (("clean", images), ("patched", pasted)):
+        maps = torch.cat([forward_features(encoder.preprocess(x[i:i + 64])) for i in range(0, n, 64)])
+        if maps.ndim != 4 or not torch.allclose(maps[:8].float().mean((2, 3)), encoder(x[:8]), atol=1e-4):
+            return None  # not a plain average of the map (another pooling, tokens, a head)
+        cells = torch.einsum("c,nchw->nhw", w, maps.float()).numpy() / (maps.shape[2] * maps.shape[3])
+        out[name] = cells[s == 1].mean(0) - cells[s == 0].mean(0)
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -73,6 +115,20 @@ def main(argv: list[str]) -> None:
         gap = clean_test[s_test == 1].mean(0) - clean_test[s_test == 0].mean(0)
         moved = change[s_test == 1].mean(0) - change[s_test == 0].mean(0)
         print(f"share of the clean group-mean difference the patch cancels: {-(moved @ gap) / (gap @ gap):.1%}")
+        scores = probe.decision_function(patched_test)
+        print(f"non-adaptive logistic probe on patched images with only its threshold refit: "
+              f"{_best_threshold_bacc(scores, s_test):.3f} (at its clean threshold {leak(patched_test):.3f}; "
+              f"a large difference means the patch mostly shifted answers instead of closing the gap)")
+        direction = probe[-1].coef_[0] / probe[0].scale_  # the probe's logit in raw embedding units
+        cells = _cell_gaps(encoder, test_ds, patch, direction)
+        if cells is None:
+            print("gap by feature-map cell: not available for this encoder (its embedding is not an average map)")
+        else:
+            print(f"the probe's group gap by cell of the last feature map (sums: clean {cells['clean'].sum():.2f}, "
+                  f"patched {cells['patched'].sum():.2f}; the patch sits at {patch.placement.anchor}):")
+            for name in ("clean", "patched"):
+                for i, row in enumerate(cells[name]):
+                    print(f"  {name if i == 0 else '':8s}" + " ".join(f"{v:+6.2f}" for v in row))
 
 
 if __name__ == "__main__":

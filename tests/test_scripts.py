@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import numpy as np
+
 from briarpatch.train import train
 
 from .conftest import ROOT
@@ -28,5 +30,24 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
     for expected in ("deployed predictor (fit clean)", "selection rate", "mean logit moves", "constant shift",
-                     "share of the clean group-mean difference"):
+                     "share of the clean group-mean difference", "only its threshold refit",
+                     "group gap by cell of the last feature map"):
         assert expected in out
+    # The clean cells add up to the clean probe's gap between the groups, which must favour group 1.
+    sums = out.split("(sums: clean ")[1]
+    assert float(sums.split(",")[0]) > 0
+
+
+def test_best_threshold_balanced_accuracy_by_hand():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    s = np.array([0, 1, 0, 1])
+    # Above 0.1: TNR 1/2, TPR 1 -> 0.75; above 0.2: 1/2, 1/2; above 0.3: 1, 1/2 -> 0.75.
+    assert diagnose._best_threshold_bacc(np.array([0.1, 0.2, 0.3, 0.4]), s) == 0.75
+    # A shifted but perfectly ordered score: a fixed threshold at 0 would give 0.5, the refit one 1.
+    assert diagnose._best_threshold_bacc(np.array([5.0, 7.0, 5.5, 8.0]), s) == 1.0
+    # Tied scores cannot be split: one 0 and one 1 at the same score leave 0.75 at best, not 1.
+    assert diagnose._best_threshold_bacc(np.array([1.0, 2.0, 2.0, 3.0]), s[[0, 0, 1, 1]]) == 0.75
