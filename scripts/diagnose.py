@@ -45,24 +45,27 @@ def _best_threshold_bacc(scores: np.ndarray, s: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _cell_gaps(encoder, dataset, patch, direction: np.ndarray, n: int = 512):
+def _cell_gaps(encoder, dataset, patch, direction: np.ndarray, batch: int = 64):
     """The probe's group gap split over the cells of the encoder's last feature map, clean and
     patched; ``None`` when the embedding is not the plain average of such a map."""
     forward_features = getattr(encoder.backbone, "forward_features", None)
     if forward_features is None or encoder.layer != "pooled":
         return None
-    n = min(n, len(dataset))
-    images = torch.stack([to_unit(dataset[i]["image"]) for i in range(n)])
-    s = dataset.s.numpy()[:n]
-    pasted = quantize_8bit(paste_placed(images, patch.pixels, patch.mask, patch.placement))
     w = torch.as_tensor(direction, dtype=torch.float32)
+    cells = {"clean": [], "patched": []}
+    for start in range(0, len(dataset), batch):
+        images = torch.stack([to_unit(dataset[i]["image"]) for i in range(start, min(start + batch, len(dataset)))])
+        pasted = quantize_8bit(paste_placed(images, patch.pixels, patch.mask, patch.placement))
+        for name, x in (("clean", images), ("patched", pasted)):
+            maps = forward_features(encoder.preprocess(x)).float()
+            if start == 0 and (maps.ndim != 4 or not torch.allclose(maps.mean((2, 3)), encoder(x), atol=1e-4)):
+                return None  # not a plain average of the map (another pooling, tokens, a head)
+            cells[name].append(torch.einsum("c,nchw->nhw", w, maps) / (maps.shape[2] * maps.shape[3]))
+    s = dataset.s.numpy()
     out = {}
-    for name, x in (("clean", images), ("patched", pasted)):
-        maps = torch.cat([forward_features(encoder.preprocess(x[i:i + 64])) for i in range(0, n, 64)])
-        if maps.ndim != 4 or not torch.allclose(maps[:8].float().mean((2, 3)), encoder(x[:8]), atol=1e-4):
-            return None  # not a plain average of the map (another pooling, tokens, a head)
-        cells = torch.einsum("c,nchw->nhw", w, maps.float()).numpy() / (maps.shape[2] * maps.shape[3])
-        out[name] = cells[s == 1].mean(0) - cells[s == 0].mean(0)
+    for name, parts in cells.items():
+        c = torch.cat(parts).numpy()
+        out[name] = c[s == 1].mean(0) - c[s == 0].mean(0)
     return out
 
 
@@ -116,6 +119,11 @@ def main(argv: list[str]) -> None:
         moved = change[s_test == 1].mean(0) - change[s_test == 0].mean(0)
         print(f"share of the clean group-mean difference the patch cancels: {-(moved @ gap) / (gap @ gap):.1%}")
         scores = probe.decision_function(patched_test)
+        for name, x in (("clean", clean_test), ("patched", patched_test)):
+            logit = probe.decision_function(x)
+            spread = 0.5 * (logit[s_test == 0].std() + logit[s_test == 1].std())
+            print(f"non-adaptive logistic probe's logit, {name}: gap between the group means "
+                  f"{logit[s_test == 1].mean() - logit[s_test == 0].mean():+.2f}, within-group std {spread:.2f}")
         print(f"non-adaptive logistic probe on patched images with only its threshold refit: "
               f"{_best_threshold_bacc(scores, s_test):.3f} (at its clean threshold {leak(patched_test):.3f}; "
               f"a large difference means the patch mostly shifted answers instead of closing the gap)")

@@ -30,7 +30,7 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
     for expected in ("deployed predictor (fit clean)", "selection rate", "mean logit moves", "constant shift",
-                     "share of the clean group-mean difference", "only its threshold refit",
+                     "share of the clean group-mean difference", "only its threshold refit", "within-group std",
                      "group gap by cell of the last feature map"):
         assert expected in out
     # The clean cells add up to the clean probe's gap between the groups, which must favour group 1.
