@@ -1,6 +1,7 @@
 """Why does a patch cost downstream accuracy? Lost information, or a shift the deployed model misreads?
 
     python scripts/diagnose.py assets/patches/default.safetensors [hydra overrides of the data/encoder]
+    python scripts/diagnose.py PATCH --control random     # the same for the patch's noise control
 
 Prints, on the evaluation split of the configured data (default: the embedded benchmark):
 the deployed predictor (fit on clean embeddings) on clean and patched images; a predictor refit on
@@ -24,7 +25,7 @@ from omegaconf import open_dict
 
 from briarpatch import load_patch
 from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, control_patches, embed_dataset, fit_probe
 from briarpatch.data import to_unit
 from briarpatch.metrics import leakage_scores
 from briarpatch.placement import paste_placed, quantize_8bit
@@ -72,12 +73,21 @@ def _cell_gaps(encoder, dataset, patch, direction: np.ndarray, batch: int = 64):
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
+    control = None
+    if "--control" in argv:  # analyse the patch's gray or uniform-random control (the evaluator's)
+        at = argv.index("--control")
+        control, argv = argv[at + 1:at + 2], argv[:at] + argv[at + 2:]
+        if control not in (["gray"], ["random"]):
+            sys.exit("--control needs 'gray' or 'random', e.g. --control random")
     path, overrides = argv[0], argv[1:]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=[f"patch_path={path}", *overrides])
     with open_dict(cfg):
         cfg.run_dir = "unused"
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
+    if control:
+        patch = control_patches(patch)[control[0]]
+        print(f"analysing the {control[0]} control of {path} (same shape, size and place)")
     settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False)
     train_ds, test_ds = data.split("train"), data.split("test")
     clean_train = clean_embeddings(encoder, data, "train", settings=settings)

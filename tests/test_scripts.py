@@ -36,6 +36,12 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     # The clean cells add up to the clean probe's gap between the groups, which must favour group 1.
     sums = out.split("(sums: clean ")[1]
     assert float(sums.split(",")[0]) > 0
+    noise = _run("diagnose.py", str(patch), "--control", "random", *DATA, cache=tmp_path / "cache")
+    assert "analysing the random control" in noise
+    # Same clean figures, different patched ones: the control really replaced the patch.
+    line = lambda text, key: next(x for x in text.splitlines() if key in x)  # noqa: E731
+    assert line(noise, "logit, clean:") == line(out, "logit, clean:")
+    assert line(noise, "logit, patched:") != line(out, "logit, patched:")
 
 
 def test_best_threshold_balanced_accuracy_by_hand():
