@@ -34,7 +34,7 @@ from ._atomic import atomic_path
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir
 from .data import check_groups, to_unit
-from .metrics import fairness_summary, group_table, leakage_scores, tolerate_small_groups
+from .metrics import fairness_summary, group_table, leakage_scores, probe_separation, tolerate_small_groups
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "evaluate", "evaluate_run",
@@ -277,6 +277,13 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     report["controls_leakage"] = {
         name: {"non_adaptive": {"logistic": leakage_scores(s_test, clean_probes["logistic"].predict_proba(emb))}}
         for name, emb in patched_test.items() if name != "patched"}
+    # Closing the gap vs swamping the probe (two groups only): the clean logistic probe's logit.
+    logistic = clean_probes["logistic"]
+    separation = {"clean": probe_separation(s_test, logistic.decision_function(clean_test))}
+    separation.update({name: probe_separation(s_test, logistic.decision_function(emb))
+                       for name, emb in patched_test.items()})
+    if all(v is not None for v in separation.values()):
+        report["probe_separation"] = separation
     return report
 
 

@@ -20,7 +20,8 @@ from fairlearn.metrics import (
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-__all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores", "tolerate_small_groups"]
+__all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores", "probe_separation",
+           "tolerate_small_groups"]
 
 GROUP_METRICS = {
     "accuracy": accuracy_score,
@@ -84,6 +85,34 @@ def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0,
                 if m != "count":
                     table[str(g)][f"{m}_ci"] = [float(low.loc[g, m]), float(high.loc[g, m])]
     return table
+
+
+def probe_separation(s_true, scores) -> dict[str, float] | None:
+    """How far apart a probe's scores put two groups: the gap between the group means and the
+    standard deviation within a group (their mean), and the gap in units of that spread.
+
+    A patch that hides S closes the gap; one that only swamps a fixed probe (answers drowned in
+    image-dependent noise) leaves the gap and inflates the spread. Both lower balanced accuracy;
+    only this split tells them apart.
+
+    Parameters
+    ----------
+    s_true : array-like of shape (n,)
+        Group labels 0 and 1.
+    scores : array-like of shape (n,)
+        The probe's decision function (log-odds of group 1).
+
+    Returns
+    -------
+    dict or None
+        ``gap``, ``within_std`` and ``separation``; ``None`` unless there are exactly two groups.
+    """
+    s_true, scores = np.asarray(s_true), np.asarray(scores, dtype=float)
+    if scores.ndim != 1 or set(np.unique(s_true)) != {0, 1}:
+        return None
+    a, b = scores[s_true == 0], scores[s_true == 1]
+    gap, spread = float(b.mean() - a.mean()), float(0.5 * (a.std() + b.std()))
+    return {"gap": gap, "within_std": spread, "separation": gap / spread if spread > 0 else float("inf")}
 
 
 def leakage_scores(s_true, proba) -> dict[str, float]:

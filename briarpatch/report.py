@@ -76,8 +76,16 @@ def markdown(report: dict) -> str:
            "## Leakage of the sensitive attribute to fresh probes", "",
            _table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)), "",
            "Threat model: the patch is fixed, so a probe retrained on patched images (adaptive) can usually "
-           "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", "",
-           "## Per group (with 95% bootstrap intervals)", ""]
+           "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", ""]
+    if report.get("probe_separation"):
+        rows = [(name, f"{v['gap']:+.2f}", f"{v['within_std']:.2f}", f"{v['separation']:.2f}")
+                for name, v in report["probe_separation"].items()]
+        out += ["### Closing the gap or swamping the probe", "",
+                _table(("setting", "group gap", "within-group std", "gap / std"), rows), "",
+                "The non-adaptive logistic probe's logit: the gap between the two groups' means and the spread "
+                "within a group. Hiding S closes the gap; a patch that only swamps the fixed probe (its answers "
+                "drowned in image-dependent noise) keeps the gap and inflates the spread.", ""]
+    out += ["## Per group (with 95% bootstrap intervals)", ""]
     for setting, groups in report["by_group"].items():
         rows = []
         for g, m in groups.items():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from briarpatch import evaluation
+from briarpatch import evaluation, metrics
 from briarpatch.artifacts import BriarPatch
 from briarpatch.data import SyntheticDataModule
 from briarpatch.encoders import build_encoder
@@ -68,6 +68,27 @@ def test_non_adaptive_probe_never_sees_patched_data(monkeypatch):
     assert set(report["leakage"]) == {"clean", "non_adaptive", "adaptive"}
 
 
+def test_probe_separation_tells_closing_the_gap_from_swamping_the_probe():
+    clean_train, y_train, s_train = _toy_embeddings(n=400, seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(n=400, seed=1)
+    rng = np.random.default_rng(2)
+    closed = clean_test - np.c_[2.0 * s_test, np.zeros((len(s_test), 5))]  # S's offset removed
+    swamped = clean_test + rng.normal(scale=50.0, size=clean_test.shape)   # answers drowned in noise
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=closed,
+                          patched_test={"patched": closed, "random": swamped}, y_train=y_train, y_test=y_test,
+                          s_train=s_train, s_test=s_test, group_names=["a", "b"],
+                          settings=EvalSettings(n_boot=0, baselines=False, progress=False))
+    sep = report["probe_separation"]
+    assert sep["clean"]["separation"] > 1.5
+    assert abs(sep["patched"]["gap"]) < 0.2 * sep["clean"]["gap"]
+    assert sep["random"]["within_std"] > 10 * sep["clean"]["within_std"]
+    assert abs(sep["random"]["separation"]) < 0.3
+    # Hand check of the helper: groups at 0 and 2 with spreads 1 and 3.
+    assert metrics.probe_separation([0, 0, 1, 1], [-1.0, 1.0, -1.0, 5.0]) == {
+        "gap": 2.0, "within_std": 2.0, "separation": 1.0}
+    assert metrics.probe_separation([0, 1, 2], [0.0, 1.0, 2.0]) is None
+
+
 def test_end_to_end_evaluation_writes_reports_with_the_keys(tiny_cfg):
     cfg = tiny_cfg("eval.baselines=true", "eval.n_boot=10")
     report = train(cfg)["report"]
@@ -82,8 +103,10 @@ def test_end_to_end_evaluation_writes_reports_with_the_keys(tiny_cfg):
     for setting in ("clean", "non_adaptive", "adaptive"):
         for probe in ("logistic", "mlp"):
             assert set(data["leakage"][setting][probe]) == {"balanced_accuracy", "auc"}
+    assert set(data["probe_separation"]) == {"clean", "patched", "gray", "random"}
     md = (out / "report.md").read_text()
     assert "adaptive" in md and "non_adaptive" in md and "| patched" in md
+    assert "Closing the gap or swamping the probe" in md
     for png in ("selection_rate.png", "tradeoff.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
