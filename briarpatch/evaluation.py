@@ -283,6 +283,8 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     separation.update({name: probe_separation(s_test, logistic.decision_function(emb))
                        for name, emb in patched_test.items()})
     if all(v is not None for v in separation.values()):
+        for v in separation.values():  # how much of the clean gap is left: 1 = nothing hidden
+            v["share_of_clean_gap"] = v["gap"] / separation["clean"]["gap"] if separation["clean"]["gap"] else float("nan")
         report["probe_separation"] = separation
     return report
 

@@ -89,11 +89,12 @@ def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0,
 
 def probe_separation(s_true, scores) -> dict[str, float] | None:
     """How far apart a probe's scores put two groups: the gap between the group means and the
-    standard deviation within a group (their mean), and the gap in units of that spread.
+    standard deviation within a group (the mean of the two).
 
     A patch that hides S closes the gap; one that only swamps a fixed probe (answers drowned in
     image-dependent noise) leaves the gap and inflates the spread. Both lower balanced accuracy;
-    only this split tells them apart.
+    only this split tells them apart. (Their ratio does not: swamping is heavy-tailed, so a few
+    images can inflate the spread while most answers stay right.)
 
     Parameters
     ----------
@@ -105,14 +106,13 @@ def probe_separation(s_true, scores) -> dict[str, float] | None:
     Returns
     -------
     dict or None
-        ``gap``, ``within_std`` and ``separation``; ``None`` unless there are exactly two groups.
+        ``gap`` and ``within_std``; ``None`` unless there are exactly two groups.
     """
     s_true, scores = np.asarray(s_true), np.asarray(scores, dtype=float)
     if scores.ndim != 1 or set(np.unique(s_true)) != {0, 1}:
         return None
     a, b = scores[s_true == 0], scores[s_true == 1]
-    gap, spread = float(b.mean() - a.mean()), float(0.5 * (a.std() + b.std()))
-    return {"gap": gap, "within_std": spread, "separation": gap / spread if spread > 0 else float("inf")}
+    return {"gap": float(b.mean() - a.mean()), "within_std": float(0.5 * (a.std() + b.std()))}
 
 
 def leakage_scores(s_true, proba) -> dict[str, float]:

@@ -78,10 +78,10 @@ def markdown(report: dict) -> str:
            "Threat model: the patch is fixed, so a probe retrained on patched images (adaptive) can usually "
            "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", ""]
     if report.get("probe_separation"):
-        rows = [(name, f"{v['gap']:+.2f}", f"{v['within_std']:.2f}", f"{v['separation']:.2f}")
+        rows = [(name, f"{v['gap']:+.2f}", f"{v['share_of_clean_gap']:.0%}", f"{v['within_std']:.2f}")
                 for name, v in report["probe_separation"].items()]
         out += ["### Closing the gap or swamping the probe", "",
-                _table(("setting", "group gap", "within-group std", "gap / std"), rows), "",
+                _table(("setting", "group gap", "share of the clean gap", "within-group std"), rows), "",
                 "The non-adaptive logistic probe's logit: the gap between the two groups' means and the spread "
                 "within a group. Hiding S closes the gap; a patch that only swamps the fixed probe (its answers "
                 "drowned in image-dependent noise) keeps the gap and inflates the spread.", ""]
