@@ -25,9 +25,9 @@ from omegaconf import open_dict
 
 from briarpatch import load_patch
 from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, control_patches, embed_dataset, fit_probe
 from briarpatch.data import to_unit
-from briarpatch.metrics import leakage_scores
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, control_patches, embed_dataset, fit_probe
+from briarpatch.metrics import leakage_scores, probe_separation
 from briarpatch.placement import paste_placed, quantize_8bit
 
 
@@ -130,10 +130,9 @@ def main(argv: list[str]) -> None:
         print(f"share of the clean group-mean difference the patch cancels: {-(moved @ gap) / (gap @ gap):.1%}")
         scores = probe.decision_function(patched_test)
         for name, x in (("clean", clean_test), ("patched", patched_test)):
-            logit = probe.decision_function(x)
-            spread = 0.5 * (logit[s_test == 0].std() + logit[s_test == 1].std())
+            sep = probe_separation(s_test, probe.decision_function(x))
             print(f"non-adaptive logistic probe's logit, {name}: gap between the group means "
-                  f"{logit[s_test == 1].mean() - logit[s_test == 0].mean():+.2f}, within-group std {spread:.2f}")
+                  f"{sep['gap']:+.2f}, within-group std {sep['within_std']:.2f}")
         print(f"non-adaptive logistic probe on patched images with only its threshold refit: "
               f"{_best_threshold_bacc(scores, s_test):.3f} (at its clean threshold {leak(patched_test):.3f}; "
               f"a large difference means the patch mostly shifted answers instead of closing the gap)")
