@@ -128,13 +128,13 @@ def main(argv: list[str]) -> None:
         gap = clean_test[s_test == 1].mean(0) - clean_test[s_test == 0].mean(0)
         moved = change[s_test == 1].mean(0) - change[s_test == 0].mean(0)
         print(f"share of the clean group-mean difference the patch cancels: {-(moved @ gap) / (gap @ gap):.1%}")
-        scores = probe.decision_function(patched_test)
-        for name, x in (("clean", clean_test), ("patched", patched_test)):
-            sep = probe_separation(s_test, probe.decision_function(x))
+        logits = {"clean": probe.decision_function(clean_test), "patched": probe.decision_function(patched_test)}
+        for name, logit in logits.items():
+            sep = probe_separation(s_test, logit)
             print(f"non-adaptive logistic probe's logit, {name}: gap between the group means "
                   f"{sep['gap']:+.2f}, within-group std {sep['within_std']:.2f}")
         print(f"non-adaptive logistic probe on patched images with only its threshold refit: "
-              f"{_best_threshold_bacc(scores, s_test):.3f} (at its clean threshold {leak(patched_test):.3f}; "
+              f"{_best_threshold_bacc(logits['patched'], s_test):.3f} (at its clean threshold {leak(patched_test):.3f}; "
               f"a large difference means the patch mostly shifted answers instead of closing the gap)")
         direction = probe[-1].coef_[0] / probe[0].scale_  # the probe's logit in raw embedding units
         cells = _cell_gaps(encoder, test_ds, patch, direction)
