@@ -32,6 +32,11 @@ class Adversary(nn.Module):
         downstream models are trained on ordinary, unpatched images.
     steps : int
         Adversary optimizer steps per patch step.
+    warmup_epochs : int
+        Epochs at the start of training in which only the adversary trains (the patch is left
+        as initialised). Counted in ``trainer.max_epochs``. With ``fit_on="clean"`` this gives the
+        patch a converged clean probe to fool from its first step, like the downstream models
+        of the threat model, instead of one still learning to read S.
     balance : bool
         Weight every (S, Y) cell equally when fitting, so the adversary reads S itself rather
         than the target features that merely correlate with S in the training split.
@@ -42,7 +47,7 @@ class Adversary(nn.Module):
 
     def __init__(self, *, in_features: int, num_groups: int, head: str = "linear", hidden: int = 256,
                  dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None,
-                 balance: bool = False):
+                 balance: bool = False, warmup_epochs: int = 0):
         super().__init__()
         if fit_on not in FIT_ON:
             raise ValueError(f"adversary.fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
@@ -50,6 +55,8 @@ class Adversary(nn.Module):
             raise ValueError(f"the sensitive attribute needs at least 2 groups, got {num_groups}")
         if steps < 1:
             raise ValueError(f"adversary.steps must be >= 1, got {steps}")
+        if warmup_epochs < 0:
+            raise ValueError(f"adversary.warmup_epochs must be >= 0, got {warmup_epochs}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"unknown adversary head {head!r}; choose 'linear' or 'mlp'")
         widths = [int(w) for w in parts] if parts else [int(in_features)]
@@ -58,7 +65,7 @@ class Adversary(nn.Module):
         self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout) for w in widths)
         self.widths = widths
         self.head, self.fit_on, self.steps, self.num_groups = head, fit_on, int(steps), int(num_groups)
-        self.balance = bool(balance)
+        self.balance, self.warmup_epochs = bool(balance), int(warmup_epochs)
 
     @staticmethod
     def _head(head, width, num_groups, hidden, dropout):

@@ -169,12 +169,17 @@ class BriarPatchModule(pl.LightningModule):
         self._update_group_means(clean, s)
         if self.objective.task_weight or self.objective.sensitive_directions == "balanced":
             self._update_class_means(clean, s, batch["y"])
-        patched = self.encoder(self.patch(images, random=True, generator=self._placement_generator()))
+        warmup = self.current_epoch < self.adversary.warmup_epochs
+        fit_on = self.adversary.fit_on
+        if warmup and fit_on == "clean":
+            patched = None  # not needed: the patch does not move while the adversary warms up
+        else:
+            with torch.set_grad_enabled(not warmup):
+                patched = self.encoder(self.patch(images, random=True, generator=self._placement_generator()))
 
         opt_patch, opt_adv = self.optimizers()
-        fit_on = self.adversary.fit_on
-        inputs = {"clean": clean, "patched": patched.detach(),
-                  "both": torch.cat([clean, patched.detach()])}[fit_on]
+        inputs = clean if patched is None else {"clean": clean, "patched": patched.detach(),
+                                                "both": torch.cat([clean, patched.detach()])}[fit_on]
         targets, y = s, batch["y"]
         if fit_on == "both":  # clean rows, then patched rows: the same labels twice
             targets, y = torch.cat([s, s]), torch.cat([y, y])
@@ -186,6 +191,9 @@ class BriarPatchModule(pl.LightningModule):
             self.manual_backward(adv_loss)
             opt_adv.step()
 
+        if warmup:
+            self.log("train/adversary_loss", adv_loss.detach(), on_step=True, on_epoch=True, batch_size=len(s))
+            return
         # The adversary is not updated by the patch step; only the pixels receive gradients.
         self.adversary.requires_grad_(False)
         terms = self._patch_terms(patched, clean, s)

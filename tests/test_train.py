@@ -92,6 +92,20 @@ def test_class_balanced_adversary_trains_on_clean_and_patched(tiny_cfg):
     assert 0.0 <= metrics["val/adv_bacc_patched"] <= 1.0 and metrics["train/adversary_loss_epoch"] > 0
 
 
+@pytest.mark.parametrize("fit_on", ["clean", "patched"])
+def test_adversary_warmup_trains_the_adversary_and_leaves_the_patch(tiny_cfg, fit_on):
+    result = train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=1",
+                            f"adversary.fit_on={fit_on}"))
+    torch.testing.assert_close(load_patch(result["patch"]).pixels, torch.full((3, 12, 12), 0.5))
+    state = torch.load(result["patch"].parent / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 3  # 3 batches, one adversary step each, no patch step
+    assert result["metrics"]["train/adversary_loss_epoch"] > 0
+    # After the warm-up the patch moves as usual.
+    moved = train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=2",
+                           f"adversary.fit_on={fit_on}", "run_dir=" + str(result["patch"].parent) + "_2"))
+    assert not torch.allclose(load_patch(moved["patch"]).pixels, torch.full((3, 12, 12), 0.5))
+
+
 def test_non_finite_loss_stops_with_the_step(tiny_cfg):
     with pytest.raises(FloatingPointError, match="non-finite patch loss at batch 0 of epoch 0"):
         train(tiny_cfg("evaluate_after_train=false", "objective.tv_weight=inf"))
