@@ -49,11 +49,16 @@ class BriarPatchModule(pl.LightningModule):
     seed : int, optional
         Random placements are drawn from ``(seed, step, rank)`` alone, so a resumed run draws
         what an uninterrupted one would (``None``: the global generator).
+    keep : {"best_val", "last"}
+        Which pixels :meth:`final_pixels` returns: those of the validation epoch (after the
+        adversary's warm-up) where the adversary read S worst on patched validation images, or
+        the last step's. The validation split is not the evaluation split, so choosing on it
+        does not flatter the report.
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
                  patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05,
-                 seed: int | None = None, num_classes: int = 2):
+                 seed: int | None = None, num_classes: int = 2, keep: str = "best_val"):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective
@@ -61,6 +66,12 @@ class BriarPatchModule(pl.LightningModule):
         k, d = adversary.num_groups, encoder.dim
         self.sensitive_ema = float(sensitive_ema)
         self.seed = seed
+        if keep not in ("best_val", "last"):
+            raise ValueError(f"keep_patch must be 'best_val' or 'last', got {keep!r}")
+        self.keep = keep
+        # The kept pixels and their validation score travel in checkpoints, so a resumed run keeps them.
+        self.register_buffer("best_pixels", patch.pixels.detach().clone())
+        self.register_buffer("best_score", torch.tensor(float("inf")))
         self.register_buffer("group_means", torch.zeros(k, d))
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_sq", torch.zeros(d))
@@ -253,6 +264,24 @@ class BriarPatchModule(pl.LightningModule):
                 for (name, _), v in zip(self.parts, values):
                     self.log(f"val/adv_bacc_{kind}/{name}", v)
             self.log(f"val/adv_bacc_{kind}", torch.stack(values).max(), prog_bar=kind == "patched")
+            if kind == "patched":
+                self._keep_if_best(torch.stack(values).max())
+
+    @torch.no_grad()
+    def _keep_if_best(self, score: torch.Tensor) -> None:
+        # During the warm-up the patch has not moved: nothing to choose between.
+        if self.current_epoch < self.adversary.warmup_epochs or self.trainer.sanity_checking:
+            return
+        if score.item() <= self.best_score.item():
+            self.best_score.fill_(score.item())
+            self.best_pixels.copy_(self.patch.pixels)
+
+    def final_pixels(self) -> torch.Tensor:
+        """The pixels to ship: see ``keep``. Falls back to the last step's when no
+        validation epoch ran after the warm-up."""
+        if self.keep == "best_val" and torch.isfinite(self.best_score):
+            return self.best_pixels.detach().clone()
+        return self.patch.pixels.detach().clone()
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint):

@@ -34,12 +34,13 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes,
+        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "best_val"),
     )
 
 
 def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_dir: Path) -> Path:
     patch = module.patch
+    pixels = module.final_pixels()
     metadata = {
         **module.encoder.describe(),
         "image_size": datamodule.image_size,
@@ -52,9 +53,11 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
         "config_hash": config_hash(cfg),
         "version": __version__,
     }
-    path = save_patch(run_dir / "patch.safetensors", pixels=patch.pixels, mask=patch.mask,
+    if module.keep == "best_val" and torch.isfinite(module.best_score):
+        metadata["kept"] = {"rule": "best_val", "val_adv_bacc_patched": float(module.best_score)}
+    path = save_patch(run_dir / "patch.safetensors", pixels=pixels, mask=patch.mask,
                       placement=patch.placement, metadata=metadata)
-    save_png(run_dir / "patch.png", patch.pixels.detach(), patch.mask)
+    save_png(run_dir / "patch.png", pixels, patch.mask)
     return path
 
 
@@ -85,6 +88,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if module.keep == "best_val" and torch.isfinite(module.best_score):
+        metrics["val/adv_bacc_patched_kept"] = float(module.best_score)
     result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -102,5 +107,6 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point (``briarpatch train`` / ``python scripts/train.py``)."""
     result = train(cfg)
-    # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy).
-    return result["metrics"].get("val/adv_bacc_patched")
+    # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy of the kept patch).
+    metrics = result["metrics"]
+    return metrics.get("val/adv_bacc_patched_kept", metrics.get("val/adv_bacc_patched"))

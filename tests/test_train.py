@@ -106,6 +106,28 @@ def test_adversary_warmup_trains_the_adversary_and_leaves_the_patch(tiny_cfg, fi
     assert not torch.allclose(load_patch(moved["patch"]).pixels, torch.full((3, 12, 12), 0.5))
 
 
+def test_the_kept_patch_is_the_best_validation_epoch(tiny_cfg, tmp_path):
+    import csv
+
+    best = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", f"run_dir={tmp_path}/best"))
+    with open(tmp_path / "best" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    scores = [float(r["val/adv_bacc_patched"]) for r in rows if r.get("val/adv_bacc_patched")]
+    assert len(scores) == 3
+    kept = load_patch(best["patch"])
+    assert kept.metadata["kept"]["val_adv_bacc_patched"] == pytest.approx(min(scores))
+    assert best["metrics"]["val/adv_bacc_patched_kept"] == pytest.approx(min(scores))
+    state = torch.load(tmp_path / "best" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    torch.testing.assert_close(kept.pixels, state["state_dict"]["best_pixels"])
+    # keep_patch=last ships the final step's pixels (same seed: same run).
+    last = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", "keep_patch=last",
+                          f"run_dir={tmp_path}/last"))
+    torch.testing.assert_close(load_patch(last["patch"]).pixels, state["state_dict"]["patch.pixels"])
+    assert "kept" not in load_patch(last["patch"]).metadata
+    with pytest.raises(ValueError, match="keep_patch must be"):
+        train(tiny_cfg("evaluate_after_train=false", "keep_patch=first"))
+
+
 def test_non_finite_loss_stops_with_the_step(tiny_cfg):
     with pytest.raises(FloatingPointError, match="non-finite patch loss at batch 0 of epoch 0"):
         train(tiny_cfg("evaluate_after_train=false", "objective.tv_weight=inf"))
