@@ -49,16 +49,16 @@ class BriarPatchModule(pl.LightningModule):
     seed : int, optional
         Random placements are drawn from ``(seed, step, rank)`` alone, so a resumed run draws
         what an uninterrupted one would (``None``: the global generator).
-    keep : {"best_val", "last"}
-        Which pixels :meth:`final_pixels` returns: those of the validation epoch (after the
-        adversary's warm-up) where the adversary read S worst on patched validation images, or
-        the last step's. The validation split is not the evaluation split, so choosing on it
+    keep : {"last", "best_val"}
+        Which pixels :meth:`final_pixels` returns: the last step's, or those of the validation
+        epoch (after the adversary's warm-up) where the adversary read S worst on patched
+        validation images. The validation split is not the evaluation split, so choosing on it
         does not flatter the report.
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
                  patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05,
-                 seed: int | None = None, num_classes: int = 2, keep: str = "best_val"):
+                 seed: int | None = None, num_classes: int = 2, keep: str = "last"):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective

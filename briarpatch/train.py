@@ -30,11 +30,14 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     adversary = build(cfg.adversary, in_features=encoder.dim, num_groups=datamodule.num_groups,
                       parts=[sl.stop - sl.start for _, sl in encoder.parts])
     objective = build(cfg.objective)
+    if adversary.warmup_epochs >= cfg.trainer.max_epochs:
+        raise ValueError(f"adversary.warmup_epochs={adversary.warmup_epochs} leaves the patch no epoch to train in "
+                         f"trainer.max_epochs={cfg.trainer.max_epochs}: raise trainer.max_epochs or lower the warm-up")
     cache = len(datamodule.split("train")) if cfg.get("cache_clean_embeddings", True) else None
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "best_val"),
+        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "last"),
     )
 
 

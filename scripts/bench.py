@@ -82,7 +82,7 @@ def bench_train(args, device) -> tuple[float, float]:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
-            f"patch.size={args.patch}", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+            f"patch.size={args.patch}", "trainer.max_epochs=2", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
             f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
         ])

@@ -93,23 +93,22 @@ def test_class_balanced_adversary_trains_on_clean_and_patched(tiny_cfg):
 
 
 @pytest.mark.parametrize("fit_on", ["clean", "patched"])
-def test_adversary_warmup_trains_the_adversary_and_leaves_the_patch(tiny_cfg, fit_on):
-    result = train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=1",
-                            f"adversary.fit_on={fit_on}"))
-    torch.testing.assert_close(load_patch(result["patch"]).pixels, torch.full((3, 12, 12), 0.5))
-    state = torch.load(result["patch"].parent / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["global_step"] == 3  # 3 batches, one adversary step each, no patch step
-    assert result["metrics"]["train/adversary_loss_epoch"] > 0
-    # After the warm-up the patch moves as usual.
-    moved = train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=2",
-                           f"adversary.fit_on={fit_on}", "run_dir=" + str(result["patch"].parent) + "_2"))
-    assert not torch.allclose(load_patch(moved["patch"]).pixels, torch.full((3, 12, 12), 0.5))
+def test_adversary_warmup_trains_the_adversary_before_the_patch(tiny_cfg, tmp_path, fit_on):
+    result = train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=2",
+                            f"adversary.fit_on={fit_on}", f"run_dir={tmp_path}/w"))
+    state = torch.load(tmp_path / "w" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # 3 batches an epoch: one adversary step each in the warm-up, then adversary + patch steps.
+    assert state["global_step"] == 3 + 3 * 2
+    assert not torch.allclose(load_patch(result["patch"]).pixels, torch.full((3, 12, 12), 0.5))
+    with pytest.raises(ValueError, match="leaves the patch no epoch"):
+        train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=1"))
 
 
 def test_the_kept_patch_is_the_best_validation_epoch(tiny_cfg, tmp_path):
     import csv
 
-    best = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", f"run_dir={tmp_path}/best"))
+    best = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", "keep_patch=best_val",
+                          f"run_dir={tmp_path}/best"))
     with open(tmp_path / "best" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     scores = [float(r["val/adv_bacc_patched"]) for r in rows if r.get("val/adv_bacc_patched")]
@@ -119,9 +118,8 @@ def test_the_kept_patch_is_the_best_validation_epoch(tiny_cfg, tmp_path):
     assert best["metrics"]["val/adv_bacc_patched_kept"] == pytest.approx(min(scores))
     state = torch.load(tmp_path / "best" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.testing.assert_close(kept.pixels, state["state_dict"]["best_pixels"])
-    # keep_patch=last ships the final step's pixels (same seed: same run).
-    last = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", "keep_patch=last",
-                          f"run_dir={tmp_path}/last"))
+    # keep_patch=last (the default) ships the final step's pixels (same seed: same run).
+    last = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", f"run_dir={tmp_path}/last"))
     torch.testing.assert_close(load_patch(last["patch"]).pixels, state["state_dict"]["patch.pixels"])
     assert "kept" not in load_patch(last["patch"]).metadata
     with pytest.raises(ValueError, match="keep_patch must be"):
