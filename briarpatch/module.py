@@ -203,7 +203,9 @@ class BriarPatchModule(pl.LightningModule):
             opt_adv.step()
 
         if warmup:
-            self.log("train/adversary_loss", adv_loss.detach(), on_step=True, on_epoch=True, batch_size=len(s))
+            # Same logging arguments as after the warm-up: Lightning refuses a key logged two ways.
+            self.log("train/adversary_loss", adv_loss.detach(), prog_bar=False, on_step=True, on_epoch=True,
+                     batch_size=len(s), sync_dist=True)
             return
         # The adversary is not updated by the patch step; only the pixels receive gradients.
         self.adversary.requires_grad_(False)
