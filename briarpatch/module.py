@@ -180,7 +180,7 @@ class BriarPatchModule(pl.LightningModule):
         self._update_group_means(clean, s)
         if self.objective.task_weight or self.objective.sensitive_directions == "balanced":
             self._update_class_means(clean, s, batch["y"])
-        warmup = self.current_epoch < self.adversary.warmup_epochs
+        warmup = self._in_warmup()
         fit_on = self.adversary.fit_on
         if warmup and fit_on == "clean":
             patched = None  # not needed: the patch does not move while the adversary warms up
@@ -269,21 +269,29 @@ class BriarPatchModule(pl.LightningModule):
             if kind == "patched":
                 self._keep_if_best(torch.stack(values).max())
 
+    def _in_warmup(self) -> bool:
+        return self.current_epoch < self.adversary.warmup_epochs
+
     @torch.no_grad()
     def _keep_if_best(self, score: torch.Tensor) -> None:
         # During the warm-up the patch has not moved: nothing to choose between.
-        if self.current_epoch < self.adversary.warmup_epochs or self.trainer.sanity_checking:
+        if self._in_warmup() or self.trainer.sanity_checking:
             return
         if score.item() <= self.best_score.item():
             self.best_score.fill_(score.item())
             self.best_pixels.copy_(self.patch.pixels)
 
-    def final_pixels(self) -> torch.Tensor:
-        """The pixels to ship: see ``keep``. Falls back to the last step's when no
-        validation epoch ran after the warm-up."""
+    def kept_score(self) -> float | None:
+        """Validation score of the kept pixels with ``keep="best_val"``; ``None`` when the last
+        step's pixels are shipped (``keep="last"``, or no validation epoch after the warm-up)."""
         if self.keep == "best_val" and torch.isfinite(self.best_score):
-            return self.best_pixels.detach().clone()
-        return self.patch.pixels.detach().clone()
+            return float(self.best_score)
+        return None
+
+    def final_pixels(self) -> torch.Tensor:
+        """The pixels to ship: see ``keep`` and :meth:`kept_score`."""
+        source = self.best_pixels if self.kept_score() is not None else self.patch.pixels
+        return source.detach().clone()
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint):

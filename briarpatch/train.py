@@ -56,8 +56,8 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
         "config_hash": config_hash(cfg),
         "version": __version__,
     }
-    if module.keep == "best_val" and torch.isfinite(module.best_score):
-        metadata["kept"] = {"rule": "best_val", "val_adv_bacc_patched": float(module.best_score)}
+    if module.kept_score() is not None:
+        metadata["kept"] = {"rule": "best_val", "val_adv_bacc_patched": module.kept_score()}
     path = save_patch(run_dir / "patch.safetensors", pixels=pixels, mask=patch.mask,
                       placement=patch.placement, metadata=metadata)
     save_png(run_dir / "patch.png", pixels, patch.mask)
@@ -91,8 +91,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if module.keep == "best_val" and torch.isfinite(module.best_score):
-        metrics["val/adv_bacc_patched_kept"] = float(module.best_score)
+    if module.kept_score() is not None:
+        metrics["val/adv_bacc_patched_kept"] = module.kept_score()
     result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
