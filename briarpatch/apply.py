@@ -33,7 +33,11 @@ _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
 
 # ----------------------------------------------------------------------------- core
 def _placement(patch: BriarPatch, changes: dict):
-    return patch.placement.fixed(**{k: v for k, v in changes.items() if v is not None})
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if patch.placement.stretch and changes:
+        raise ValueError(f"this patch is a frame around the whole image; {', '.join(sorted(changes))} do not apply "
+                         "(drop --anchor, --at, --size and --margin)")
+    return patch.placement.fixed(**changes)
 
 
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
@@ -52,7 +56,8 @@ def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> 
     out = image.clone()
     if x1 > x0 and y1 > y0:
         region = image[None, :, y0:y1, x0:x1]
-        out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0))[0]
+        out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0),
+                                           whole_image=placement.stretch)[0]
     return out
 
 

@@ -9,11 +9,15 @@ from .placement import Placement, paste_placed
 
 __all__ = ["Patch", "make_mask"]
 
-SHAPES = ("square", "rectangle", "circle")
+SHAPES = ("square", "rectangle", "circle", "frame")
 
 
-def make_mask(shape: str, height: int, width: int) -> torch.Tensor:
-    """A ``(1, height, width)`` mask: 1 inside the shape, 0 outside."""
+def make_mask(shape: str, height: int, width: int, *, band: int = 0) -> torch.Tensor:
+    """A ``(1, height, width)`` mask: 1 inside the shape, 0 outside (``band``: a frame's width)."""
+    if shape == "frame":
+        mask = torch.ones(1, height, width)
+        mask[:, band:height - band, band:width - band] = 0
+        return mask
     if shape in ("square", "rectangle"):
         if shape == "square" and height != width:
             raise ValueError(f"a square patch needs equal sides, got {height}x{width}; use shape=rectangle")
@@ -31,11 +35,16 @@ class Patch(nn.Module):
     Parameters
     ----------
     size : int or (int, int)
-        Patch height and width in pixels at the training resolution.
+        Patch height and width in pixels at the training resolution; for ``shape="frame"``,
+        the width of the band along the image's border.
     image_size : int
         The training images' shorter side; ``size / image_size`` is the fraction the patch
         covers and is what ``apply`` reproduces on images of other sizes.
-    shape : {"square", "rectangle", "circle"}
+    shape : {"square", "rectangle", "circle", "frame"}
+        A frame is a band of ``size`` pixels around the whole image. With the same number of
+        pixels as a corner square it borders many more of the encoder's output cells (an
+        encoder without a global operation before pooling sees a corner patch only in the few
+        cells under it), and ``apply`` stretches it to any photo's aspect.
     init : {"gray", "random"}
     anchor : str
         Named anchor used by evaluation and ``apply`` (and in training when ``random=False``).
@@ -68,6 +77,15 @@ class Patch(nn.Module):
     ):
         super().__init__()
         height, width = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        band = 0
+        if shape == "frame":
+            band, height, width = height, int(image_size), int(image_size)
+            if not 1 <= band < image_size / 2:
+                raise ValueError(f"a frame's band (patch.size={band}) must be 1 to {(image_size - 1) // 2} px "
+                                 f"on {image_size}px images")
+            if random or margin:
+                raise ValueError("a frame always covers the image's border, so random placement and margins do not "
+                                 "apply: pass random=False, margin=0 (patch.random=false patch.margin=0)")
         if height < 1 or width < 1:
             raise ValueError(f"patch size must be positive, got {height}x{width}")
         if max(height, width) > image_size:
@@ -75,7 +93,7 @@ class Patch(nn.Module):
                 f"patch {height}x{width} is larger than the {image_size}px images; "
                 f"use patch.size <= {image_size}"
             )
-        self.register_buffer("mask", make_mask(shape, height, width))
+        self.register_buffer("mask", make_mask(shape, height, width, band=band))
         if init == "gray":
             pixels = torch.full((3, height, width), 0.5)
         elif init == "random":
@@ -94,6 +112,7 @@ class Patch(nn.Module):
             jitter=jitter,
             scale_range=tuple(scale_range),
             rotation_range=tuple(rotation_range),
+            stretch=bool(band),
         )
 
     @property

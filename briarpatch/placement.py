@@ -56,6 +56,9 @@ class Placement:
         Multiplier on ``size`` drawn uniformly when ``random``.
     rotation_range : tuple of float
         Rotation in degrees drawn uniformly when ``random``.
+    stretch : bool
+        The box is the whole image, whatever its aspect (a frame): ``size``, ``anchor``,
+        ``x``/``y`` and ``margin`` do not apply and ``size`` must be 1.
     """
 
     size: float
@@ -68,6 +71,7 @@ class Placement:
     jitter: float = 1.0
     scale_range: tuple[float, float] = field(default=(1.0, 1.0))
     rotation_range: tuple[float, float] = field(default=(0.0, 0.0))
+    stretch: bool = False
 
     def __post_init__(self):
         if not (0.0 < self.size <= 1.0):
@@ -81,6 +85,9 @@ class Placement:
             raise ValueError(f"unit must be 'fraction' or 'pixel', got {self.unit!r}")
         if (self.x is None) != (self.y is None):
             raise ValueError("give both x and y, or neither")
+        if self.stretch and (self.random or self.size != 1.0 or self.x is not None or self.margin):
+            raise ValueError("a stretched placement (a frame) covers the whole image: it takes no random placement, "
+                             "size, position or margin")
         object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
         object.__setattr__(self, "rotation_range", tuple(float(v) for v in self.rotation_range))
 
@@ -134,7 +141,12 @@ def sample_boxes(
     """
     bh, bw = _box_size(placement, patch_hw, height, width)
     margin = placement.margin * min(height, width)
-    if placement.random:
+    if placement.stretch:
+        # The patch grid maps onto the whole image: pixel for pixel at the training size.
+        w, h = torch.full((batch,), float(width)), torch.full((batch,), float(height))
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        angle = torch.zeros(batch)
+    elif placement.random:
         lo, hi = placement.scale_range
         scale = lo + (hi - lo) * torch.rand(batch, generator=generator)
         a_lo, a_hi = placement.rotation_range
@@ -167,7 +179,8 @@ def sample_boxes(
     return boxes
 
 
-def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes: Boxes) -> torch.Tensor:
+def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes: Boxes, *,
+          whole_image: bool = False) -> torch.Tensor:
     """Paste one patch onto every image of a batch.
 
     Parameters
@@ -180,6 +193,9 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
         ``(1, h, w)`` shape mask in [0, 1] (1 = patch, 0 = image shows through).
     boxes : Boxes
         One box per image, from :func:`sample_boxes`.
+    whole_image : bool
+        The boxes are the whole images (a stretched frame): the patch's edge pixels extend to the
+        image's edge instead of fading out, so a resized frame covers the outermost pixels too.
 
     Returns
     -------
@@ -213,7 +229,8 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
         1,
     ).to(images.device)
     grid = F.affine_grid(theta, [b, c + 1, height, width], align_corners=False)
-    sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border" if whole_image else "zeros",
+                            align_corners=False)
     colour, alpha = sampled[:, :c], sampled[:, c:]
     return images * (1 - alpha) + colour
 
@@ -224,7 +241,7 @@ def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor,
     b, _, height, width = images.shape
     boxes = sample_boxes(placement, batch=b, height=height, width=width, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
-    return paste(images, pixels, mask, boxes)
+    return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:

@@ -192,3 +192,22 @@ def test_icc_profile_and_exif_are_kept_unless_stripped(patch_file, tmp_path):
                 "--strip-metadata", "--format", "png"]) == 0
     with Image.open(tmp_path / "bare" / "x.png") as bare:
         assert "icc_profile" not in bare.info and not bare.getexif()
+
+
+def test_frame_patch_borders_any_photo_and_refuses_placement_options(tmp_path, capsys):
+    frame = Patch(size=2, image_size=16, shape="frame", random=False)
+    with torch.no_grad():
+        frame.pixels.fill_(1.0)
+    path = tmp_path / "frame.safetensors"
+    save_patch(path, pixels=frame.pixels.detach(), mask=frame.mask, placement=frame.placement, metadata={})
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    assert cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    arr = np.asarray(_open(tmp_path / "out" / "a.png"))
+    # A band of 2/16 of each side (4 rows, 6 columns), resampled bilinearly: the outer 3 rows and
+    # 5 columns are fully covered, the outermost ones too (no fade at the photo's edge).
+    assert arr[:3].min() == 255 and arr[-3:].min() == 255 and arr[:, :5].min() == 255 and arr[:, -5:].min() == 255
+    assert arr[5:27, 7:41].max() == 0  # the photo itself is untouched
+    code = cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--anchor", "center"])
+    assert code == 2 and "frame around the whole image; anchor do not apply" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -74,3 +74,34 @@ def test_project_keeps_pixels_in_unit_range():
         patch.pixels.mul_(3).sub_(1)
     patch.project_()
     assert patch.pixels.min() >= 0 and patch.pixels.max() <= 1
+
+
+def test_frame_is_a_band_pasted_exactly_at_the_training_size():
+    patch = Patch(size=3, image_size=20, shape="frame", random=False)
+    assert patch.pixels.shape == (3, 20, 20) and patch.mask.sum() == 20 * 20 - 14 * 14
+    images = torch.rand(2, 3, 20, 20)
+    with torch.no_grad():
+        patch.pixels.uniform_()
+    out = patch(images, random=False)
+    band = patch.mask[0].bool()
+    torch.testing.assert_close(out[:, :, band], patch.pixels[:, band].expand(2, -1, -1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, :, ~band], images[:, :, ~band], atol=0, rtol=0)
+
+
+def test_frame_stretches_to_any_aspect():
+    patch = Patch(size=4, image_size=32, shape="frame", random=False)
+    images = torch.zeros(1, 3, 40, 96)
+    out = patch(images)  # gray band
+    # The band is 4/32 of each side: 5 rows at the top and bottom, 12 columns at the sides.
+    assert torch.allclose(out[0, :, 1:4, 20:76], torch.full((3, 3, 56), 0.5), atol=1e-5)
+    assert torch.allclose(out[0, :, 15:25, 2:10], torch.full((3, 10, 8), 0.5), atol=1e-5)
+    assert out[0, :, 6:34, 13:83].abs().max() == 0
+
+
+def test_frame_errors_name_the_fix():
+    with pytest.raises(ValueError, match="band \\(patch.size=10\\) must be 1 to 9 px"):
+        Patch(size=10, image_size=20, shape="frame", random=False)
+    with pytest.raises(ValueError, match="patch.random=false"):
+        Patch(size=3, image_size=20, shape="frame", random=True)
+    with pytest.raises(ValueError, match="covers the whole image"):
+        Placement(size=1.0, stretch=True, random=True)
