@@ -3,8 +3,9 @@
     python scripts/bench.py [--device cpu|cuda] [--batch 32] [--size 128] [--patch 48] [--steps 8] [--json PATH]
 
 1. limit_train: the bare encoder, forward + backward to the input (the floor for training);
-2. train: briarpatch's real training step (the `briarpatch train` code path: Lightning, random
-   placement, adversary, objective), steady state (clean embeddings cached) and first epoch;
+2. train: briarpatch's real training step (the `briarpatch train` code path: Lightning, paste,
+   adversary, objective) with a square patch like ART's (`patch=square`; a fixed place costs the
+   same affine resampling as a random one), steady state (clean embeddings cached) and first epoch;
 3. art: IBM ART's AdversarialPatchPyTorch (rotation and scale on) on the same encoder, if installed
    (`pip install -e ".[bench]"`);
 4. limit_embed vs. embed: the bare encoder forward vs. briarpatch's evaluation embedding.
@@ -82,7 +83,7 @@ def bench_train(args, device) -> tuple[float, float]:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
-            f"patch.size={args.patch}", "trainer.max_epochs=2", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false",
+            "patch=square", f"patch.size={args.patch}", "trainer.max_epochs=2", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
             f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
         ])
@@ -175,8 +176,8 @@ def main() -> None:
                "embed_ips": embed}
     settings = {"device": str(torch.cuda.get_device_name() if device.type == "cuda" else "cpu"),
                 "threads": torch.get_num_threads(), "precision": args.precision, "batch": args.batch, "image_size": args.size,
-                "patch": args.patch, "encoder": "efficientnet_lite0", "placement": "random (jitter 0.1, scale 0.95-1.05, "
-                "rotation ±5°); ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
+                "patch": args.patch, "encoder": "efficientnet_lite0", "placement": "square at its fixed place; "
+                "ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
     rows = [("bare encoder forward+backward (limit)", limit_train, None),
             ("briarpatch training step, steady state", train, train / limit_train),
             ("briarpatch training step, first epoch", train_first, train_first / limit_train),

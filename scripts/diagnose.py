@@ -142,7 +142,8 @@ def main(argv: list[str]) -> None:
             print("gap by feature-map cell: not available for this encoder (its embedding is not an average map)")
         else:
             print(f"the probe's group gap by cell of the last feature map (sums: clean {cells['clean'].sum():.2f}, "
-                  f"patched {cells['patched'].sum():.2f}; the patch sits at {patch.placement.anchor}):")
+                  f"patched {cells['patched'].sum():.2f}; the patch "
+                  f"{'frames the image' if patch.placement.stretch else 'sits at ' + patch.placement.anchor}):")
             for name in ("clean", "patched"):
                 for i, row in enumerate(cells[name]):
                     print(f"  {name if i == 0 else '':8s}" + " ".join(f"{v:+6.2f}" for v in row))

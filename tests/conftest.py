@@ -29,7 +29,7 @@ def compose_cfg(name: str = "train", overrides=(), *, run_dir=None):
 
 TINY = [
     "data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48", "data.batch_size=16",
-    "patch.size=12", "trainer.max_epochs=1", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
+    "patch.size=2", "trainer.max_epochs=1", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
     "eval.progress=false", "eval.baselines=false",
 ]
 

@@ -16,7 +16,7 @@ CELEBA_ATTRS = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bal
                 "Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair "
                 "Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
 N = 60
-SMALL = ["data.image_size=32", "data.batch_size=8", "data.num_workers=0", "patch.size=12", "trainer.max_epochs=1", "adversary.warmup_epochs=0",
+SMALL = ["data.image_size=32", "data.batch_size=8", "data.num_workers=0", "patch.size=2", "trainer.max_epochs=1", "adversary.warmup_epochs=0",
          "trainer.enable_progress_bar=false", "eval.n_boot=0", "eval.progress=false", "eval.baselines=false"]
 
 

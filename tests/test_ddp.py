@@ -32,7 +32,7 @@ def test_ddp_from_the_console_command(tmp_path):
     run = tmp_path / "run"
     out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "experiment=smoke", "trainer=ddp",
                           "trainer.accelerator=cpu", "trainer.devices=2", "evaluate_after_train=false",
-                          "trainer.enable_progress_bar=false", "data.image_size=32", "patch.size=8",
+                          "trainer.enable_progress_bar=false", "data.image_size=32", "patch.size=2",
                           f"eval.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

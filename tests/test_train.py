@@ -12,19 +12,27 @@ from briarpatch.train import train
 from .conftest import ROOT
 
 
-def test_short_training_run_writes_a_patch_artifact(tiny_cfg):
-    cfg = tiny_cfg("evaluate_after_train=false")
+@pytest.mark.parametrize("shape", ["frame", "square"])
+def test_short_training_run_writes_a_patch_artifact(tiny_cfg, shape):
+    # The default is a frame (band of 2 px on the tiny 32 px images); a square is the other geometry.
+    cfg = tiny_cfg("evaluate_after_train=false", *(["patch=square", "patch.size=12"] if shape == "square" else []))
     result = train(cfg)
     run = result["patch"].parent
     for name in ("patch.safetensors", "patch.png", "config.yaml", "metrics.csv", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     patch = load_patch(result["patch"])
-    assert patch.pixels.shape == (3, 12, 12) and patch.pixels.min() >= 0 and patch.pixels.max() <= 1
-    assert not torch.allclose(patch.pixels, torch.full_like(patch.pixels, 0.5)), "the patch did not move"
+    side = 32 if shape == "frame" else 12
+    assert patch.pixels.shape == (3, side, side) and patch.pixels.min() >= 0 and patch.pixels.max() <= 1
+    assert patch.mask.sum() == (32 ** 2 - 28 ** 2 if shape == "frame" else 12 ** 2)
+    band = patch.mask[0].bool()
+    assert not torch.allclose(patch.pixels[:, band], torch.full_like(patch.pixels[:, band], 0.5)), "the patch did not move"
     meta = patch.metadata
     assert meta["encoder"] == "efficientnet_lite0" and meta["image_size"] == 32
     assert meta["groups"] == ["tint0", "tint1"] and meta["mean"] == [0.5, 0.5, 0.5] and meta["version"]
-    assert patch.placement.anchor == "bottom_right" and patch.placement.size == pytest.approx(12 / 32)
+    if shape == "frame":
+        assert patch.placement.stretch and meta["shape"] == "frame"
+    else:
+        assert patch.placement.anchor == "bottom_right" and patch.placement.size == pytest.approx(12 / 32)
     assert "val/adv_bacc_patched" in result["metrics"]
     # Checkpoints do not carry the frozen encoder.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -99,7 +107,8 @@ def test_adversary_warmup_trains_the_adversary_before_the_patch(tiny_cfg, tmp_pa
     state = torch.load(tmp_path / "w" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     # 3 batches an epoch: one adversary step each in the warm-up, then adversary + patch steps.
     assert state["global_step"] == 3 + 3 * 2
-    assert not torch.allclose(load_patch(result["patch"]).pixels, torch.full((3, 12, 12), 0.5))
+    pixels = load_patch(result["patch"]).pixels
+    assert not torch.allclose(pixels, torch.full_like(pixels, 0.5)), "the patch did not move after the warm-up"
     with pytest.raises(ValueError, match="leaves the patch no epoch"):
         train(tiny_cfg("evaluate_after_train=false", "adversary.warmup_epochs=1", "trainer.max_epochs=1"))
 
@@ -138,7 +147,9 @@ def test_single_sensitive_group_is_a_clear_error(tiny_cfg):
 
 def test_patch_larger_than_images_is_a_clear_error(tiny_cfg):
     with pytest.raises(ValueError, match="larger than the 32px images"):
-        train(tiny_cfg("evaluate_after_train=false", "patch.size=40"))
+        train(tiny_cfg("evaluate_after_train=false", "patch=square", "patch.size=40"))
+    with pytest.raises(ValueError, match="band \\(patch.size=16\\) must be 1 to 15 px on 32px images"):
+        train(tiny_cfg("evaluate_after_train=false", "patch.size=16"))
 
 
 @pytest.mark.parametrize("fit_on,objective,adversary", [("both", "parity", "mlp"), ("patched", "reversal", "linear")])
