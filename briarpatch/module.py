@@ -12,7 +12,7 @@ from .data import to_unit
 from .encoders import FrozenEncoder
 from .objectives import PatchObjective
 from .patch import Patch
-from .placement import quantize_8bit
+from .placement import paste_placed, quantize_8bit
 
 __all__ = ["BriarPatchModule"]
 
@@ -49,16 +49,21 @@ class BriarPatchModule(pl.LightningModule):
     seed : int, optional
         Random placements are drawn from ``(seed, step, rank)`` alone, so a resumed run draws
         what an uninterrupted one would (``None``: the global generator).
-    keep : {"last", "best_val"}
-        Which pixels :meth:`final_pixels` returns: the last step's, or those of the validation
-        epoch (after the adversary's warm-up) where the adversary read S worst on patched
-        validation images. The validation split is not the evaluation split, so choosing on it
-        does not flatter the report.
+    keep : {"ema", "last", "best_val"}
+        Which pixels :meth:`final_pixels` returns: an exponential moving average of the pixels
+        over the patch steps (``ema``; validation then scores that average, the patch that is
+        shipped), the last step's, or those of the validation epoch (after the adversary's
+        warm-up) where the adversary read S worst on patched validation images. The validation
+        split is not the evaluation split, so choosing on it does not flatter the report.
+    ema_decay : float
+        Weight of the running average per patch step with ``keep="ema"`` (0.98: about the last
+        50 steps count); the average is bias-corrected, so early steps are not pulled to the
+        initial pixels.
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
                  patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05,
-                 seed: int | None = None, num_classes: int = 2, keep: str = "last"):
+                 seed: int | None = None, num_classes: int = 2, keep: str = "ema", ema_decay: float = 0.98):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective
@@ -66,12 +71,17 @@ class BriarPatchModule(pl.LightningModule):
         k, d = adversary.num_groups, encoder.dim
         self.sensitive_ema = float(sensitive_ema)
         self.seed = seed
-        if keep not in ("best_val", "last"):
-            raise ValueError(f"keep_patch must be 'best_val' or 'last', got {keep!r}")
-        self.keep = keep
-        # The kept pixels and their validation score travel in checkpoints, so a resumed run keeps them.
+        if keep not in ("ema", "last", "best_val"):
+            raise ValueError(f"keep_patch must be 'ema', 'last' or 'best_val', got {keep!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"patch_ema_decay must be in [0, 1), got {ema_decay}")
+        self.keep, self.ema_decay = keep, float(ema_decay)
+        # The kept pixels, their validation score and the running average travel in checkpoints,
+        # so a resumed run keeps them.
         self.register_buffer("best_pixels", patch.pixels.detach().clone())
         self.register_buffer("best_score", torch.tensor(float("inf")))
+        self.register_buffer("ema_pixels", torch.zeros_like(patch.pixels))
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("group_means", torch.zeros(k, d))
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_sq", torch.zeros(d))
@@ -216,6 +226,10 @@ class BriarPatchModule(pl.LightningModule):
         self.manual_backward(terms["total"])
         opt_patch.step()
         self.patch.project_()
+        if self.keep == "ema":
+            # Adam's steps on the pixels oscillate from epoch to epoch; their average is steadier.
+            self.ema_steps += 1
+            self.ema_pixels.mul_(self.ema_decay).add_(self.patch.pixels.detach(), alpha=1 - self.ema_decay)
 
         with torch.no_grad():
             acc = (self.adversary(clean).argmax(1) == s).float().mean()
@@ -247,8 +261,9 @@ class BriarPatchModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):  # noqa: ARG002
         images, s = to_unit(batch["image"]), batch["s"]
         clean = self.encoder(images)
-        # Validation pastes exactly as evaluation and `apply` do: fixed placement, 8-bit pixels.
-        pasted = quantize_8bit(self.patch(images, random=False))
+        # Validation pastes what would be shipped, exactly as evaluation and `apply` do: fixed
+        # placement, 8-bit pixels.
+        pasted = quantize_8bit(paste_placed(images, self.current_pixels(), self.patch.mask, self.patch.placement))
         patched = self.encoder(pasted)
         for i, (clean_logits, patched_logits) in enumerate(zip(self.adversary.forward_parts(clean),
                                                                self.adversary.forward_parts(patched))):
@@ -288,9 +303,16 @@ class BriarPatchModule(pl.LightningModule):
             return float(self.best_score)
         return None
 
+    def current_pixels(self) -> torch.Tensor:
+        """The pixels shipped if training stopped now: the running average with ``keep="ema"``
+        (the trained pixels before the first patch step), else the trained pixels."""
+        if self.keep == "ema" and self.ema_steps > 0:
+            return (self.ema_pixels / (1 - self.ema_decay ** self.ema_steps.item())).clamp(0.0, 1.0)
+        return self.patch.pixels
+
     def final_pixels(self) -> torch.Tensor:
         """The pixels to ship: see ``keep`` and :meth:`kept_score`."""
-        source = self.best_pixels if self.kept_score() is not None else self.patch.pixels
+        source = self.best_pixels if self.kept_score() is not None else self.current_pixels()
         return source.detach().clone()
 
     # ------------------------------------------------------------------ checkpoints

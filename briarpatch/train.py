@@ -37,7 +37,8 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "last"),
+        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "ema"),
+        ema_decay=cfg.get("patch_ema_decay", 0.98),
     )
 
 
@@ -58,6 +59,8 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
     }
     if module.kept_score() is not None:
         metadata["kept"] = {"rule": "best_val", "val_adv_bacc_patched": module.kept_score()}
+    elif module.keep == "ema":
+        metadata["kept"] = {"rule": "ema", "decay": module.ema_decay, "steps": int(module.ema_steps)}
     path = save_patch(run_dir / "patch.safetensors", pixels=pixels, mask=patch.mask,
                       placement=patch.placement, metadata=metadata)
     save_png(run_dir / "patch.png", pixels, patch.mask)

@@ -7,7 +7,8 @@ import numpy as np
 
 
 class RankPixels(pl.Callback):
-    """Each rank writes its final patch pixels, so the test can compare the ranks."""
+    """Each rank writes its trained and its shipped (running-average) pixels, so the test can
+    compare the ranks."""
 
     def __init__(self, out: str):
         self.out = Path(out)
@@ -15,6 +16,7 @@ class RankPixels(pl.Callback):
     def on_train_end(self, trainer, module):
         self.out.mkdir(parents=True, exist_ok=True)
         np.save(self.out / f"rank{trainer.global_rank}.npy", module.patch.pixels.detach().cpu().numpy())
+        np.save(self.out / f"shipped{trainer.global_rank}.npy", module.final_pixels().cpu().numpy())
 
 
 class KillAt(pl.Callback):

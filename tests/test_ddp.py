@@ -16,9 +16,11 @@ def test_two_process_ddp_keeps_ranks_identical_and_writes_once(tiny_cfg, tmp_pat
                    "+callbacks.ranks._target_=tests.ddp_helpers.RankPixels", f"+callbacks.ranks.out={ranks}")
     result = train(cfg)
     pixels = [np.load(ranks / f"rank{r}.npy") for r in (0, 1)]
+    shipped = [np.load(ranks / f"shipped{r}.npy") for r in (0, 1)]
     np.testing.assert_array_equal(pixels[0], pixels[1])
+    np.testing.assert_array_equal(shipped[0], shipped[1])
     assert not np.allclose(pixels[0], 0.5), "the patch did not train"
-    np.testing.assert_array_equal(load_patch(result["patch"]).pixels.numpy(), pixels[0])
+    np.testing.assert_array_equal(load_patch(result["patch"]).pixels.numpy(), shipped[0])
     run = result["patch"].parent
     assert sorted(p.name for p in run.glob("patch*")) == ["patch.png", "patch.safetensors"]
 

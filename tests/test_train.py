@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -127,12 +128,52 @@ def test_the_kept_patch_is_the_best_validation_epoch(tiny_cfg, tmp_path):
     assert best["metrics"]["val/adv_bacc_patched_kept"] == pytest.approx(min(scores))
     state = torch.load(tmp_path / "best" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.testing.assert_close(kept.pixels, state["state_dict"]["best_pixels"])
-    # keep_patch=last (the default) ships the final step's pixels (same seed: same run).
-    last = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", f"run_dir={tmp_path}/last"))
+    # keep_patch=last ships the final step's pixels (same seed: same run).
+    last = train(tiny_cfg("evaluate_after_train=false", "trainer.max_epochs=3", "keep_patch=last",
+                          f"run_dir={tmp_path}/last"))
     torch.testing.assert_close(load_patch(last["patch"]).pixels, state["state_dict"]["patch.pixels"])
     assert "kept" not in load_patch(last["patch"]).metadata
     with pytest.raises(ValueError, match="keep_patch must be"):
         train(tiny_cfg("evaluate_after_train=false", "keep_patch=first"))
+
+
+class PixelRecorder(pl.Callback):
+    """Records the trained pixels after every patch step, for the test's own running average."""
+
+    def __init__(self, out):
+        self.out, self.steps = out, []
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if not module._in_warmup():
+            self.steps.append(module.patch.pixels.detach().clone())
+
+    def on_train_end(self, trainer, module):
+        torch.save(torch.stack(self.steps), self.out)
+
+
+def test_the_shipped_patch_is_the_running_average_of_the_patch_steps(tiny_cfg, tmp_path):
+    from omegaconf import open_dict
+
+    common = ["evaluate_after_train=false", "trainer.max_epochs=3", "adversary.warmup_epochs=1"]
+    cfg = tiny_cfg(*common, "keep_patch=last", f"run_dir={tmp_path}/last")
+    with open_dict(cfg):
+        cfg.callbacks.record = {"_target_": "tests.test_train.PixelRecorder", "out": str(tmp_path / "steps.pt")}
+    last = train(cfg)
+    steps = torch.load(tmp_path / "steps.pt")
+    n, d = len(steps), 0.5
+    assert n == 2 * 3  # two patch epochs of 3 batches after the warm-up
+    torch.testing.assert_close(load_patch(last["patch"]).pixels, steps[-1])
+    # The same run (same seed) shipping the bias-corrected running average instead.
+    averaged = train(tiny_cfg(*common, "keep_patch=ema", f"patch_ema_decay={d}", f"run_dir={tmp_path}/ema"))
+    expected = sum((1 - d) * d ** (n - 1 - i) * steps[i] for i in range(n)) / (1 - d ** n)
+    shipped = load_patch(averaged["patch"])
+    torch.testing.assert_close(shipped.pixels, expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(shipped.pixels, steps[-1])
+    assert shipped.metadata["kept"] == {"rule": "ema", "decay": d, "steps": n}
+    state = torch.load(tmp_path / "ema" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert int(state["state_dict"]["ema_steps"]) == n  # the average travels in checkpoints (resume)
+    with pytest.raises(ValueError, match="patch_ema_decay must be in"):
+        train(tiny_cfg("evaluate_after_train=false", "patch_ema_decay=1.0"))
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_cfg):
