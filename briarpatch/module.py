@@ -297,8 +297,9 @@ class BriarPatchModule(pl.LightningModule):
             self.best_pixels.copy_(self.patch.pixels)
 
     def kept_score(self) -> float | None:
-        """Validation score of the kept pixels with ``keep="best_val"``; ``None`` when the last
-        step's pixels are shipped (``keep="last"``, or no validation epoch after the warm-up)."""
+        """Validation score of the kept pixels with ``keep="best_val"``; ``None`` otherwise (``keep``
+        is ``"ema"`` or ``"last"``, or no validation epoch came after the warm-up), when
+        :meth:`current_pixels` are shipped."""
         if self.keep == "best_val" and torch.isfinite(self.best_score):
             return float(self.best_score)
         return None

@@ -41,8 +41,8 @@ class Patch(nn.Module):
         The training images' shorter side; ``size / image_size`` is the fraction the patch
         covers and is what ``apply`` reproduces on images of other sizes.
     shape : {"square", "rectangle", "circle", "frame"}
-        A frame is a band of ``size`` pixels around the whole image. With the same number of
-        pixels as a corner square it borders many more of the encoder's output cells (an
+        A frame is a band of ``size`` pixels around the whole image. With no more pixels than a
+        corner square it borders many more of the encoder's output cells (an
         encoder without a global operation before pooling sees a corner patch only in the few
         cells under it), and ``apply`` stretches it to any photo's aspect.
     init : {"gray", "random"}
