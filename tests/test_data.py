@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from briarpatch.data import SyntheticDataModule, check_groups, make_synthetic
+from briarpatch.data import SyntheticDataModule, check_groups
+from briarpatch.synthetic import make_synthetic
 
 
 def test_synthetic_is_deterministic_and_in_range():
@@ -45,7 +46,7 @@ def test_datamodule_splits_differ_and_have_their_sizes():
 
 
 def test_lazy_split_serves_the_same_images_block_by_block():
-    from briarpatch.data import LazySynthetic
+    from briarpatch.synthetic import LazySynthetic
 
     eager = make_synthetic(70, image_size=32, seed=5, chunk=16)
     lazy = make_synthetic(70, image_size=32, seed=5, chunk=16, lazy=True)
@@ -68,8 +69,8 @@ def test_recipe_knobs_reach_the_images_and_the_cache_key():
         return (red[d.s == 0].mean() - red[d.s == 1].mean()).item(), dm.describe()
 
     strong, key_strong = redness_gap()
-    weak, key_weak = redness_gap(tint=(0.03, 0.06))
-    none, _ = redness_gap(tint=(0.0, 0.0))
+    weak, key_weak = redness_gap(s_strength=(0.03, 0.06))
+    none, _ = redness_gap(s_strength=(0.0, 0.0))
     assert strong > 1.5 * weak > 0 and abs(none) < 0.25 * weak  # the tint amplitude is S's strength
     assert key_strong != key_weak and key_weak["tint"] == [0.03, 0.06]  # cached embeddings follow the recipe
     with pytest.raises(ValueError, match="purity"):
