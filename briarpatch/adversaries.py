@@ -32,22 +32,24 @@ class Adversary(nn.Module):
         downstream models are trained on ordinary, unpatched images.
     steps : int
         Adversary optimizer steps per patch step.
-    warmup_epochs : int
-        Epochs at the start of training in which only the adversary trains (the patch is left
-        as initialised). Counted in ``trainer.max_epochs``. With ``fit_on="clean"`` this gives the
-        patch a converged clean probe to fool from its first step, like the downstream models
-        of the threat model, instead of one still learning to read S.
+    warmup_steps : int
+        Training batches at the start in which only the adversary trains (the patch is left as
+        initialised), before the ``trainer.max_steps`` patch steps. With ``fit_on="clean"`` this
+        gives the patch a converged clean probe to fool from its first step, like the downstream
+        models of the threat model, instead of one still learning to read S.
     balance : bool
         Weight every (S, Y) cell equally when fitting, so the adversary reads S itself rather
         than the target features that merely correlate with S in the training split.
     parts : sequence of int, optional
         Widths of the members of an ensemble embedding (concatenated in this order): one head
         per member, so each member's leak is attacked separately. ``None``: one head.
+    num_classes : int
+        Number of target classes (the (S, Y) cells that ``balance`` weighs).
     """
 
     def __init__(self, *, in_features: int, num_groups: int, head: str = "linear", hidden: int = 256,
                  dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None,
-                 balance: bool = False, warmup_epochs: int = 0):
+                 balance: bool = False, warmup_steps: int = 0, num_classes: int = 2):
         super().__init__()
         if fit_on not in FIT_ON:
             raise ValueError(f"adversary.fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
@@ -55,8 +57,8 @@ class Adversary(nn.Module):
             raise ValueError(f"the sensitive attribute needs at least 2 groups, got {num_groups}")
         if steps < 1:
             raise ValueError(f"adversary.steps must be >= 1, got {steps}")
-        if warmup_epochs < 0:
-            raise ValueError(f"adversary.warmup_epochs must be >= 0, got {warmup_epochs}")
+        if warmup_steps < 0:
+            raise ValueError(f"adversary.warmup_steps must be >= 0, got {warmup_steps}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"unknown adversary head {head!r}; choose 'linear' or 'mlp'")
         widths = [int(w) for w in parts] if parts else [int(in_features)]
@@ -65,7 +67,7 @@ class Adversary(nn.Module):
         self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout) for w in widths)
         self.widths = widths
         self.head, self.fit_on, self.steps, self.num_groups = head, fit_on, int(steps), int(num_groups)
-        self.balance, self.warmup_epochs = bool(balance), int(warmup_epochs)
+        self.balance, self.warmup_steps, self.num_classes = bool(balance), int(warmup_steps), int(num_classes)
 
     @staticmethod
     def _head(head, width, num_groups, hidden, dropout):
@@ -85,7 +87,8 @@ class Adversary(nn.Module):
         """Training loss: each head's cross-entropy for ``s`` on its member, averaged over heads
         (every (S, Y) cell weighted equally when ``balance``)."""
         if self.balance:
-            losses = [balanced_cross_entropy(lg, s, s, y) for lg in self.forward_parts(embeddings)]
+            losses = [balanced_cross_entropy(lg, s, s, y, num_groups=self.num_groups, num_classes=self.num_classes)
+                      for lg in self.forward_parts(embeddings)]
         else:
             losses = [F.cross_entropy(lg, s) for lg in self.forward_parts(embeddings)]
         return torch.stack(losses).mean()

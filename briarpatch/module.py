@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -18,19 +20,27 @@ __all__ = ["BriarPatchModule"]
 
 
 def _orthonormal(columns: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis ``(D, k)`` of the span of ``columns`` ``(D, n)``, dependent ones dropped."""
+    """Orthonormal basis ``(D, n)`` of the span of ``columns`` ``(D, n)``; the columns of dependent
+    inputs are zero (zeroed, not dropped: no data-dependent shape, no host synchronisation)."""
     q, r = torch.linalg.qr(columns)
-    keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max().clamp_min(1e-12)
-    return q[:, keep]
+    diag = r.diagonal().abs()
+    return q * (diag > 1e-6 * diag.max().clamp_min(1e-12)).to(q.dtype)
 
 
 class BriarPatchModule(pl.LightningModule):
     """Adversarial patch training with manual optimization.
 
     Each training step: embed the clean batch (no gradient; cached per example when the data
-    are fixed), paste the patch with the training placement and embed with gradient to the
-    pixels, take ``adversary.steps`` adversary steps, then one patch step. Only the patch
-    pixels and the adversary are parameters that train.
+    are fixed), paste the patch with the training placement, send it through the photo pipeline
+    if one is set, and embed with gradient to the pixels; take ``adversary.steps`` adversary
+    steps, then one patch step. The first ``adversary.warmup_steps`` batches train the adversary
+    alone, then ``patch_steps`` batches move the patch: the schedule does not depend on the
+    dataset's size. Only the patch pixels and the adversary train; Lightning's ``global_step``
+    counts patch steps (the adversary's optimizer steps bypass its step counter).
+
+    The step never waits for the device: no ``.item()``, boolean indexing or ``unique`` on
+    device tensors (group statistics go through one-hot matrices; the clean-embedding cache is
+    looked up by the batch's indices, which stay on the host).
 
     Parameters
     ----------
@@ -41,57 +51,67 @@ class BriarPatchModule(pl.LightningModule):
     patch_optimizer, adversary_optimizer : callable
         Partial optimizers (``params -> Optimizer``), as Hydra's ``_partial_: true`` builds them.
     cache_size : int, optional
-        Number of training examples; when given, clean embeddings are cached per example index
-        (valid because the encoder is frozen and the training images are not augmented).
+        Number of training examples; when given, clean embeddings of untransformed images are
+        cached per example index (valid because the encoder is frozen).
+    pipeline : PhotoPipeline, optional
+        What happens to a photo between ``apply`` and the encoder (crops, JPEG, ...), drawn per
+        image after the paste; ``None``: nothing.
     sensitive_ema : float
         Momentum of the running group means that define the sensitive directions for the
         utility term.
     seed : int, optional
-        Random placements are drawn from ``(seed, step, rank)`` alone, so a resumed run draws
-        what an uninterrupted one would (``None``: the global generator).
-    keep : {"ema", "last", "best_val"}
+        Random placements and pipeline draws come from ``(seed, batch, rank)`` alone, so a
+        resumed run draws what an uninterrupted one would (``None``: the global generator).
+    num_classes : int
+        Number of target classes.
+    keep : {"ema", "last"}
         Which pixels :meth:`final_pixels` returns: an exponential moving average of the pixels
         over the patch steps (``ema``; validation then scores that average, the patch that is
-        shipped), the last step's, or those of the validation epoch (after the adversary's
-        warm-up) where the adversary read S worst on patched validation images. The validation
-        split is not the evaluation split, so choosing on it does not flatter the report.
+        shipped), or the last step's.
     ema_decay : float
         Weight of the running average per patch step with ``keep="ema"`` (0.98: about the last
         50 steps count); the average is bias-corrected, so early steps are not pulled to the
         initial pixels.
+    log_every : int
+        On a GPU, check the losses are finite every this many batches (each check waits for the device).
+    patch_steps : int, optional
+        Stop after this many patch steps (``None``: when the trainer stops).
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
-                 patch_optimizer, adversary_optimizer, cache_size: int | None = None, sensitive_ema: float = 0.05,
-                 seed: int | None = None, num_classes: int = 2, keep: str = "ema", ema_decay: float = 0.98):
+                 patch_optimizer, adversary_optimizer, cache_size: int | None = None, pipeline=None,
+                 sensitive_ema: float = 0.05, seed: int | None = None, num_classes: int = 2, keep: str = "ema",
+                 ema_decay: float = 0.98, log_every: int = 10, patch_steps: int | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective
+        self.pipeline = pipeline
         self._patch_optimizer, self._adversary_optimizer = patch_optimizer, adversary_optimizer
         k, d = adversary.num_groups, encoder.dim
+        self.num_groups, self.num_classes = k, int(num_classes)
         self.sensitive_ema = float(sensitive_ema)
         self.seed = seed
-        if keep not in ("ema", "last", "best_val"):
-            raise ValueError(f"keep_patch must be 'ema', 'last' or 'best_val', got {keep!r}")
+        self.log_every = max(1, int(log_every))
+        self.patch_steps = patch_steps
+        if keep not in ("ema", "last"):
+            raise ValueError(f"keep_patch must be 'ema' or 'last', got {keep!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"patch_ema_decay must be in [0, 1), got {ema_decay}")
         self.keep, self.ema_decay = keep, float(ema_decay)
-        # The kept pixels, their validation score and the running average travel in checkpoints,
-        # so a resumed run keeps them.
-        self.register_buffer("best_pixels", patch.pixels.detach().clone())
-        self.register_buffer("best_score", torch.tensor(float("inf")))
+        # The running average and the batch count travel in checkpoints, so a resumed run keeps them.
         self.register_buffer("ema_pixels", torch.zeros_like(patch.pixels))
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("batches_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("group_means", torch.zeros(k, d))
         self.register_buffer("feat_mean", torch.zeros(d))
-        self.register_buffer("feat_sq", torch.zeros(d))
         self.register_buffer("group_seen", torch.zeros(k, dtype=torch.bool))
-        # Target-class means within each sensitive group: the directions a model of Y reads.
-        self.register_buffer("class_means", torch.zeros(k, num_classes, d))
-        self.register_buffer("class_seen", torch.zeros(k, num_classes, dtype=torch.bool))
+        # Target-class means within each sensitive group: S alone is their class-balanced difference.
+        self.register_buffer("class_means", torch.zeros(k, self.num_classes, d))
+        self.register_buffer("class_seen", torch.zeros(k, self.num_classes, dtype=torch.bool))
+        self._batches = 0  # host copy of batches_done: decisions on the schedule never read the device
         if cache_size:
             self.register_buffer("_clean_cache", torch.zeros(cache_size, d), persistent=False)
-            self.register_buffer("_cached", torch.zeros(cache_size, dtype=torch.bool), persistent=False)
+            self._cached = np.zeros(cache_size, dtype=bool)  # on the host, like the batch indices
         else:
             self._clean_cache = None
         # One balanced-accuracy meter per adversary head (per ensemble member), clean and patched.
@@ -99,162 +119,163 @@ class BriarPatchModule(pl.LightningModule):
         self.val_clean = nn.ModuleList(MulticlassAccuracy(num_classes=k, average="macro") for _ in self.parts)
         self.val_patched = nn.ModuleList(MulticlassAccuracy(num_classes=k, average="macro") for _ in self.parts)
 
-    # ------------------------------------------------------------------ optimizers
+    # ------------------------------------------------------------------ optimizers and batches
     def configure_optimizers(self):
         return [self._patch_optimizer([self.patch.pixels]), self._adversary_optimizer(self.adversary.parameters())]
 
-    # ------------------------------------------------------------------ helpers
+    def on_load_checkpoint(self, checkpoint):
+        checkpoint["state_dict"].update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        self._batches = int(checkpoint["state_dict"].get("batches_done", 0))
+
+    def on_save_checkpoint(self, checkpoint):
+        # The encoder is frozen and rebuilt from the config: keep checkpoints small.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+
+    # ------------------------------------------------------------------ statistics
     @torch.no_grad()
     def clean_embeddings(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         if self._clean_cache is None or index is None:
             return self.encoder(images)
-        missing = ~self._cached[index]
-        if missing.any():
-            self._clean_cache[index[missing]] = self.encoder(images[missing]).to(self._clean_cache.dtype)
-            self._cached[index[missing]] = True
-        return self._clean_cache[index].to(images.dtype)
+        idx = index.cpu().numpy()  # the data modules keep indices on the host: no sync
+        missing = np.flatnonzero(~self._cached[idx])
+        if len(missing):
+            rows = torch.from_numpy(idx[missing]).to(self._clean_cache.device)
+            todo = torch.from_numpy(missing).to(images.device)
+            self._clean_cache.index_copy_(0, rows, self.encoder(images.index_select(0, todo)).to(self._clean_cache.dtype))
+            self._cached[idx[missing]] = True
+        return self._clean_cache.index_select(0, torch.from_numpy(idx).to(self._clean_cache.device)).to(images.dtype)
 
     @torch.no_grad()
-    def _update_class_means(self, clean: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
-        for g in s.unique():
-            for c in y[s == g].unique():
-                self._running_mean_(self.class_means, self.class_seen, (g, c), clean[(s == g) & (y == c)].mean(0))
-
-    def task_basis(self, scale: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor | None:
-        """Orthonormal basis of the within-group target-class mean differences, in ``x / scale``."""
-        diffs = []
-        for g in range(self.class_means.shape[0]):
-            seen = self.class_seen[g]
-            if seen.sum() < 2:
-                continue
-            means = self.class_means[g][seen][:, columns] / scale[columns]
-            diffs.append(means - means.mean(0, keepdim=True))
-        return _orthonormal(torch.cat(diffs).T) if diffs else None
-
-    @torch.no_grad()
-    def _update_group_means(self, clean: torch.Tensor, s: torch.Tensor) -> None:
-        """Running per-group means (the S directions) and the population mean (their centre)."""
-        weight = self.sensitive_ema if self.group_seen.any() else 1.0
+    def _update_means(self, clean: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        """Running per-group and per-(group, class) means (the S directions) and the population
+        mean (their centre), through one-hot sums: no ``unique``, no host synchronisation."""
+        first = ~self.group_seen.any()
+        weight = torch.where(first, 1.0, self.sensitive_ema)
         self.feat_mean.lerp_(clean.mean(0), weight)
-        self.feat_sq.lerp_(clean.pow(2).mean(0), weight)
-        for g in s.unique():
-            self._running_mean_(self.group_means, self.group_seen, g, clean[s == g].mean(0))
+        onehot = F.one_hot(s, self.num_groups).to(clean.dtype)  # (B, k)
+        self._running_mean_(self.group_means, self.group_seen, onehot, clean)
+        cells = F.one_hot(s * self.num_classes + y, self.num_groups * self.num_classes).to(clean.dtype)
+        flat_means, flat_seen = self.class_means.view(-1, clean.shape[1]), self.class_seen.view(-1)
+        self._running_mean_(flat_means, flat_seen, cells, clean)
 
-    def _running_mean_(self, means: torch.Tensor, seen: torch.Tensor, key, value: torch.Tensor) -> None:
-        """Moving average of ``means[key]``, started at the first value seen."""
-        if seen[key]:
-            means[key].lerp_(value, self.sensitive_ema)
-        else:
-            means[key] = value
-            seen[key] = True
+    def _running_mean_(self, means: torch.Tensor, seen: torch.Tensor, onehot: torch.Tensor, x: torch.Tensor) -> None:
+        """Moving average of each row of ``means`` over the rows of ``x`` that ``onehot`` assigns to
+        it, started at the first batch mean seen; rows absent from the batch stay as they are."""
+        counts = onehot.sum(0)
+        present = counts > 0
+        batch_means = (onehot.T @ x) / counts.clamp_min(1)[:, None]
+        rate = torch.where(seen, self.sensitive_ema, 1.0)[:, None] * present[:, None].to(x.dtype)
+        means.lerp_(batch_means, rate)
+        seen |= present
 
-    def feature_scale(self) -> torch.Tensor:
-        """Running standard deviation of each clean embedding coordinate (floored: dead units)."""
-        std = (self.feat_sq - self.feat_mean.pow(2)).clamp_min(0).sqrt()
-        return std.clamp_min(1e-2 * std.mean().clamp_min(1e-12))
-
-    def sensitive_basis(self, scale: torch.Tensor | None = None, columns: slice = slice(None)) -> torch.Tensor | None:
-        """Orthonormal ``(D, k)`` basis of the between-group mean differences (in ``x / scale``).
+    def sensitive_basis(self, columns: slice = slice(None)) -> torch.Tensor:
+        """Orthonormal ``(D, groups)`` basis of the between-group mean differences (zero columns
+        where there is no independent direction; all zero before two groups were seen).
 
         ``columns`` restricts it to one ensemble member's part of the embedding.
         """
-        if self.group_seen.sum() < 2:
-            return None
-        if self.objective.sensitive_directions == "balanced" and self.class_seen.all():
+        seen = self.group_seen.to(self.group_means.dtype)[:, None]
+        pooled = self.group_means[:, columns]
+        means = pooled
+        if self.objective.sensitive_directions == "balanced":
             # Each group's mean over the target classes, each class weighted equally: the
             # direction of S alone, not of the Y features that travel with it in this split.
-            means = self.class_means.mean(1)[:, columns]
-        else:
-            means = self.group_means[self.group_seen][:, columns]
-        if scale is not None:
-            means = means / scale[columns]
-        return _orthonormal((means - means.mean(0, keepdim=True)).T)  # (D, groups)
+            means = torch.where(self.class_seen.all(), self.class_means.mean(1)[:, columns], pooled)
+        center = (means * seen).sum(0) / seen.sum().clamp_min(1)
+        return _orthonormal(((means - center) * seen).T)
 
-    def _placement_generator(self) -> torch.Generator | None:
+    def _generator(self) -> torch.Generator | None:
         if self.seed is None:
             return None
-        return torch.Generator().manual_seed(hash((int(self.seed), self.global_step, self.global_rank)) % 2**63)
+        return torch.Generator().manual_seed(hash((int(self.seed), self._batches, self.global_rank)) % 2**63)
 
     def _check_finite(self, value: torch.Tensor, what: str, batch_idx: int) -> None:
+        # On a GPU this check would wait for the device every step: there it runs when logging.
+        if self.device.type != "cpu" and self._batches % self.log_every:
+            return
         if not torch.isfinite(value):
+            where = "at" if self.device.type == "cpu" else "at or before"
             raise FloatingPointError(
-                f"non-finite {what} at batch {batch_idx} of epoch {self.current_epoch} "
-                f"(optimizer step {self.global_step}); "
+                f"non-finite {what} {where} batch {batch_idx} of epoch {self.current_epoch} "
+                f"(patch step {self.global_step}); "
                 "lower the learning rates (optim.patch.lr, optim.adversary.lr) or the objective weights"
             )
 
     # ------------------------------------------------------------------ training
+    def _in_warmup(self) -> bool:
+        return self._batches < self.adversary.warmup_steps
+
     def training_step(self, batch, batch_idx):
-        images, s = to_unit(batch["image"]), batch["s"]
-        clean = self.clean_embeddings(images, batch.get("index"))
-        self._update_group_means(clean, s)
-        if self.objective.task_weight or self.objective.sensitive_directions == "balanced":
-            self._update_class_means(clean, s, batch["y"])
-        warmup = self._in_warmup()
-        fit_on = self.adversary.fit_on
-        if warmup and fit_on == "clean":
-            patched = None  # not needed: the patch does not move while the adversary warms up
-        else:
+        images, s, y = to_unit(batch["image"]), batch["s"], batch["y"]
+        index = batch.get("index")
+        warmup, fit_on = self._in_warmup(), self.adversary.fit_on
+        gen = self._generator()
+        patched = None
+        if not (warmup and fit_on == "clean"):  # a warming-up adversary fit on clean needs no patched view
             with torch.set_grad_enabled(not warmup):
-                patched = self.encoder(self.patch(images, random=True, generator=self._placement_generator()))
+                pasted = self.patch(images, random=True, generator=gen)
+                if self.pipeline is not None:
+                    draw = self.pipeline.sample(len(images), generator=gen, device=images.device)
+                    pasted = self.pipeline(pasted, draw, clean=images)
+                patched = self.encoder(pasted)
+        clean = self.clean_embeddings(images, index)
+        if patched is not None and self.pipeline is not None and len(draw.changed):
+            # The photo's journey applies to clean photos too: the same draw, embedded afresh
+            # where it changed the image (identity draws keep their cached clean embeddings).
+            rows = torch.as_tensor(draw.changed, device=images.device)
+            with torch.no_grad():
+                fresh = self.encoder(self.pipeline(images.index_select(0, rows), draw.subset(draw.changed)))
+            clean = clean.index_copy(0, rows, fresh.to(clean.dtype))
+        self._update_means(clean, s, y)
 
         opt_patch, opt_adv = self.optimizers()
         inputs = clean if patched is None else {"clean": clean, "patched": patched.detach(),
                                                 "both": torch.cat([clean, patched.detach()])}[fit_on]
-        targets, y = s, batch["y"]
-        if fit_on == "both":  # clean rows, then patched rows: the same labels twice
-            targets, y = torch.cat([s, s]), torch.cat([y, y])
+        targets, ys = (torch.cat([s, s]), torch.cat([y, y])) if fit_on == "both" and patched is not None else (s, y)
         for _ in range(self.adversary.steps):
             # Ensembles: one head per member, each trained on its own member's embedding.
-            adv_loss = self.adversary.fit_loss(inputs, targets, y)
+            adv_loss = self.adversary.fit_loss(inputs, targets, ys)
             self._check_finite(adv_loss, "adversary loss", batch_idx)
             opt_adv.zero_grad(set_to_none=True)
             self.manual_backward(adv_loss)
-            opt_adv.step()
+            opt_adv.optimizer.step()  # the raw optimizer: Lightning's step counter counts patch steps only
 
-        if warmup:
-            # Same logging arguments as after the warm-up: Lightning refuses a key logged two ways.
-            self.log("train/adversary_loss", adv_loss.detach(), prog_bar=False, on_step=True, on_epoch=True,
-                     batch_size=len(s), sync_dist=True)
-            return
-        # The adversary is not updated by the patch step; only the pixels receive gradients.
-        self.adversary.requires_grad_(False)
-        terms = self._patch_terms(patched, clean, s)
-        self.adversary.requires_grad_(True)
-        self._check_finite(terms["total"], "patch loss", batch_idx)
-        opt_patch.zero_grad(set_to_none=True)
-        self.manual_backward(terms["total"])
-        opt_patch.step()
-        self.patch.project_()
-        if self.keep == "ema":
-            # Adam's steps on the pixels oscillate from epoch to epoch; their average is steadier.
-            self.ema_steps += 1
-            self.ema_pixels.mul_(self.ema_decay).add_(self.patch.pixels.detach(), alpha=1 - self.ema_decay)
-
+        log = {"train/adversary_loss": adv_loss}
+        if not warmup:
+            # The adversary is not updated by the patch step; only the pixels receive gradients.
+            self.adversary.requires_grad_(False)
+            terms = self._patch_terms(patched, clean, s)
+            self.adversary.requires_grad_(True)
+            self._check_finite(terms["total"], "patch loss", batch_idx)
+            opt_patch.zero_grad(set_to_none=True)
+            self.manual_backward(terms["total"])
+            opt_patch.step()
+            self.patch.project_()
+            if self.keep == "ema":
+                # Adam's steps on the pixels oscillate from epoch to epoch; their average is steadier.
+                self.ema_steps += 1
+                self.ema_pixels.mul_(self.ema_decay).add_(self.patch.pixels.detach(), alpha=1 - self.ema_decay)
+            log.update({f"train/{k}": v for k, v in terms.items()})
+        self.batches_done += 1
+        self._batches += 1
         with torch.no_grad():
-            acc = (self.adversary(clean).argmax(1) == s).float().mean()
-        log = {f"train/{k}": v.detach() for k, v in terms.items()}
-        log.update({"train/adversary_loss": adv_loss.detach(), "train/adversary_acc_clean": acc})
-        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(s), sync_dist=True)
-        self.log("train/loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=len(s))
+            log["train/adversary_acc_clean"] = (self.adversary(clean).argmax(1) == s).float().mean()
+        # Device tensors, read back only when Lightning writes its log (every log_every_n_steps).
+        self.log_dict({k: v.detach() for k, v in log.items()}, on_step=True, on_epoch=False, batch_size=len(s))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):  # noqa: ARG002
+        # The last patch step: stopping here (rather than at Lightning's max_steps check) runs a
+        # validation of what is shipped, whatever the validation interval.
+        if self.patch_steps is not None and self.global_step >= self.patch_steps:
+            self.trainer.should_stop = True
 
     def _patch_terms(self, patched: torch.Tensor, clean: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
         """Objective terms for each ensemble member (one part for a single encoder), averaged."""
-        # Standardized coordinates (clean running std) serve the task and range terms, and the
-        # utility term when utility_space is "standardized"; the adversary always sees raw embeddings.
-        std = self.feature_scale()
-        z_patched, z_clean, z_center = patched / std, clean / std, self.feat_mean / std
-        raw = self.objective.utility_space == "raw"
-        u_patched, u_clean, u_center = (patched, clean, self.feat_mean) if raw else (z_patched, z_clean, z_center)
         per_part = []
         for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts):
-            task = None
-            if self.objective.task_weight:
-                task = (z_patched[:, cols], z_clean[:, cols], self.task_basis(std, cols))
-            per_part.append(self.objective(
-                logits=logits, s=s, pixels=self.patch.pixels, patched=u_patched[:, cols], clean=u_clean[:, cols],
-                center=u_center[cols], basis=self.sensitive_basis(None if raw else std, cols), task=task,
-                z=(z_patched - z_center)[:, cols]))
+            per_part.append(self.objective(logits=logits, s=s, pixels=self.patch.pixels, patched=patched[:, cols],
+                                           clean=clean[:, cols], center=self.feat_mean[cols],
+                                           basis=self.sensitive_basis(cols)))
         return {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
 
     # ------------------------------------------------------------------ validation
@@ -281,29 +302,8 @@ class BriarPatchModule(pl.LightningModule):
                 for (name, _), v in zip(self.parts, values):
                     self.log(f"val/adv_bacc_{kind}/{name}", v)
             self.log(f"val/adv_bacc_{kind}", torch.stack(values).max(), prog_bar=kind == "patched")
-            if kind == "patched":
-                self._keep_if_best(torch.stack(values).max())
 
-    def _in_warmup(self) -> bool:
-        return self.current_epoch < self.adversary.warmup_epochs
-
-    @torch.no_grad()
-    def _keep_if_best(self, score: torch.Tensor) -> None:
-        # During the warm-up the patch has not moved: nothing to choose between.
-        if self._in_warmup() or self.trainer.sanity_checking:
-            return
-        if score.item() <= self.best_score.item():
-            self.best_score.fill_(score.item())
-            self.best_pixels.copy_(self.patch.pixels)
-
-    def kept_score(self) -> float | None:
-        """Validation score of the kept pixels with ``keep="best_val"``; ``None`` otherwise (``keep``
-        is ``"ema"`` or ``"last"``, or no validation epoch came after the warm-up), when
-        :meth:`current_pixels` are shipped."""
-        if self.keep == "best_val" and torch.isfinite(self.best_score):
-            return float(self.best_score)
-        return None
-
+    # ------------------------------------------------------------------ the shipped pixels
     def current_pixels(self) -> torch.Tensor:
         """The pixels shipped if training stopped now: the running average with ``keep="ema"``
         (the trained pixels before the first patch step), else the trained pixels."""
@@ -312,14 +312,5 @@ class BriarPatchModule(pl.LightningModule):
         return self.patch.pixels
 
     def final_pixels(self) -> torch.Tensor:
-        """The pixels to ship: see ``keep`` and :meth:`kept_score`."""
-        source = self.best_pixels if self.kept_score() is not None else self.current_pixels()
-        return source.detach().clone()
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint):
-        # The encoder is frozen and rebuilt from the config: keep checkpoints small.
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
-
-    def on_load_checkpoint(self, checkpoint):
-        checkpoint["state_dict"].update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        """The pixels to ship: see ``keep``."""
+        return self.current_pixels().detach().clone()

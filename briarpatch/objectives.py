@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchObjective", "LOSSES", "confusion_loss", "parity_loss", "reversal_loss",
-           "utility_loss", "task_loss", "balanced_cross_entropy", "range_loss", "total_variation"]
+           "utility_loss", "balanced_cross_entropy", "total_variation"]
 
 LOSSES = ("confusion", "parity", "reversal")
 
@@ -18,13 +18,17 @@ def confusion_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # no
 
 
 def parity_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Squared spread, across sensitive groups, of the mean predicted group distribution."""
+    """Squared spread, across the sensitive groups present in the batch, of the mean predicted
+    group distribution."""
     probs = F.softmax(logits, dim=1)
-    groups = s.unique()
-    if len(groups) < 2:
-        return probs.sum() * 0.0
-    means = torch.stack([probs[s == g].mean(0) for g in groups])
-    return ((means - means.mean(0, keepdim=True)) ** 2).sum(1).mean()
+    onehot = F.one_hot(s, probs.shape[1]).to(probs.dtype)  # (B, groups)
+    counts = onehot.sum(0)
+    present = (counts > 0).to(probs.dtype)
+    means = (onehot.T @ probs) / counts.clamp_min(1)[:, None]  # (groups, groups); absent groups are 0
+    center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
+    spread = ((means - center) ** 2).sum(1) * present
+    # A batch with a single group has no spread to measure: the loss is 0 there.
+    return spread.sum() / present.sum().clamp_min(2)
 
 
 def reversal_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -52,39 +56,21 @@ def utility_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor
     return loss / scale
 
 
-def task_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
-    """Squared change of each example's position along the target directions, in units of their spread.
-
-    ``basis`` is ``(D, k)`` orthonormal (directions that separate the target classes). A
-    downstream model of Y reads these directions; moving examples along them changes its
-    predictions even when the embedding barely moves overall.
-    """
-    if basis is None:
-        return patched.sum() * 0.0
-    spread = (clean @ basis).var(0).clamp_min(1e-12)
-    return (((patched - clean) @ basis).pow(2).mean(0) / spread).mean()
-
-
-def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, s: torch.Tensor,
-                           y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with every (S, Y) cell of the batch weighted equally.
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, s: torch.Tensor, y: torch.Tensor, *,
+                           num_groups: int, num_classes: int) -> torch.Tensor:
+    """Cross-entropy with every (S, Y) cell present in the batch weighted equally.
 
     Where S and Y are correlated, the plain mean rewards reading one through the other: an
     adversary of S would learn Y's features, and hiding S from it would hide Y too. In the
-    reweighted batch S and Y are independent.
+    reweighted batch S and Y are independent. (Cells are counted with a one-hot matrix, not
+    ``unique``: no host synchronisation on a GPU.)
     """
-    cells = s * (int(y.max()) + 1) + y
+    cells = F.one_hot(s * num_classes + y, num_groups * num_classes).to(logits.dtype)  # (B, cells)
+    counts = cells.sum(0)
     losses = F.cross_entropy(logits, target, reduction="none")
-    return torch.stack([losses[cells == c].mean() for c in cells.unique()]).mean()
-
-
-def range_loss(z: torch.Tensor, bound: float = 3.0) -> torch.Tensor:
-    """Mean squared excursion of standardized coordinates ``z`` beyond ``±bound``.
-
-    A patch can switch on units that are silent on clean images; a downstream model that
-    standardizes its inputs magnifies exactly those, so its predictions drift for everyone.
-    """
-    return F.relu(z.abs() - bound).pow(2).mean()
+    per_cell = (cells.T @ losses) / counts.clamp_min(1)
+    present = (counts > 0).to(logits.dtype)
+    return (per_cell * present).sum() / present.sum()
 
 
 def total_variation(pixels: torch.Tensor) -> torch.Tensor:
@@ -103,18 +89,8 @@ class PatchObjective(nn.Module):
     loss : {"confusion", "parity", "reversal"}
     utility_weight : float
         Weight of :func:`utility_loss` (keeps what is not S in the embedding).
-    utility_space : {"raw", "standardized"}
-        Where the utility term measures change: raw embedding coordinates, or each coordinate
-        divided by its clean standard deviation (the space a ``StandardScaler`` + linear
-        downstream model works in, where low-variance coordinates weigh as much as the others).
-    task_weight : float
-        Weight of :func:`task_loss` (keeps each example's place along the target's directions).
-    range_weight : float
-        Weight of :func:`range_loss` (keeps every coordinate within ``range_bound`` clean
-        standard deviations of its clean mean).
-    range_bound : float
     tv_weight : float
-        Weight of :func:`total_variation` of the patch pixels.
+        Weight of :func:`total_variation` of the patch pixels (smoother, more printable patches).
     sensitive_directions : {"pooled", "balanced"}
         The directions the utility term leaves free: differences of the group means
         (``pooled``), or of the group means with every target class weighted equally
@@ -122,37 +98,23 @@ class PatchObjective(nn.Module):
         every (group, class) cell has been seen).
     """
 
-    def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, utility_space: str = "raw",
-                 task_weight: float = 0.0, range_weight: float = 0.0, range_bound: float = 3.0,
-                 tv_weight: float = 0.0, sensitive_directions: str = "pooled"):
+    def __init__(self, *, loss: str = "confusion", utility_weight: float = 1.0, tv_weight: float = 0.0,
+                 sensitive_directions: str = "pooled"):
         super().__init__()
         if loss not in _LOSS_FNS:
             raise ValueError(f"unknown objective {loss!r}; choose one of {', '.join(LOSSES)}")
-        if utility_space not in ("raw", "standardized"):
-            raise ValueError(f"objective.utility_space must be 'raw' or 'standardized', got {utility_space!r}")
         if sensitive_directions not in ("pooled", "balanced"):
             raise ValueError("objective.sensitive_directions must be 'pooled' or 'balanced', "
                              f"got {sensitive_directions!r}")
-        self.utility_space, self.sensitive_directions = utility_space, sensitive_directions
-        self.task_weight = float(task_weight)
-        self.range_weight, self.range_bound = float(range_weight), float(range_bound)
+        self.sensitive_directions = sensitive_directions
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, task=None,
-                z=None) -> dict[str, torch.Tensor]:
-        """``task``: ``(patched, clean, basis)`` in the coordinates the target directions live in;
-        ``z``: the patched embeddings standardized by the clean mean and standard deviation."""
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None) -> dict[str, torch.Tensor]:
         terms = {"main": _LOSS_FNS[self.loss](logits, s)}
         total = terms["main"]
         if self.utility_weight:
             terms["utility"] = utility_loss(patched, clean, basis, center)
             total = total + self.utility_weight * terms["utility"]
-        if self.task_weight and task is not None:
-            terms["task"] = task_loss(*task)
-            total = total + self.task_weight * terms["task"]
-        if self.range_weight and z is not None:
-            terms["range"] = range_loss(z, self.range_bound)
-            total = total + self.range_weight * terms["range"]
         if self.tv_weight:
             terms["tv"] = total_variation(pixels)
             total = total + self.tv_weight * terms["tv"]

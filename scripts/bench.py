@@ -83,7 +83,7 @@ def bench_train(args, device) -> tuple[float, float]:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
-            "patch=square", f"patch.size={args.patch}", "trainer.max_epochs=2", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false",
+            "patch=square", f"patch.size={args.patch}", f"patch_steps={2 * args.steps}", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
             f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
         ])
@@ -149,7 +149,8 @@ def main() -> None:
     p.add_argument("--no-art", action="store_true")
     args = p.parse_args()
 
-    from briarpatch.data import make_synthetic, to_unit
+    from briarpatch.data import to_unit
+    from briarpatch.synthetic import make_synthetic
     from briarpatch.encoders import build_encoder
     from briarpatch.evaluation import embed_dataset
 

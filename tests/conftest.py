@@ -29,15 +29,15 @@ def compose_cfg(name: str = "train", overrides=(), *, run_dir=None):
 
 TINY = [
     "data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48", "data.batch_size=16",
-    "patch.size=2", "trainer.max_epochs=1", "adversary.warmup_epochs=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
-    "eval.progress=false", "eval.baselines=false",
+    "patch.size=2", "patch_steps=3", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
+    "eval.progress=false", "eval.baselines=false", "eval.robustness=[]",
 ]
 
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
     def make(*overrides, name="train"):
-        base = TINY if name == "train" else [o for o in TINY if not o.startswith(("patch.", "trainer.", "adversary."))]
+        base = TINY if name == "train" else [o for o in TINY if not o.startswith(("patch", "trainer.", "adversary."))]
         cfg = compose_cfg(name, [*base, *overrides], run_dir=tmp_path / "run")
         with open_dict(cfg):
             cfg.eval.cache_dir = str(tmp_path / "cache")

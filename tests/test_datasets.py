@@ -16,8 +16,8 @@ CELEBA_ATTRS = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bal
                 "Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair "
                 "Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
 N = 60
-SMALL = ["data.image_size=32", "data.batch_size=8", "data.num_workers=0", "patch.size=2", "trainer.max_epochs=1", "adversary.warmup_epochs=0",
-         "trainer.enable_progress_bar=false", "eval.n_boot=0", "eval.progress=false", "eval.baselines=false"]
+SMALL = ["data.image_size=32", "data.batch_size=8", "data.num_workers=0", "patch.size=2", "patch_steps=3", "adversary.warmup_steps=0",
+         "trainer.enable_progress_bar=false", "eval.n_boot=0", "eval.progress=false", "eval.baselines=false", "eval.robustness=[]"]
 
 
 def _jpeg(path, i):
@@ -155,7 +155,7 @@ def test_evaluate_a_patch_through_a_preset(tmp_path):
     over = ["experiment=utkface_age_gender", f"data.root={tmp_path / 'data'}", *SMALL]
     trained = train(compose_cfg("train", [*over, "evaluate_after_train=false"], run_dir=tmp_path / "run"))
     cfg = compose_cfg("evaluate", [f"patch_path={trained['patch']}",
-                                   *[o for o in over if not o.startswith(("patch.", "trainer.", "adversary."))]],
+                                   *[o for o in over if not o.startswith(("patch", "trainer.", "adversary."))]],
                       run_dir=tmp_path / "eval")
     with open_dict(cfg):
         cfg.eval.cache_dir = str(tmp_path / "cache")

@@ -12,7 +12,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_writes_once(tiny_cfg, tmp_pat
     ranks = tmp_path / "ranks"
     cfg = tiny_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn_find_unused_parameters_true",
                    "evaluate_after_train=false", "data.train_size=64",
-                   "adversary.warmup_epochs=1", "trainer.max_epochs=2",  # a warm-up epoch leaves the patch unused
+                   "adversary.warmup_steps=2", "patch_steps=2",  # warm-up batches leave the patch unused
                    "+callbacks.ranks._target_=tests.ddp_helpers.RankPixels", f"+callbacks.ranks.out={ranks}")
     result = train(cfg)
     pixels = [np.load(ranks / f"rank{r}.npy") for r in (0, 1)]
