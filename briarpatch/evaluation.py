@@ -35,10 +35,11 @@ from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir
 from .data import check_groups, to_unit
 from .metrics import fairness_summary, group_table, leakage_scores, probe_separation, tolerate_small_groups
+from .pipeline import apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
-__all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "evaluate", "evaluate_run",
-           "check_compatible", "control_patches", "main"]
+__all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
+           "evaluate_run", "check_compatible", "control_patches", "main"]
 
 log = logging.getLogger(__name__)
 EMBED_CACHE_VERSION = 1
@@ -72,6 +73,11 @@ class EvalSettings:
     transfer : tuple of str
         Encoders (registry names, e.g. ``efficientnet_lite2``) the patch was *not* trained on,
         scored with the same protocol in the report's ``transfer`` section.
+    robustness : tuple of str
+        Photo journeys (:data:`briarpatch.pipeline.CHANNELS`, e.g. ``center_crop:0.875``,
+        ``jpeg:75``) measured in the report's ``robustness`` section, with the real codec.
+    robustness_size : int
+        Images of the training and of the evaluation split used per channel (the first ones).
     """
 
     predictor: str = "logistic"
@@ -86,13 +92,16 @@ class EvalSettings:
     precision: str = "32"
     num_workers: int = 0
     transfer: tuple = ()
+    robustness: tuple = ()
+    robustness_size: int = 1024
 
     @classmethod
     def from_cfg(cls, node) -> "EvalSettings":
         fields = cls.__dataclass_fields__
         values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in fields}
-        transfer = values.get("transfer") or ()
-        values["transfer"] = tuple(transfer.split(",") if isinstance(transfer, str) else transfer)
+        for key in ("transfer", "robustness"):
+            items = values.get(key) or ()
+            values[key] = tuple(items.split(",") if isinstance(items, str) else items)
         return cls(**values)
 
 
@@ -111,12 +120,14 @@ def _embed_kwargs(settings: EvalSettings) -> dict:
 @torch.no_grad()
 def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_size: int = 64,
                   device="cpu", desc: str = "embedding", progress: bool = True, precision: str = "32",
-                  num_workers: int = 0) -> np.ndarray:
+                  num_workers: int = 0, channel: str | None = None, seed: int = 0) -> np.ndarray:
     """Embed every image of ``dataset``, optionally with ``patch`` pasted (then rounded to 8 bits).
 
     Streams batches: memory holds one batch of images and the ``(N, D)`` embeddings.
     ``precision="bf16"`` runs the encoder under bfloat16 autocast (the patch is pasted and
-    rounded in float32 first).
+    rounded in float32 first). ``channel`` sends every photo through one of
+    :data:`briarpatch.pipeline.CHANNELS` (on the CPU, with the real codec) after the patch is
+    applied where the photo owner applies it.
     """
     if precision not in ("32", "bf16"):
         raise ValueError(f"eval.precision must be '32' or 'bf16', got {precision!r}")
@@ -124,12 +135,19 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
     encoder = encoder.to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
+    pasted = None
+    if patch is not None:
+        pasted = lambda x: quantize_8bit(paste_placed(x, patch.pixels.to(x.device), patch.mask.to(x.device),  # noqa: E731
+                                                      patch.placement))
     out, start = None, 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
-        images = to_unit(batch["image"].to(device, non_blocking=True))
-        if patch is not None:
-            images = quantize_8bit(paste_placed(images, patch.pixels.to(device), patch.mask.to(device),
-                                                patch.placement))
+        if channel is not None:
+            images = apply_channel(channel, to_unit(batch["image"]), paste=pasted, seed=seed, start=start)
+            images = images.to(device, non_blocking=True)
+        else:
+            images = to_unit(batch["image"].to(device, non_blocking=True))
+            if pasted is not None:
+                images = pasted(images)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             emb = encoder(images).float().cpu().numpy()
         # Filled in place: peak memory is the (N, D) result plus one batch, nothing held twice.
@@ -143,27 +161,36 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
     return out
 
 
-def _cache_key(encoder, datamodule, split: str, weights, precision: str = "32") -> str:
+def _cache_key(encoder, datamodule, split: str, weights, precision: str = "32", channel=None, limit=None) -> str:
     payload = {"encoder": encoder.describe(), "weights": str(weights), "data": datamodule.describe(),
                "split": split, "version": EMBED_CACHE_VERSION}
     if precision != "32":  # float32 keys stay as they were
         payload["precision"] = precision
+    if channel is not None:  # likewise the keys of untransformed, whole splits
+        payload.update(channel=channel, limit=limit)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings, weights=None) -> np.ndarray:
-    """Clean embeddings of one split, cached on disk keyed by what determines them."""
+def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings, weights=None, channel=None,
+                     limit: int | None = None) -> np.ndarray:
+    """Clean embeddings of one split (its first ``limit`` images, sent through ``channel``),
+    cached on disk keyed by what determines them."""
     dataset = datamodule.split(split)
-    embed = lambda: embed_dataset(encoder, dataset, desc=f"embedding clean {split}",  # noqa: E731
-                                  **_embed_kwargs(settings))
+    if limit is not None and limit < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    what = f"clean {split}" + (f" through {channel}" if channel else "")
+    embed = lambda: embed_dataset(encoder, dataset, desc=f"embedding {what}", channel=channel,  # noqa: E731
+                                  seed=settings.seed, **_embed_kwargs(settings))
     if not settings.cache_dir:
         return embed()
-    path = Path(settings.cache_dir).expanduser() / f"{_cache_key(encoder, datamodule, split, weights, settings.precision)}.npy"
+    key = _cache_key(encoder, datamodule, split, weights, settings.precision, channel,
+                     None if channel is None else len(dataset))
+    path = Path(settings.cache_dir).expanduser() / f"{key}.npy"
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False).astype(np.float64)
             if cached.shape[0] == len(dataset):
-                log.info("clean %s embeddings from cache %s", split, path)
+                log.info("%s embeddings from cache %s", what, path)
                 return cached
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
@@ -290,8 +317,9 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
 
 
 def _protocol_on(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettings, weights=None,
-                 controls: bool = True) -> dict:
-    """Embed clean/patched splits with ``encoder`` and run :func:`run_protocol` on them."""
+                 controls: bool = True, keep: dict | None = None) -> dict:
+    """Embed clean/patched splits with ``encoder`` and run :func:`run_protocol` on them (``keep``,
+    a dict, receives the embeddings)."""
     train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
     clean_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights)
     clean_test = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights)
@@ -302,10 +330,50 @@ def _protocol_on(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettin
         for name, control in control_patches(patch, seed=settings.seed).items():
             patched_test[name] = embed_dataset(encoder, test_ds, patch=control, desc=f"embedding {name} control", **kw)
     patched_train = embed_dataset(encoder, train_ds, patch=patch, desc=f"embedding patched train{tag}", **kw)
+    if keep is not None:
+        keep.update(clean_train=clean_train, clean_test=clean_test, patched_test=patched_test["patched"])
     return run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=patched_train,
                         patched_test=patched_test, y_train=train_ds.y.numpy(), y_test=test_ds.y.numpy(),
                         s_train=train_ds.s.numpy(), s_test=test_ds.s.numpy(),
                         group_names=list(datamodule.group_names), settings=settings)
+
+
+def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettings, weights=None,
+                       main: dict | None = None) -> dict:
+    """Every channel of ``settings.robustness``: the deployed predictor and the clean S probe fit on
+    the channel's clean training images, scored on its clean and patched evaluation images.
+
+    ``main`` holds the main protocol's embeddings (``clean_train``, ``clean_test``,
+    ``patched_test``), reused for the identity channel.
+    """
+    train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
+    n_train, n_test = min(settings.robustness_size, len(train_ds)), min(settings.robustness_size, len(test_ds))
+    y_train, s_train = train_ds.y.numpy()[:n_train], train_ds.s.numpy()[:n_train]
+    y_test, s_test = test_ds.y.numpy()[:n_test], test_ds.s.numpy()[:n_test]
+    kw = _embed_kwargs(settings)
+    out = {}
+    for channel in settings.robustness:
+        parse_channel(channel)
+        if channel == "identity" and main is not None:
+            x_train, x_clean = main["clean_train"][:n_train], main["clean_test"][:n_test]
+            x_patched = main["patched_test"][:n_test]
+        else:
+            x_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights,
+                                       channel=channel, limit=n_train)
+            x_clean = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights,
+                                       channel=channel, limit=n_test)
+            x_patched = embed_dataset(encoder, torch.utils.data.Subset(test_ds, range(n_test)), patch=patch,
+                                      channel=channel, seed=settings.seed, desc=f"embedding patched test through {channel}",
+                                      **kw)
+        predictor = _classifier(settings.predictor, settings.seed).fit(x_train, y_train)
+        probe = fit_probe("logistic", x_train, s_train, seed=settings.seed)
+        out[channel] = {
+            "clean": fairness_summary(y_test, predictor.predict(x_clean), s_test),
+            "patched": fairness_summary(y_test, predictor.predict(x_patched), s_test),
+            "clean_probe": leakage_scores(s_test, probe.predict_proba(x_clean))["balanced_accuracy"],
+            "non_adaptive_probe": leakage_scores(s_test, probe.predict_proba(x_patched))["balanced_accuracy"],
+        }
+    return {"settings": {"n_train": n_train, "n_test": n_test}, "channels": out}
 
 
 def _encoder_row(name: str, trained_on: bool, report: dict) -> dict:
@@ -337,7 +405,12 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
 
     weights = cfg.encoder.get("weights")
     members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]
-    report = _protocol_on(members[0], datamodule, patch, settings=settings, weights=weights)
+    main = {}
+    report = _protocol_on(members[0], datamodule, patch, settings=settings, weights=weights, keep=main)
+    if settings.robustness:
+        section = robustness_section(members[0], datamodule, patch, settings=settings, weights=weights, main=main)
+        report["robustness"] = section["channels"]
+        report["settings"]["robustness"] = section["settings"]
     report["patch"] = {"path": str(patch_path), "encoder": encoder.name, "mismatch": mismatch,
                        "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
     report["data"] = datamodule.describe()

@@ -9,14 +9,32 @@ from .placement import Placement, paste_placed
 
 __all__ = ["Patch", "make_mask"]
 
-SHAPES = ("square", "rectangle", "circle", "frame")
+SHAPES = ("square", "rectangle", "circle", "frame", "grid")
+#: Shapes drawn on an image-sized grid that ``apply`` stretches to any photo's aspect.
+WHOLE_IMAGE = ("frame", "grid")
 
 
-def make_mask(shape: str, height: int, width: int, *, band: int = 0) -> torch.Tensor:
-    """A ``(1, height, width)`` mask: 1 inside the shape, 0 outside (``band``: a frame's width)."""
+def make_mask(shape: str, height: int, width: int, *, band: int = 0, insets=(0,), spacing: int = 0) -> torch.Tensor:
+    """A ``(1, height, width)`` mask: 1 inside the shape, 0 outside.
+
+    ``frame``: one band of ``band`` pixels at each of ``insets`` (pixels from the image's edge);
+    ``grid``: lines ``band`` pixels wide every ``spacing`` pixels, across and down, centred.
+    """
     if shape == "frame":
-        mask = torch.ones(1, height, width)
-        mask[:, band:height - band, band:width - band] = 0
+        mask = torch.zeros(1, height, width)
+        for inset in insets:
+            outer = torch.zeros(height, width)
+            outer[inset:height - inset, inset:width - inset] = 1
+            outer[inset + band:height - inset - band, inset + band:width - inset - band] = 0
+            mask[0] = torch.maximum(mask[0], outer)
+        return mask
+    if shape == "grid":
+        mask = torch.zeros(1, height, width)
+        for n, axis in ((height, 1), (width, 2)):
+            first = (n - (n // spacing - 1) * spacing - band) // 2  # lines centred on the image
+            for start in range(max(first, 0), n - band + 1, spacing):
+                index = torch.arange(start, start + band)
+                mask.index_fill_(axis, index, 1.0)
         return mask
     if shape in ("square", "rectangle"):
         if shape == "square" and height != width:
@@ -40,11 +58,17 @@ class Patch(nn.Module):
     image_size : int
         The training images' shorter side; ``size / image_size`` is the fraction the patch
         covers and is what ``apply`` reproduces on images of other sizes.
-    shape : {"square", "rectangle", "circle", "frame"}
-        A frame is a band of ``size`` pixels around the whole image. With no more pixels than a
-        corner square it borders many more of the encoder's output cells (an
-        encoder without a global operation before pooling sees a corner patch only in the few
-        cells under it), and ``apply`` stretches it to any photo's aspect.
+    shape : {"square", "rectangle", "circle", "frame", "grid"}
+        A frame is a band of ``size`` pixels around the whole image (or several, at ``insets``
+        pixels from the edge); a grid is lines of ``size`` pixels every ``spacing`` pixels. With
+        no more pixels than a corner square they reach many more of the encoder's output cells
+        (an encoder without a global operation before pooling sees a corner patch only in the
+        few cells under it), and ``apply`` stretches them to any photo's aspect.
+    insets : sequence of int
+        ``shape="frame"``: distance of each band from the image's edge, in training pixels
+        (``[0]``: one band at the edge, which a centre crop removes; ``[0, 16]``: two rings).
+    spacing : int
+        ``shape="grid"``: distance between the grid's lines, in training pixels.
     init : {"gray", "random"}
     anchor : str
         Named anchor used by evaluation and ``apply`` (and in training when ``random=False``).
@@ -73,19 +97,26 @@ class Patch(nn.Module):
         scale_range: tuple[float, float] = (1.0, 1.0),
         rotation_range: tuple[float, float] = (0.0, 0.0),
         margin: float = 0.0,
+        insets=(0,),
+        spacing: int = 32,
         seed: int | None = None,
     ):
         super().__init__()
         height, width = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
         band = 0
-        if shape == "frame":
+        insets = tuple(int(v) for v in insets)
+        if shape in WHOLE_IMAGE:
             band, height, width = height, int(image_size), int(image_size)
-            if not 1 <= band < image_size / 2:
-                raise ValueError(f"a frame's band (patch.size={band}) must be 1 to {(image_size - 1) // 2} px "
-                                 f"on {image_size}px images")
+            deepest = max(insets) if shape == "frame" else 0
+            if shape == "frame" and (min(insets) < 0 or not 1 <= band < image_size / 2 - deepest):
+                raise ValueError(f"a frame's bands (patch.size={band} at patch.insets={list(insets)}) must fit in "
+                                 f"{image_size}px images: 1 <= size < {image_size // 2} - the largest inset")
+            if shape == "grid" and not 1 <= band < spacing <= image_size:
+                raise ValueError(f"a grid's lines (patch.size={band}) must be narrower than their spacing "
+                                 f"(patch.spacing={spacing}), which must fit in {image_size}px images")
             if random or margin:
-                raise ValueError("a frame always covers the image's border, so random placement and margins do not "
-                                 "apply: pass random=False, margin=0 (patch.random=false patch.margin=0)")
+                raise ValueError(f"a {shape} always covers the whole image, so random placement and margins do "
+                                 "not apply: pass random=False, margin=0 (patch.random=false patch.margin=0)")
         if height < 1 or width < 1:
             raise ValueError(f"patch size must be positive, got {height}x{width}")
         if max(height, width) > image_size:
@@ -93,7 +124,7 @@ class Patch(nn.Module):
                 f"patch {height}x{width} is larger than the {image_size}px images; "
                 f"use patch.size <= {image_size}"
             )
-        self.register_buffer("mask", make_mask(shape, height, width, band=band))
+        self.register_buffer("mask", make_mask(shape, height, width, band=band, insets=insets, spacing=spacing))
         if init == "gray":
             pixels = torch.full((3, height, width), 0.5)
         elif init == "random":

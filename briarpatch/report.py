@@ -58,6 +58,27 @@ def _transfer_rows(report: dict):
     return rows
 
 
+def _robust_rows(report: dict):
+    rows = []
+    for channel, r in report.get("robustness", {}).items():
+        before, after = r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]
+        cut = f"{1 - after / before:.0%}" if before > 0 else "n/a"
+        rows.append((channel, f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}",
+                     f"{before:.3f} → {after:.3f}", cut, f"{r['clean_probe']:.3f} → {r['non_adaptive_probe']:.3f}"))
+    return rows
+
+
+_ROBUST_HEAD = ("what happens to the photo", "accuracy clean → patched", "DP diff clean → patched", "DP cut",
+                "probe clean → patched")
+
+
+def _robust_note(report: dict) -> str:
+    n = report["settings"].get("robustness", {})
+    return (f"Each channel has its own downstream predictor and logistic S probe, fit on {n.get('n_train', '?')} clean "
+            f"training images sent through it and scored on {n.get('n_test', '?')} evaluation images sent through it, "
+            "clean and patched (the patch applied first, as its owner would; real JPEG codec).")
+
+
 _TRANSFER_HEAD = ("encoder", "trained on", "accuracy clean → patched", "DP diff clean → patched",
                   "leak clean", "leak non-adaptive", "leak adaptive")
 _TRANSFER_NOTE = ("Each encoder has its own downstream predictor and logistic probes, fit on its own clean "
@@ -94,6 +115,9 @@ def markdown(report: dict) -> str:
             rows.append((g, f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}", sel,
                          f"{m['tpr']:.3f}", f"{m['fpr']:.3f}", int(m["count"])))
         out += [f"### {setting}", "", _table(("group", "accuracy", "bal. acc.", "selection rate", "TPR", "FPR", "n"), rows), ""]
+    if report.get("robustness"):
+        out += ["## What survives the photo's journey", "", _table(_ROBUST_HEAD, _robust_rows(report)), "",
+                _robust_note(report), "", "![robustness](robustness.png)", ""]
     if report.get("transfer"):
         out += ["## Encoders: trained on and transfer", "", _table(_TRANSFER_HEAD, _transfer_rows(report)), "",
                 _TRANSFER_NOTE, ""]
@@ -140,6 +164,33 @@ def _figures(report: dict, out_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "tradeoff.png", dpi=120)
     plt.close(fig)
+    if report.get("robustness"):
+        _robustness_figure(report["robustness"], out_dir / "robustness.png")
+
+
+def _robustness_figure(channels: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(channels)
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.4 * len(names) + 1.4), sharey=True)
+    for ax, (title, clean, patched) in zip(axes, (
+            ("non-adaptive S probe (balanced accuracy)", lambda r: r["clean_probe"], lambda r: r["non_adaptive_probe"]),
+            ("demographic parity difference", lambda r: r["clean"]["demographic_parity_difference"],
+             lambda r: r["patched"]["demographic_parity_difference"]))):
+        ax.barh(y - 0.2, [clean(channels[n]) for n in names], 0.4, label="clean", color="0.6")
+        ax.barh(y + 0.2, [patched(channels[n]) for n in names], 0.4, label="patched", color="tab:blue")
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].axvline(0.5, color="k", lw=0.6, ls=":")
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=8)
+    fig.suptitle("What survives the photo's journey", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -157,6 +208,10 @@ def print_summary(report: dict) -> None:
     print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
     print("Non-adaptive = probes trained on ordinary images (what the patch targets); adaptive = retrained on "
           "patched images.\n")
+    if report.get("robustness"):
+        print("What survives the photo's journey")
+        print(_table(_ROBUST_HEAD, _robust_rows(report)))
+        print(_robust_note(report) + "\n")
     if report.get("transfer"):
         print("Encoders: trained on and transfer")
         print(_table(_TRANSFER_HEAD, _transfer_rows(report)))

@@ -20,7 +20,7 @@ from PIL import Image
 
 from briarpatch import load_patch
 from briarpatch.config import config_dir
-from briarpatch.data import make_synthetic
+from briarpatch.synthetic import make_synthetic
 from briarpatch.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

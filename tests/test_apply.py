@@ -10,7 +10,8 @@ from PIL import Image
 from briarpatch import load_patch
 from briarpatch.apply import apply_patch, cli, paste_array
 from briarpatch.artifacts import BriarPatch, save_patch
-from briarpatch.data import make_synthetic, to_unit
+from briarpatch.data import to_unit
+from briarpatch.synthetic import make_synthetic
 from briarpatch.patch import Patch
 from briarpatch.placement import Placement
 

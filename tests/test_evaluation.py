@@ -152,7 +152,7 @@ def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
 
 
 def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
-    from briarpatch.data import make_synthetic
+    from briarpatch.synthetic import make_synthetic
     from briarpatch.encoders import build_encoder
     from briarpatch.evaluation import embed_dataset
 

@@ -99,9 +99,24 @@ def test_frame_stretches_to_any_aspect():
 
 
 def test_frame_errors_name_the_fix():
-    with pytest.raises(ValueError, match="band \\(patch.size=10\\) must be 1 to 9 px"):
+    with pytest.raises(ValueError, match=r"bands \(patch.size=10 at patch.insets=\[0\]\) must fit in 20px"):
         Patch(size=10, image_size=20, shape="frame", random=False)
     with pytest.raises(ValueError, match="patch.random=false"):
         Patch(size=3, image_size=20, shape="frame", random=True)
+    with pytest.raises(ValueError, match="patch.random=false"):
+        Patch(size=1, image_size=20, shape="grid", spacing=5, random=True)
+
+
+def test_rings_and_grids_cover_what_they_say():
+    from briarpatch.patch import make_mask
+
+    rings = make_mask("frame", 20, 20, band=2, insets=(0, 5))[0]
+    assert rings[0].all() and rings[:, 1].all() and not rings[2, 2:18].any()  # the outer band, then a gap
+    assert rings[5, 5:15].all() and rings[6, 6:14].all() and not rings[7, 7:13].any()  # the inner ring
+    assert rings.sum() == (20 ** 2 - 16 ** 2) + (10 ** 2 - 6 ** 2)
+    grid = make_mask("grid", 20, 20, band=1, spacing=5)[0]
+    lines = [i for i in range(20) if grid[i].all()]
+    assert lines == [2, 7, 12, 17] and [j for j in range(20) if grid[:, j].all()] == lines  # centred, every 5 px
+    assert grid.sum() == 20 * 20 - 16 * 16
     with pytest.raises(ValueError, match="covers the whole image"):
         Placement(size=1.0, stretch=True, random=True)

@@ -1,0 +1,355 @@
+"""What happens to a photo between ``briarpatch apply`` and the encoder, in training and in evaluation.
+
+A patched photo is saved, recompressed, downscaled, cropped and flipped on its way to a model.
+
+* :class:`PhotoPipeline` draws such a journey per image and applies it to a batch after the
+  paste, differentiably (expectation over transformations while training): colour jitter,
+  random-resized and centre crops, flips and small rotations (one affine resampling per image),
+  the softening a downscale from a larger photo gives the patch, blur, and JPEG (kornia's
+  differentiable codec, or the real codec with a straight-through gradient).
+* :data:`CHANNELS` are the fixed journeys every evaluation report measures, with the real codec
+  (PIL), on 8-bit images: ``center_crop:0.875`` (torchvision's and timm's evaluation
+  preprocessing), ``jpeg:75``, ``downscale_jpeg:4:85`` (patched on a 4x photo, saved as JPEG 85,
+  downscaled), ...
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil"]
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class Draw:
+    """One journey per image of a batch (tensors of shape ``(B, ...)``) and, on the host, which
+    images it changes and which steps it uses (so applying it never waits for the device)."""
+
+    theta: torch.Tensor      # (B, 2, 3) affine map: output coords -> input coords (crop, flip, rotation)
+    gain: torch.Tensor       # (B,) brightness factor
+    contrast: torch.Tensor   # (B,) contrast factor
+    soften: torch.Tensor     # (B,) blur sigma of the patch's contribution (downscale from a larger photo), px
+    blur: torch.Tensor       # (B,) blur sigma of the whole image, px
+    quality: torch.Tensor    # (B,) JPEG quality, 0 = not compressed
+    changed: list[int]       # images the draw changes
+    steps: frozenset = frozenset()  # steps some image uses: "soften", "jpeg", "blur"
+
+    _FIELDS = ("theta", "gain", "contrast", "soften", "blur", "quality")
+
+    @classmethod
+    def of(cls, **tensors) -> "Draw":
+        """A draw from host tensors: ``changed`` and ``steps`` are read off them here, once."""
+        n = len(tensors["gain"])
+        identity = torch.eye(2, 3).expand(n, -1, -1)
+        changed = ((tensors["theta"] - identity).abs().amax((1, 2)) > 0) | (tensors["gain"] != 1) | \
+            (tensors["contrast"] != 1) | (tensors["soften"] > 0) | (tensors["blur"] > 0) | (tensors["quality"] > 0)
+        steps = frozenset(k for k, key in (("soften", "soften"), ("jpeg", "quality"), ("blur", "blur"))
+                          if bool((tensors[key] > 0).any()))
+        return cls(**tensors, changed=changed.nonzero().flatten().tolist(), steps=steps)
+
+    def to(self, device) -> "Draw":
+        """The same draw on ``device`` (pinned, non-blocking copies on a GPU)."""
+        device = torch.device(device)
+        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else \
+            (lambda t: t.to(device))
+        return Draw(*(move(getattr(self, k)) for k in self._FIELDS), changed=self.changed, steps=self.steps)
+
+    def subset(self, rows) -> "Draw":
+        """The draws of images ``rows`` (host indices), re-indexed from 0."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        host = {k: getattr(self, k).cpu().index_select(0, idx) for k in self._FIELDS}
+        return Draw.of(**host).to(self.theta.device)
+
+
+def _uniform(lo, hi, n, gen):
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+class PhotoPipeline(nn.Module):
+    """A random photo journey per image, applied after the paste and before the encoder.
+
+    Every draw comes from the generator passed to :meth:`sample` (the training step seeds it from
+    the seed, the batch and the rank), so a resumed run draws what an uninterrupted one would.
+    Images are processed as one batch: no per-image Python loop except the straight-through
+    JPEG's real codec.
+
+    Parameters
+    ----------
+    p_identity : float
+        Share of images left untouched (their clean embeddings stay cached while training).
+    crop_p, crop_scale, crop_ratio : float, (float, float), (float, float)
+        Random-resized crop anywhere in the image: probability, area share and aspect range.
+    center_crop_p, center_crop_scale : float, (float, float)
+        Centre crop of a side share in this range (torchvision's evaluation crop is 0.875).
+    flip_p : float
+        Horizontal flip.
+    rotation_p, rotation_degrees : float, float
+        Rotation by up to this many degrees either way.
+    downscale_p, downscale_sigma : float, (float, float)
+        The photo was patched at 2-4x the training size and downscaled: the patch's edges soften.
+        Modelled as a Gaussian blur of sigma in this range (px) of the patch's contribution alone.
+    jpeg_p, jpeg_quality : float, (int, int)
+        JPEG compression at a quality in this range.
+    jpeg_mode : {"differentiable", "straight_through"}
+        kornia's differentiable codec, or the real codec (PIL) forward with the gradient of the
+        identity backward.
+    color_p, brightness, contrast : float, float, float
+        Brightness and contrast changes up to these fractions.
+    blur_p, blur_sigma : float, (float, float)
+        A slight blur of the whole image.
+    """
+
+    def __init__(self, *, p_identity: float = 0.25, crop_p: float = 0.0, crop_scale=(0.7, 1.0),
+                 crop_ratio=(0.75, 4 / 3), center_crop_p: float = 0.0, center_crop_scale=(0.8, 1.0),
+                 flip_p: float = 0.0, rotation_p: float = 0.0, rotation_degrees: float = 5.0,
+                 downscale_p: float = 0.0, downscale_sigma=(0.3, 0.7), jpeg_p: float = 0.0,
+                 jpeg_quality=(60, 95), jpeg_mode: str = "differentiable", color_p: float = 0.0,
+                 brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0)):
+        super().__init__()
+        probs = {"p_identity": p_identity, "crop_p": crop_p, "center_crop_p": center_crop_p, "flip_p": flip_p,
+                 "rotation_p": rotation_p, "downscale_p": downscale_p, "jpeg_p": jpeg_p, "color_p": color_p,
+                 "blur_p": blur_p}
+        for name, p in probs.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
+        if jpeg_mode not in ("differentiable", "straight_through"):
+            raise ValueError(f"pipeline.jpeg_mode must be 'differentiable' or 'straight_through', got {jpeg_mode!r}")
+        if not (0 < crop_scale[0] <= crop_scale[1] <= 1 and 0 < center_crop_scale[0] <= center_crop_scale[1] <= 1):
+            raise ValueError("pipeline.crop_scale and pipeline.center_crop_scale must be ranges within (0, 1]")
+        if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
+            raise ValueError(f"pipeline.jpeg_quality must be a range within [1, 100], got {list(jpeg_quality)}")
+        self.p = probs
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
+        self.center_crop_scale, self.rotation_degrees = tuple(center_crop_scale), float(rotation_degrees)
+        self.downscale_sigma, self.blur_sigma = tuple(downscale_sigma), tuple(blur_sigma)
+        self.jpeg_quality, self.jpeg_mode = tuple(jpeg_quality), jpeg_mode
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        if jpeg_p and jpeg_mode == "differentiable":
+            try:
+                import kornia.enhance  # noqa: F401
+            except ImportError as exc:  # pragma: no cover - kornia is a dependency
+                raise ImportError("pipeline.jpeg_mode=differentiable needs kornia (pip install kornia)") from exc
+
+    # ------------------------------------------------------------------ drawing
+    def sample(self, n: int, *, generator: torch.Generator | None = None, device=None) -> Draw:
+        """Draw the journeys of ``n`` images (on the host, from ``generator``)."""
+        g = generator
+        p = self.p
+        active = torch.rand(n, generator=g) >= p["p_identity"]
+        on = lambda key: active & (torch.rand(n, generator=g) < p[key])  # noqa: E731
+        # Geometry: a box (centre cx, cy; half sizes hx, hy in [-1, 1] coordinates), a flip and an angle.
+        crop, center = on("crop_p"), on("center_crop_p")
+        area = _uniform(*self.crop_scale, n, g)
+        log_ratio = _uniform(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), n, g)
+        ratio = log_ratio.exp()
+        hx = (area * ratio).sqrt().clamp(max=1.0)
+        hy = (area / ratio).sqrt().clamp(max=1.0)
+        cx = (1 - hx) * (2 * torch.rand(n, generator=g) - 1)
+        cy = (1 - hy) * (2 * torch.rand(n, generator=g) - 1)
+        side = _uniform(*self.center_crop_scale, n, g)
+        hx = torch.where(crop, hx, torch.where(center, side, torch.ones(n)))
+        hy = torch.where(crop, hy, torch.where(center, side, torch.ones(n)))
+        cx, cy = torch.where(crop, cx, torch.zeros(n)), torch.where(crop, cy, torch.zeros(n))
+        flip = torch.where(on("flip_p"), -1.0, 1.0)
+        angle = torch.where(on("rotation_p"), torch.deg2rad(_uniform(-self.rotation_degrees, self.rotation_degrees,
+                                                                      n, g)), torch.zeros(n))
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack([torch.stack([hx * cos * flip, -hy * sin, cx], -1),
+                             torch.stack([hx * sin * flip, hy * cos, cy], -1)], 1)
+        colour = on("color_p")
+        gain = torch.where(colour, 1 + _uniform(-self.brightness, self.brightness, n, g), torch.ones(n))
+        contrast = torch.where(colour, 1 + _uniform(-self.contrast, self.contrast, n, g), torch.ones(n))
+        soften = torch.where(on("downscale_p"), _uniform(*self.downscale_sigma, n, g), torch.zeros(n))
+        blur = torch.where(on("blur_p"), _uniform(*self.blur_sigma, n, g), torch.zeros(n))
+        quality = torch.where(on("jpeg_p"), torch.randint(self.jpeg_quality[0], self.jpeg_quality[1] + 1, (n,),
+                                                          generator=g).float(), torch.zeros(n))
+        draw = Draw.of(theta=theta, gain=gain, contrast=contrast, soften=soften, blur=blur, quality=quality)
+        return draw.to(device) if device is not None else draw
+
+    # ------------------------------------------------------------------ applying
+    def forward(self, images: torch.Tensor, draw: Draw, *, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply ``draw`` to ``images`` (``(B, C, H, W)`` in [0, 1]); differentiable in ``images``.
+
+        ``clean``: the same images without the patch, when ``images`` are patched; the downscale
+        step softens only the patch's contribution (the photo itself is what the encoder would
+        get anyway). Without it, that step does nothing.
+        """
+        x = images
+        if clean is not None and "soften" in draw.steps:
+            x = clean + _gaussian_blur(x - clean, draw.soften)
+        if "jpeg" in draw.steps:
+            x = self._jpeg(x, draw.quality)
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = ((x - mean) * draw.contrast[:, None, None, None] + mean) * draw.gain[:, None, None, None]
+        grid = F.affine_grid(draw.theta.to(x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if "blur" in draw.steps:
+            x = _gaussian_blur(x, draw.blur)
+        return x.clamp(0.0, 1.0)
+
+    def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        on = quality > 0
+        if self.jpeg_mode == "straight_through":
+            coded = jpeg_pil(x.detach(), quality)
+            coded = torch.where(on[:, None, None, None], coded, x.detach())
+            return x + (coded - x.detach())  # the real codec forward, the identity's gradient backward
+        from kornia.enhance import jpeg_codec_differentiable
+
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % 16, -w % 16  # the codec works on whole 16x16 macroblocks
+        padded = F.pad(x.clamp(0, 1), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x.clamp(0, 1)
+        if padded.shape[1] == 1:
+            padded = padded.expand(-1, 3, -1, -1)
+        coded = jpeg_codec_differentiable(padded, quality.clamp(min=1).to(x.dtype))[:, : x.shape[1], :h, :w]
+        return torch.where(on[:, None, None, None], coded, x)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per image (0 = unchanged), as one grouped convolution."""
+    b, c, h, w = x.shape
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    s = sigma.to(x.device, x.dtype).clamp(min=1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)
+    kernel = torch.where(sigma.to(x.device)[:, None] > 0, kernel, (offsets[None, :] == 0).to(x.dtype))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, K)
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, kernel[:, None, None, :], groups=b * c)
+    y = F.conv2d(y, kernel[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int) -> torch.Tensor:
+    """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit."""
+    from PIL import Image
+
+    b = x.shape[0]
+    qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * b
+    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(arr)
+    for i in range(b):
+        if qualities[i] <= 0:
+            out[i] = arr[i]
+            continue
+        img = Image.fromarray(arr[i, :, :, 0] if arr.shape[3] == 1 else arr[i])
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(qualities[i]))
+        buf.seek(0)
+        decoded = np.asarray(Image.open(buf))
+        out[i] = decoded[:, :, None] if decoded.ndim == 2 else decoded
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+
+
+# ----------------------------------------------------------------------------- evaluation channels
+#: The channels every evaluation report measures by default.
+DEFAULT_CHANNELS = ("identity", "center_crop:0.875", "center_crop:0.95", "random_resized_crop:0.8", "jpeg:75",
+                    "downscale_jpeg:4:85", "hflip")
+CHANNELS = {
+    "identity": "nothing happens to the photo",
+    "center_crop": "centre crop keeping this share of each side, resized back (center_crop:0.875)",
+    "random_resized_crop": "a crop of this area share anywhere, aspect 3/4-4/3, resized back; fixed seed",
+    "jpeg": "saved as JPEG at this quality (jpeg:75)",
+    "downscale_jpeg": "patched on a photo this many times larger, saved as JPEG, downscaled (downscale_jpeg:4:85)",
+    "hflip": "mirrored left-right",
+}
+
+
+def parse_channel(spec: str) -> tuple[str, list[float]]:
+    """``"center_crop:0.875"`` -> ``("center_crop", [0.875])``, with a clear error for bad names."""
+    name, *args = str(spec).split(":")
+    if name not in CHANNELS:
+        raise ValueError(f"unknown robustness channel {spec!r}; choose from {', '.join(CHANNELS)} "
+                         "(e.g. center_crop:0.875, jpeg:75, downscale_jpeg:4:85)")
+    try:
+        values = [float(a) for a in args]
+    except ValueError:
+        raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
+    wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2}
+    if len(values) != wanted[name]:
+        raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
+    return name, values
+
+
+def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Crop each image to ``boxes`` (``(B, 4)``: x0, y0, x1, y1 in pixels) and resize back, antialiased.
+
+    The crop is cut at whole pixels (as PIL and torchvision do) and resized with PIL's bilinear
+    filter on the 8-bit image.
+    """
+    from PIL import Image
+
+    arr = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    h, w = arr.shape[1:3]
+    out = np.empty_like(arr)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+        img = Image.fromarray(arr[i, :, :, 0] if arr.shape[3] == 1 else arr[i])
+        img = img.crop((x0, y0, x1, y1)).resize((w, h), Image.BILINEAR)
+        a = np.asarray(img)
+        out[i] = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+
+
+def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0, start: int = 0) -> torch.Tensor:
+    """One evaluation channel on a batch of 8-bit-valued images in [0, 1] (CPU), with the real codec.
+
+    Parameters
+    ----------
+    spec : str
+        A channel of :data:`CHANNELS`, with its arguments (``"jpeg:75"``).
+    images : Tensor
+        ``(B, C, H, W)`` clean images in [0, 1].
+    paste : callable, optional
+        ``paste(images) -> patched`` (8-bit rounding included), applied where the photo owner
+        applies the patch: before the journey, and on the larger photo for ``downscale_jpeg``.
+        ``None``: the clean photo's journey.
+    seed, start : int
+        The random-resized crop of image ``start + i`` is drawn from ``(seed, start + i)`` alone,
+        so clean and patched images, and any batching, get the same crops.
+    """
+    name, args = parse_channel(spec)
+    b, _, h, w = images.shape
+    if name == "downscale_jpeg":
+        factor, quality = int(args[0]), int(args[1])
+        big = F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
+        big = (big * 255).round() / 255  # the larger photo, as saved
+        if paste is not None:
+            big = paste(big)
+        coded = jpeg_pil(big, quality)
+        from PIL import Image
+
+        arr = (coded * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        small = [np.asarray(Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize((w, h), Image.BILINEAR))
+                 for a in arr]
+        small = np.stack([s[:, :, None] if s.ndim == 2 else s for s in small])
+        return torch.from_numpy(small).permute(0, 3, 1, 2).to(images.dtype) / 255
+    x = paste(images) if paste is not None else images
+    if name == "identity":
+        return x
+    if name == "hflip":
+        return x.flip(-1)
+    if name == "jpeg":
+        return jpeg_pil(x, int(args[0]))
+    if name == "center_crop":
+        side = args[0]
+        cw, ch = w * side, h * side
+        box = torch.tensor([(w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2]).expand(b, -1)
+        return _resize_crop(x, box)
+    # random_resized_crop: area share args[0], aspect in [3/4, 4/3], anywhere; one generator per image
+    boxes = []
+    for i in range(b):
+        g = torch.Generator().manual_seed(hash((int(seed), start + i)) % 2**63)
+        ratio = math.exp(float(_uniform(math.log(3 / 4), math.log(4 / 3), 1, g)))
+        cw = min(w, w * math.sqrt(args[0] * ratio))
+        ch = min(h, h * math.sqrt(args[0] / ratio))
+        x0 = float(torch.rand(1, generator=g)) * (w - cw)
+        y0 = float(torch.rand(1, generator=g)) * (h - ch)
+        boxes.append([x0, y0, x0 + cw, y0 + ch])
+    return _resize_crop(x, torch.tensor(boxes))
