@@ -14,6 +14,7 @@ commands:
   evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
   apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
   sweep-report  one table and a Pareto figure for a sweep: briarpatch sweep-report multirun/DATE/TIME
+  suite      train and evaluate a recipe on every benchmark-suite member: briarpatch suite --out DIR
 
 `briarpatch <command> --help` explains each one.
 """
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return _hydra(entry, "briarpatch evaluate", rest)
     if command == "apply":
         from .apply import cli
+
+        return cli(rest)
+    if command == "suite":
+        from .suite import cli
 
         return cli(rest)
     if command == "sweep-report":

@@ -1,0 +1,274 @@
+"""``briarpatch suite``: train and evaluate one recipe on every member of the benchmark suite.
+
+A recipe that works only on the benchmark it was tuned on is worth nothing; this runs the
+recipe (the default config plus any overrides) on each member of
+:data:`briarpatch.synthetic.SUITE` over several training seeds, evaluates every patch with the
+evaluator's protocol (no bootstrap intervals or Fairlearn baselines, which the table does not
+use), and writes one table (worst member first), its JSON and a figure. Runs already finished in
+the output folder are kept, so an interrupted suite continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+
+__all__ = ["TARGETS", "check_targets", "run_suite", "suite_table", "cli"]
+
+log = logging.getLogger(__name__)
+
+#: The suite's targets, per member and seed (docs/suite.md says where they come from).
+TARGETS = {
+    "dp_cut": "DP difference cut by >= 50 %",
+    "accuracy": "accuracy >= clean - 0.02",
+    "probe": "non-adaptive logistic probe <= 0.65 (<= 0.60 on the default member)",
+    "beats_gray": "beats the gray control",
+    "beats_random": "beats the noise control",
+}
+# Per-run evaluation settings: the suite's table needs neither bootstrap intervals nor baselines.
+EVAL_OVERRIDES = ("eval.n_boot=0", "eval.baselines=false", "eval.progress=false", "trainer.enable_progress_bar=false")
+
+
+def _figures(report: dict) -> dict:
+    """The figures of one run's report that the suite compares."""
+    leak = lambda r: r["non_adaptive"]["logistic"]["balanced_accuracy"]  # noqa: E731
+    out = {"clean_accuracy": report["clean"]["accuracy"], "clean_dp": report["clean"]["demographic_parity_difference"],
+           "accuracy": report["patched"]["accuracy"], "dp": report["patched"]["demographic_parity_difference"],
+           "probe": leak(report["leakage"]), "adaptive": report["leakage"]["adaptive"]["logistic"]["balanced_accuracy"],
+           "clean_probe": report["leakage"]["clean"]["logistic"]["balanced_accuracy"]}
+    for name in ("gray", "random"):
+        out[f"{name}_accuracy"] = report["controls"][name]["accuracy"]
+        out[f"{name}_dp"] = report["controls"][name]["demographic_parity_difference"]
+        out[f"{name}_probe"] = leak(report["controls_leakage"][name])
+    if report.get("robustness"):
+        channels = report["robustness"]
+        out["worst_channel_probe"] = max(c["non_adaptive_probe"] for c in channels.values())
+        out["worst_channel_dp_cut"] = min(_cut(c["clean"]["demographic_parity_difference"],
+                                               c["patched"]["demographic_parity_difference"]) for c in channels.values())
+    return out
+
+
+def _cut(before: float, after: float) -> float:
+    return 1 - after / before if before > 0 else 0.0
+
+
+def check_targets(fig: dict, *, member: str) -> dict[str, bool]:
+    """Which of :data:`TARGETS` one run meets."""
+    cut = _cut(fig["clean_dp"], fig["dp"])
+    out = {"dp_cut": cut >= 0.5, "accuracy": fig["accuracy"] >= fig["clean_accuracy"] - 0.02,
+           "probe": fig["probe"] <= (0.60 if member == "default" else 0.65)}
+    for name in ("gray", "random"):
+        # Lower non-adaptive probe by >= 0.05, and either twice the control's DP cut or 3 accuracy points more.
+        control_cut = _cut(fig["clean_dp"], fig[f"{name}_dp"])
+        out[f"beats_{name}"] = fig["probe"] <= fig[f"{name}_probe"] - 0.05 and (
+            cut >= 2 * control_cut or fig["accuracy"] >= fig[f"{name}_accuracy"] + 0.03)
+    return out
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: list[str] = (),
+              echo=print) -> dict:
+    """Train and evaluate the recipe on each member and seed into ``out/MEMBER/seedN``; write the table.
+
+    Returns the table (see :func:`suite_table`).
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from .synthetic import suite_member
+    from .train import train
+
+    for m in members:
+        suite_member(m)  # a bad name fails before anything runs
+    out = Path(out)
+    total, started = len(members) * len(seeds), time.perf_counter()
+    done = 0
+    for member in members:
+        for seed in seeds:
+            run_dir = out / member / f"seed{seed}"
+            done += 1
+            if (run_dir / "report" / "report.json").is_file():
+                echo(f"[{done}/{total}] {member} seed {seed}: finished earlier, kept")
+                continue
+            cfg = _compose([*EVAL_OVERRIDES, *overrides, f"data.member={member}", f"seed={seed}"])
+            with open_dict(cfg):
+                cfg.run_dir = str(run_dir)
+            t0 = time.perf_counter()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "run.log", "w") as fh, contextlib.redirect_stdout(fh), _quiet_lightning():
+                train(cfg)
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            fig = _figures(json.loads((run_dir / "report" / "report.json").read_text()))
+            echo(f"[{done}/{total}] {member} seed {seed}: {time.perf_counter() - t0:.0f} s; accuracy "
+                 f"{fig['clean_accuracy']:.3f} -> {fig['accuracy']:.3f}, DP {fig['clean_dp']:.3f} -> {fig['dp']:.3f}, "
+                 f"probe {fig['probe']:.3f} (gray {fig['gray_probe']:.3f}, noise {fig['random_probe']:.3f})")
+    table = suite_table(out, members=members, seeds=seeds, overrides=list(overrides))
+    table["seconds"] = time.perf_counter() - started
+    _write(out, table)
+    echo(markdown(table))
+    return table
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    names = ("lightning.pytorch", "lightning.fabric", "briarpatch")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: list[str] = ()) -> dict:
+    """Collect ``out/MEMBER/seedN/report/report.json`` into rows, worst member first.
+
+    A member's rank is its worst seed's non-adaptive probe (higher is worse).
+    """
+    rows = []
+    for member in members:
+        runs = []
+        for seed in seeds:
+            path = Path(out) / member / f"seed{seed}" / "report" / "report.json"
+            if path.is_file():
+                fig = _figures(json.loads(path.read_text()))
+                runs.append({"seed": seed, **fig, "targets": check_targets(fig, member=member)})
+        if runs:
+            met = {k: all(r["targets"][k] for r in runs) for k in TARGETS}
+            rows.append({"member": member, "runs": runs, "met": met, "all_met": all(met.values()),
+                         "worst_probe": max(r["probe"] for r in runs)})
+    rows.sort(key=lambda r: -r["worst_probe"])
+    return {"overrides": list(overrides), "seeds": list(seeds), "rows": rows, "targets": TARGETS}
+
+
+def _cell(runs, key, fmt="{:.3f}") -> str:
+    return " / ".join(fmt.format(r[key]) for r in runs)
+
+
+def _pairs(runs, control) -> str:
+    return "; ".join(f"{r[control + '_dp']:.3f}/{r[control + '_probe']:.3f}" for r in runs)
+
+
+def markdown(table: dict) -> str:
+    head = ["member", "accuracy clean → patched", "DP clean → patched", "probe non-adaptive", "probe adaptive",
+            "gray control DP/probe", "noise control DP/probe", "targets missed"]
+    robust = any("worst_channel_probe" in r for row in table["rows"] for r in row["runs"])
+    if robust:
+        head.insert(5, "worst channel: probe / DP cut")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table["rows"]:
+        runs = row["runs"]
+        missed = [k for k, ok in row["met"].items() if not ok]
+        cells = [row["member"], f"{runs[0]['clean_accuracy']:.3f} → {_cell(runs, 'accuracy')}",
+                 f"{runs[0]['clean_dp']:.3f} → {_cell(runs, 'dp')}", _cell(runs, "probe"), _cell(runs, "adaptive"),
+                 _pairs(runs, "gray"), _pairs(runs, "random"),
+                 ", ".join(missed) if missed else "none"]
+        if robust:
+            cells.insert(5, f"{_cell(runs, 'worst_channel_probe')} / {_cell(runs, 'worst_channel_dp_cut', '{:.0%}')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = ", ".join(map(str, table["seeds"]))
+    recipe = " ".join(table["overrides"]) or "the default recipe"
+    minutes = f" in {table['seconds'] / 60:.0f} min" if table.get("seconds") else ""
+    return "\n".join([
+        f"# Benchmark suite: {recipe}", "",
+        f"Seeds {seeds} (one figure per seed, in this order){minutes}; worst member first (by its worst seed's "
+        "non-adaptive probe). Probes: logistic S probes' balanced accuracy, non-adaptive = fit on clean images, "
+        "adaptive = refit on patched images. Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + ".",
+        "", *lines, "", "![suite](suite.png)", ""])
+
+
+def _write(out: Path, table: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "suite.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=2))
+    with atomic_path(out / "suite.md") as tmp:
+        tmp.write_text(markdown(table))
+    _figure(table, out / "suite.png")
+
+
+def _figure(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
+    y = np.arange(len(rows))
+    series = (("clean", "clean_probe", "clean_dp", "k", "x"), ("gray control", "gray_probe", "gray_dp", "0.6", "s"),
+              ("noise control", "random_probe", "random_dp", "tab:orange", "^"),
+              ("learned patch", "probe", "dp", "tab:blue", "o"))
+    for ax, which, title in ((axes[0], 1, "non-adaptive S probe (balanced accuracy)"),
+                             (axes[1], 2, "demographic parity difference")):
+        for k, spec in enumerate(series):
+            xs = [[r[spec[which]] for r in row["runs"]] for row in rows]
+            for i, vals in enumerate(xs):
+                ax.scatter(vals, [y[i] + (k - 1.5) * 0.12] * len(vals), c=spec[3], marker=spec[4], s=22,
+                           label=spec[0] if i == 0 else None)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].axvline(0.65, color="tab:red", lw=0.8, ls="--")
+    axes[0].set_yticks(y, [r["member"] for r in rows])
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Benchmark suite, one point per seed (worst member at the top)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def cli(argv=None) -> int:
+    from .synthetic import SUITE
+
+    p = argparse.ArgumentParser(
+        prog="briarpatch suite",
+        description="Train and evaluate a recipe (the defaults plus any Hydra overrides) on every member of the "
+                    "benchmark suite over several seeds; write suite.md, suite.json and suite.png into --out. "
+                    "Finished runs in --out are kept, so rerunning the same command continues an interrupted suite.",
+        epilog="examples:\n  briarpatch suite --out outputs/suite\n"
+               "  briarpatch suite --members default,grain --seeds 0 --out outputs/try patch.size=6\n"
+               "  briarpatch suite --out outputs/suite-gpu trainer=gpu\n  briarpatch suite --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe, as for briarpatch train")
+    p.add_argument("--out", type=Path, default=Path("outputs/suite"), help="output folder (default outputs/suite)")
+    p.add_argument("--members", default=",".join(SUITE), help="comma-separated members (default: all)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--list", action="store_true", help="list the members and what each one varies, then exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, changes in SUITE.items():
+            print(f"{name:<12} {', '.join(f'{k}={v}' for k, v in changes.items()) or 'the benchmark of every earlier result'}")
+        return 0
+    members = [m for m in args.members.split(",") if m]
+    unknown = [m for m in members if m not in SUITE]
+    if unknown:
+        print(f"briarpatch suite: unknown member {unknown[0]!r}; choose from {', '.join(SUITE)}", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        print(f"briarpatch suite: --seeds wants integers such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides)
+    return 0
