@@ -6,6 +6,6 @@ the embeddings of a frozen, pretrained image encoder.
 
 __version__ = "0.1.0"
 
-from .artifacts import BriarPatch, PatchFileError, load_patch  # noqa: E402
+from .artifacts import BriarPatch, PatchFileError, SyntheticPatchWarning, load_patch  # noqa: E402
 
-__all__ = ["BriarPatch", "PatchFileError", "load_patch", "__version__"]
+__all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "load_patch", "__version__"]

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from ._atomic import atomic_path
-from .artifacts import BriarPatch, PatchFileError, load_patch
+from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
-__all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "cli", "DEFAULT_MAX_PIXELS"]
+__all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_image_size", "ImageTooSmall", "cli",
+           "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -32,21 +33,61 @@ _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
 
 
 # ----------------------------------------------------------------------------- core
-def _placement(patch: BriarPatch, changes: dict):
+_API_NAMES = {"anchor": "anchor=", "size": "size=", "margin": "margin=", "x": "x=/y=", "y": "x=/y=", "unit": "unit="}
+_CLI_NAMES = {"anchor": "--anchor", "size": "--size", "margin": "--margin", "x": "--at", "y": "--at", "unit": "--at"}
+
+
+def _placement(patch: BriarPatch, changes: dict, *, names: dict = _API_NAMES):
     changes = {k: v for k, v in changes.items() if v is not None}
     if patch.placement.stretch and changes:
-        raise ValueError(f"this patch is a frame around the whole image; {', '.join(sorted(changes))} do not apply "
-                         "(drop --anchor, --at, --size and --margin)")
+        given = sorted({names[k] for k in changes})
+        raise ValueError(f"this patch covers the whole image (a {patch.metadata.get('shape', 'frame')}), so its place "
+                         f"and size are fixed: leave out {', '.join(given)}")
     return patch.placement.fixed(**changes)
+
+
+class ImageTooSmall(ValueError):
+    """An image on which the patch would not be visible (its finest part under one pixel)."""
+
+
+def _finest_part(mask: torch.Tensor) -> int:
+    """The shortest run of covered pixels along any row or column of the mask: a frame's band, a
+    grid's line, a square's side."""
+    m = (mask[0] > 0).numpy()
+    best = max(m.shape)
+    for lines in (m, m.T):
+        padded = np.pad(lines.astype(np.int8), ((0, 0), (1, 1)))
+        edges = np.diff(padded, axis=1)
+        starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+        if len(starts[1]):
+            best = min(best, int((ends[1] - starts[1]).min()))
+    return best
+
+
+def min_image_size(patch: BriarPatch, **placement_changes) -> tuple[int, int]:
+    """``(width, height)`` of the smallest image the patch still covers visibly: its finest part
+    (a frame's band, a grid's line) at least one pixel wide. Smaller images are refused."""
+    placement = _placement(patch, placement_changes)
+    ph, pw = patch.pixels.shape[-2:]
+    finest = _finest_part(patch.mask)
+    if placement.stretch:
+        return int(np.ceil(pw / finest)), int(np.ceil(ph / finest))
+    side = int(np.ceil(max(ph, pw) / (finest * placement.size)))
+    return side, side
 
 
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
     """Paste on one float ``(C, H, W)`` image in [0, 1] (C = 1 or 3); returns a new tensor.
 
-    Only the region under the patch is resampled, so large photos stay cheap.
+    Only the region under the patch is resampled, so large photos stay cheap. An image smaller
+    than :func:`min_image_size` raises :class:`ImageTooSmall`.
     """
     placement = _placement(patch, placement_changes)
     _, height, width = image.shape
+    min_w, min_h = min_image_size(patch, **placement_changes)
+    if width < min_w or height < min_h:
+        raise ImageTooSmall(f"{width}x{height} is too small for this patch: its finest part would be under one pixel "
+                            f"wide; the smallest image it covers is {min_w}x{min_h}")
     boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
     ex, ey = boxes.extent()
     x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
@@ -57,7 +98,7 @@ def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> 
     if x1 > x0 and y1 > y0:
         region = image[None, :, y0:y1, x0:x1]
         out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0),
-                                           whole_image=placement.stretch)[0]
+                                     whole_image=placement.stretch)[0]
     return out
 
 
@@ -152,12 +193,24 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
             raise TypeError(f"tensor images must be float (C, H, W) with C = 1 or 3, got {tuple(image.shape)}")
+        low, high = float(image.min()), float(image.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"tensor values must be pixels in [0, 1], got {low:.3g} to {high:.3g}: paste before "
+                             "Normalize (on a PIL image, or on ToTensor()'s output), never on a normalized tensor")
         return paste_array(patch, image, **placement_changes)
     raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float tensor")
 
 
 class PatchTransform:
-    """A torchvision-style transform: ``PatchTransform(load_patch("default"))(image)``."""
+    """A torchvision-style transform: ``PatchTransform(load_patch("default"))(image)``.
+
+    It belongs where the photo owner would paste, before anything that normalizes: on a PIL
+    image, or on the [0, 1] tensor ``ToTensor()`` returns, never after ``Normalize`` (a
+    normalized tensor is refused)::
+
+        transforms.Compose([patch.transform(), transforms.Resize(128), transforms.ToTensor(),
+                            transforms.Normalize(mean, std)])
+    """
 
     def __init__(self, patch: BriarPatch, **placement_changes):
         self.patch, self.changes = patch, placement_changes
@@ -167,7 +220,7 @@ class PatchTransform:
 
     def __repr__(self) -> str:
         size = tuple(self.patch.pixels.shape[-2:])
-        return f"{self.__class__.__name__}(patch={size}, placement={_placement(self.patch, self.changes)})"
+        return f"{self.__class__.__name__}(patch={size[0]}x{size[1]}, placement={_placement(self.patch, self.changes)})"
 
 
 # ----------------------------------------------------------------------------- files
@@ -200,12 +253,16 @@ def _is_within(path: Path, root: Path) -> bool:
         return False
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Expand files, folders (recursive, symlinked folders not followed) and globs.
 
-    Returns ``(source, relative output path)`` pairs and problems found while collecting.
+    ``skip``: a folder whose files are never inputs (the output folder: earlier runs' outputs
+    are not photos to patch again). Returns ``(source, relative output path)`` pairs and
+    problems found while collecting.
     """
     pairs, problems = [], []
+    skip = skip.resolve() if skip is not None else None
+    skipped = lambda p: skip is not None and (Path(p).resolve() == skip or skip in Path(p).resolve().parents)  # noqa: E731
     for item in inputs:
         if glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
@@ -213,11 +270,11 @@ def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str
             base = base if base.is_dir() else base.parent
             if not matches:
                 problems.append(f"{item}: no file matches")
-            pairs += [(Path(m), Path(os.path.relpath(m, base))) for m in matches if Path(m).is_file()]
+            pairs += [(Path(m), Path(os.path.relpath(m, base))) for m in matches if Path(m).is_file() and not skipped(m)]
         elif Path(item).is_dir():
             root = Path(item)
             for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames.sort()
+                dirnames[:] = sorted(d for d in dirnames if not skipped(Path(dirpath) / d))
                 for name in sorted(filenames):
                     src = Path(dirpath) / name
                     if src.suffix.lower() in IMAGE_SUFFIXES:
@@ -306,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  briarpatch apply default photos/ --out patched/\n"
-            "  briarpatch apply outputs/demo/patch.safetensors 'shots/**/*.jpg' --out patched --anchor top_left\n"
-            "  briarpatch apply default me.png --out . --format jpg --quality 90 --at 0.5,0.9 --size 0.25\n\n"
+            "  briarpatch apply default 'shots/**/*.jpg' --out patched/ --format png\n"
+            "  briarpatch apply outputs/demo me.jpg --out . --quality 90     # a patch you trained\n\n"
+            "--anchor, --at, --size and --margin move and resize a corner patch (one trained with patch=square or\n"
+            "patch=circle); a frame or grid, like the shipped patch, always covers the whole image.\n\n"
             "exit status: 0 all written (or skipped because they exist), 1 some images failed, 2 bad arguments."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -348,18 +407,31 @@ def cli(argv: list[str] | None = None) -> int:
     if args.at is not None:
         changes.update(x=args.at[0], y=args.at[1], unit=args.at[2])
     try:
-        _placement(patch, changes)
+        _placement(patch, changes, names=_CLI_NAMES)
     except ValueError as exc:
         print(f"briarpatch apply: {exc}", file=sys.stderr)
         return 2
     out_dir: Path = args.out
-    pairs, problems = collect_inputs(args.inputs)
+    pairs, problems = collect_inputs(args.inputs, skip=out_dir)
+    if not pairs:
+        where = ", ".join(args.inputs)
+        reason = "; ".join(problems) if problems else f"no JPEG, PNG, WebP, TIFF, BMP or GIF images in {where}"
+        print(f"briarpatch apply: nothing to patch: {reason}", file=sys.stderr)
+        return 2
+    inside = [i for i in args.inputs if Path(i).is_dir() and _is_within(out_dir, Path(i))]
+    if inside and out_dir.exists():
+        print(f"briarpatch apply: {out_dir} is inside {inside[0]}: its files (earlier outputs) are not inputs",
+              file=sys.stderr)
+    notice = synthetic_notice(patch)
+    if notice and not args.quiet:
+        print(notice, file=sys.stderr)
     plans = plan_outputs(pairs, out_dir, args.format)
     inputs = {src.resolve() for src, _ in pairs}
     written = skipped = 0
     failed = [(p, None) for p in problems]
     say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731
-    for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=args.quiet or args.dry_run,
+    # A progress bar on a terminal only (disable=None): a log gets the summary lines, not bar redraws.
+    for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=True if args.quiet or args.dry_run else None,
                                  file=sys.stderr):
         if reason:
             failed.append((f"{src}: {reason}", None))

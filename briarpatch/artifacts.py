@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 from ._atomic import atomic_path
 from .placement import Placement
 
-__all__ = ["BriarPatch", "PatchFileError", "load_patch", "save_patch", "default_patch_path", "save_png"]
+__all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "load_patch", "save_patch", "default_patch_path",
+           "save_png", "synthetic_notice"]
 
 FORMAT = "briarpatch"
 FORMAT_VERSION = "1"
@@ -22,6 +24,19 @@ MAX_PATCH_BYTES = 64 * 1024 * 1024  # a patch is a few kB to a few MB; refuse to
 
 class PatchFileError(ValueError):
     """A file that is not a readable briarpatch patch."""
+
+
+class SyntheticPatchWarning(UserWarning):
+    """The patch was trained on the synthetic benchmark: it protects nothing in real photos."""
+
+
+def synthetic_notice(patch: "BriarPatch") -> str | None:
+    """One plain line when ``patch`` was trained on the synthetic benchmark, else ``None``."""
+    data = patch.metadata.get("data") or {}
+    if data.get("dataset") != "synthetic":
+        return None
+    return (f"note: this patch was trained on the synthetic benchmark (it hides '{patch.metadata.get('sensitive', '?')}' "
+            "there); it shows where and how a patch goes, and protects nothing in real photos")
 
 
 @dataclass
@@ -48,20 +63,42 @@ class BriarPatch:
     def apply(self, image, **placement_changes):
         """Paste the patch on one image: a PIL image, a ``uint8`` HWC array or a float CHW tensor.
 
-        Returns the same kind of object. Keyword arguments change the placement
-        (``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``).
+        Returns the same kind of object. Keyword arguments move and resize a corner patch
+        (``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``); a frame or a grid always covers
+        the whole image. A patch trained on the synthetic benchmark warns once
+        (:class:`SyntheticPatchWarning`).
         """
         from .apply import apply_patch
 
+        self._warn_if_synthetic()
         return apply_patch(self, image, **placement_changes)
 
     def transform(self, **placement_changes):
-        """A torchvision-style transform (callable on one image) that pastes this patch."""
+        """A torchvision-style transform (callable on one image) that pastes this patch: put it
+        before ``ToTensor``/``Normalize`` (see :class:`briarpatch.apply.PatchTransform`)."""
         from .apply import PatchTransform
 
+        self._warn_if_synthetic()
         return PatchTransform(self, **placement_changes)
 
     __call__ = apply
+
+    def _warn_if_synthetic(self) -> None:
+        notice = synthetic_notice(self)
+        if notice and not getattr(self, "_warned", False):
+            self._warned = True
+            warnings.warn(notice[len("note: "):], SyntheticPatchWarning, stacklevel=3)
+
+    def __repr__(self) -> str:
+        meta = self.metadata
+        shape = meta.get("shape", "patch")
+        trained = f", trained for {meta['encoder']}" if meta.get("encoder") else ""
+        data = meta.get("data") or {}
+        if data.get("dataset"):
+            trained += f" on {data['dataset']}" + (f" ({data['member']})" if data.get("member") else "")
+        where = "whole image" if self.placement.stretch else f"{self.placement.size:.2f} of the shorter side at " \
+            f"{self.placement.anchor}"
+        return f"BriarPatch({shape} {self.pixels.shape[-2]}x{self.pixels.shape[-1]}, {where}{trained})"
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

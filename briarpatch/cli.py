@@ -13,6 +13,8 @@ commands:
   train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=40 -m seed=0,1
   evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
   apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
+  web        a page that patches photos in the browser, served on 127.0.0.1: briarpatch web [PATCH]
+  export-web write that page into a folder that works from disk: briarpatch export-web PATCH --out DIR
   sweep-report  one table and a Pareto figure for a sweep: briarpatch sweep-report multirun/DATE/TIME
   suite      train and evaluate a recipe on every benchmark-suite member: briarpatch suite --out DIR
 
@@ -52,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         from .apply import cli
 
         return cli(rest)
+    if command == "web":
+        from .web import cli_web
+
+        return cli_web(rest)
+    if command == "export-web":
+        from .web import cli_export
+
+        return cli_export(rest)
     if command == "suite":
         from .suite import cli
 

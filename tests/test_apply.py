@@ -210,5 +210,74 @@ def test_frame_patch_borders_any_photo_and_refuses_placement_options(tmp_path, c
     assert arr[:3].min() == 255 and arr[-3:].min() == 255 and arr[:, :5].min() == 255 and arr[:, -5:].min() == 255
     assert arr[5:27, 7:41].max() == 0  # the photo itself is untouched
     code = cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--anchor", "center"])
-    assert code == 2 and "frame around the whole image; anchor do not apply" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "covers the whole image" in err and "leave out --anchor" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o2").exists()
+    with pytest.raises(ValueError, match="leave out anchor=, size=") as info:  # the API names its own arguments
+        load_patch(path).apply(_rgb(48, 32), anchor="center", size=0.5)
+    assert "--" not in str(info.value)
+
+
+def test_an_image_the_patch_cannot_cover_is_a_reported_failure(tmp_path, capsys):
+    frame = Patch(size=4, image_size=128, shape="frame", random=False)  # the default geometry: a 4/128 band
+    path = tmp_path / "frame.safetensors"
+    save_patch(path, pixels=frame.pixels.detach(), mask=frame.mask, placement=frame.placement, metadata={})
+    (tmp_path / "in").mkdir()
+    _rgb(10, 10).save(tmp_path / "in" / "tiny.png")
+    _rgb(64, 40).save(tmp_path / "in" / "ok.png")
+    assert cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "written 1, skipped 0 (already exist), failed 1" in captured.out
+    assert "tiny.png: 10x10 is too small for this patch" in captured.err and "smallest image it covers is 32x32" in captured.err
+    assert not (tmp_path / "out" / "tiny.png").exists()
+    from briarpatch.apply import ImageTooSmall, min_image_size
+
+    assert min_image_size(load_patch(path)) == (32, 32)
+    with pytest.raises(ImageTooSmall, match="smallest image it covers is 32x32"):
+        load_patch(path).apply(_rgb(31, 200))
+
+
+def test_no_images_is_a_one_line_error(patch_file, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli([str(patch_file), str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nothing to patch: no JPEG, PNG" in err
+    assert cli([str(patch_file), str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(patch_file, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        _rgb(40, 30, i).save(photos / f"{i}.png")
+    assert cli([str(patch_file), str(photos), "--out", str(photos / "patched"), "-q"]) == 0
+    capsys.readouterr()
+    assert cli([str(patch_file), str(photos), "--out", str(photos / "patched"), "-q"]) == 0  # the second run
+    captured = capsys.readouterr()
+    assert "written 0, skipped 3 (already exist), failed 0" in captured.out
+    assert "its files (earlier outputs) are not inputs" in captured.err and "failed:" not in captured.err
+    assert not (photos / "patched" / "patched").exists()
+
+
+def test_synthetic_patches_say_so_in_the_cli_and_the_api(tmp_path, capsys):
+    from briarpatch import SyntheticPatchWarning
+
+    _rgb(64, 48).save(tmp_path / "x.png")
+    assert cli(["default", str(tmp_path / "x.png"), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "trained on the synthetic benchmark" in err and "protects nothing in real photos" in err
+    patch = load_patch("default")
+    with pytest.warns(SyntheticPatchWarning, match="protects nothing in real photos"):
+        patch.apply(_rgb(64, 48))
+    text = repr(patch)
+    assert text.startswith("BriarPatch(") and len(text) < 200 and "tensor" not in text
+
+
+def test_the_transform_refuses_a_normalized_tensor(patch_file):
+    transform = load_patch(patch_file).transform()
+    ok = transform(torch.rand(3, 30, 40))
+    assert ok.shape == (3, 30, 40)
+    with pytest.raises(ValueError, match="paste before Normalize"):
+        transform(torch.randn(3, 30, 40))

@@ -1,0 +1,163 @@
+"""``briarpatch web`` and ``briarpatch export-web``: a page that patches photos in the browser.
+
+The page (``static/``) pastes with the library's math in JavaScript (``core.js`` ports
+``placement.py`` and ``apply.py``), decodes and encodes PNG itself for exact samples, and may not
+connect anywhere (its Content-Security-Policy has ``connect-src 'none'``): photos never leave
+the device. The patch travels inside the page as ``patch.js`` (a script, because the page may
+not fetch and ``file://`` pages may not read local files), beside a human-readable ``patch.png``
+and ``patch.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import errno
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..artifacts import BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
+
+__all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_FILES = ("index.html", "style.css", "core.js", "files.js", "app.js")
+PATCH_FILES = ("patch.js", "patch.json", "patch.png")
+
+
+def _b64(values) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
+def patch_payload(patch: BriarPatch) -> dict:
+    """The patch as the page reads it: float32 pixel planes and mask in base64, placement, metadata."""
+    _, h, w = patch.pixels.shape
+    return {"format": "briarpatch-web", "version": 1, "width": int(w), "height": int(h),
+            "pixels": _b64(patch.pixels.numpy()), "mask": _b64(patch.mask.numpy()),
+            "placement": patch.placement.to_dict(), "metadata": patch.metadata}
+
+
+def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[Path]:
+    """Write the page and ``patch`` into ``out_dir``: a folder that works from any static host and
+    from ``file://``. Files already there are kept unless ``overwrite`` (then replaced atomically).
+
+    Returns the paths written.
+    """
+    out_dir = Path(out_dir)
+    names = (*PAGE_FILES, *PATCH_FILES)
+    clash = [n for n in names if (out_dir / n).exists()]
+    if clash and not overwrite:
+        raise FileExistsError(f"{out_dir / clash[0]} already exists; choose an empty folder or pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(patch_payload(patch))
+    written = []
+    for name in PAGE_FILES:
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_bytes((STATIC / name).read_bytes())
+        written.append(out_dir / name)
+    with atomic_path(out_dir / "patch.json") as tmp:
+        tmp.write_text(payload)
+    with atomic_path(out_dir / "patch.js") as tmp:
+        tmp.write_text(f"window.BRIARPATCH_PATCH = {payload};\n")
+    save_png(out_dir / "patch.png", patch.pixels, patch.mask)
+    return [*written, out_dir / "patch.json", out_dir / "patch.js", out_dir / "patch.png"]
+
+
+def serve(site: Path, *, port: int = 8000, open_browser: bool = True, ready=None) -> None:
+    """Serve ``site`` on 127.0.0.1 only until interrupted; ``ready(url)`` is called once listening."""
+    import functools
+    import http.server
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def end_headers(self):
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            super().end_headers()
+
+        def log_message(self, *args):  # one quiet server: no line per request
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=str(site)))
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"serving the BriarPatch page at {url} (127.0.0.1 only; Ctrl+C stops it)", flush=True)
+    if ready is not None:
+        ready(url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+
+
+def _load(spec: str, prog: str) -> BriarPatch | None:
+    try:
+        return load_patch(spec)
+    except (PatchFileError, FileNotFoundError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+
+
+def cli_web(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="briarpatch web", description=(
+        "Serve a page that pastes a patch onto photos in the browser, on 127.0.0.1 only. The photos never "
+        "leave the browser: the page cannot connect anywhere."),
+        epilog="examples:\n  briarpatch web\n  briarpatch web outputs/demo --port 8080 --no-browser",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("patch", nargs="?", default="default",
+                   help="patch file (.safetensors), a training run directory, or 'default' (the shipped patch)")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
+    args = p.parse_args(argv)
+    patch = _load(args.patch, "briarpatch web")
+    if patch is None:
+        return 2
+    notice = synthetic_notice(patch)
+    if notice:
+        print(notice, file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="briarpatch-web-") as site:
+        export_site(patch, site)
+        try:
+            serve(Path(site), port=args.port, open_browser=not args.no_browser)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                print(f"briarpatch web: port {args.port} is in use; pass --port N (0 picks a free one)",
+                      file=sys.stderr)
+                return 2
+            raise
+    return 0
+
+
+def cli_export(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="briarpatch export-web", description=(
+        "Write the page and a patch into a folder: open its index.html from disk, or put the folder on any "
+        "static host. Nothing in it connects anywhere."),
+        epilog="examples:\n  briarpatch export-web default --out site/\n"
+               "  briarpatch export-web outputs/demo/patch.safetensors --out site/ --overwrite",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default'")
+    p.add_argument("--out", "-o", type=Path, required=True, help="folder to write (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace the page's files if the folder has them")
+    args = p.parse_args(argv)
+    patch = _load(args.patch, "briarpatch export-web")
+    if patch is None:
+        return 2
+    try:
+        export_site(patch, args.out, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"briarpatch export-web: {exc}", file=sys.stderr)
+        return 2
+    notice = synthetic_notice(patch)
+    if notice:
+        print(notice, file=sys.stderr)
+    print(f"wrote the page to {args.out}/ — open {args.out / 'index.html'} in a browser, or serve the folder")
+    return 0

@@ -1,0 +1,241 @@
+"use strict";
+// The page: choose or drop photos, paste the patch (core.js) in chunks so large photos do not
+// freeze the page, preview, download one by one or all at once. No request leaves the page: its
+// Content-Security-Policy forbids any connection, and photos are read from and written to memory.
+(function (BP) {
+  const $ = (id) => document.getElementById(id);
+  const state = { patch: null, results: [], busy: false, done: 0, total: 0 };
+  window.BP_STATE = state; // read by the tests
+
+  const nextTick = () => new Promise((resolve) => { const ch = new MessageChannel(); ch.port1.onmessage = resolve; ch.port2.postMessage(0); });
+
+  // --------------------------------------------------------------------- the patch
+  function describe(patch) {
+    const m = patch.metadata || {}, pl = patch.placement;
+    const shape = m.shape || (pl.stretch ? "frame" : "patch");
+    const where = pl.stretch ? "stretched to each photo, as on the images it was trained on"
+      : `${Math.round(pl.size * 100)} % of the shorter side, at the ${pl.anchor.replace("_", " ")}`;
+    const data = m.data ? (m.data.member ? `synthetic benchmark (${m.data.member})` : m.data.dataset) : "unknown data";
+    return `${shape}, ${where}; trained for the ${m.encoder || "?"} encoder on ${data} to hide “${m.sensitive || "?"}”.`;
+  }
+
+  function showPatch(patch) {
+    state.patch = patch;
+    $("patch-info").textContent = describe(patch);
+    const notice = BP.syntheticNotice(patch);
+    $("synthetic").textContent = notice;
+    $("synthetic").hidden = !notice;
+    const c = $("patch-preview"), W = patch.width, H = patch.height, plane = W * H;
+    c.width = W; c.height = H;
+    const ctx = c.getContext("2d"), im = ctx.createImageData(W, H);
+    for (let k = 0; k < plane; k++) {
+      for (let ch = 0; ch < 3; ch++) im.data[4 * k + ch] = Math.round(patch.pixels[ch * plane + k] * 255);
+      im.data[4 * k + 3] = Math.round(patch.mask[k] * 255);
+    }
+    ctx.putImageData(im, 0, 0);
+    const [mw, mh] = BP.minImageSize(patch);
+    $("min-size").textContent = `Photos smaller than ${mw}×${mh} px are refused: the patch would be under one pixel wide there.`;
+  }
+
+  async function loadPatchFile(file) {
+    try {
+      const buf = await file.arrayBuffer();
+      const patch = file.name.toLowerCase().endsWith(".json")
+        ? BP.patchFromJSON(JSON.parse(new TextDecoder().decode(buf))) : BP.patchFromSafetensors(buf);
+      showPatch(patch);
+      $("patch-error").textContent = "";
+    } catch (e) {
+      $("patch-error").textContent = `${file.name}: not a usable patch (${e.message}). Use the patch.safetensors ` +
+        "that briarpatch train writes, or the patch.json of an exported page.";
+    }
+  }
+
+  // --------------------------------------------------------------------- decoding
+  async function decode(file) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const kind = BP.sniff(bytes);
+    if (!kind) throw new Error("not a JPEG, PNG or WebP image");
+    let head;
+    try { head = BP.headerSize(bytes, kind); } catch (e) { throw new Error(`the ${kind.toUpperCase()} file is damaged or truncated`); }
+    if (head.width * head.height > BP.MAX_PIXELS) {
+      throw new Error(`${head.width}×${head.height} is more than ${BP.MAX_PIXELS / 1e6} megapixels; refused before decoding`);
+    }
+    const damaged = () => new Error(`the ${kind.toUpperCase()} file is damaged, truncated or of a kind this page cannot read`);
+    if (kind === "png") {
+      try { return { img: await BP.decodePNG(bytes), kind }; } catch (e) { throw damaged(); }
+    }
+    // JPEG and WebP: the browser's decoder, upright as EXIF says, no colour conversion.
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none" });
+    } catch (e) { throw damaged(); }
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(bitmap, 0, 0);
+    const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    bitmap.close();
+    const gray = kind === "jpeg" && head.components === 1;
+    const alpha = kind === "webp" && hasWebPAlpha(bytes);
+    if (gray) { // keep a grayscale photo grayscale, as apply does
+      const data = new Uint8Array(rgba.length / 4);
+      for (let i = 0; i < data.length; i++) data[i] = rgba[4 * i];
+      return { img: { width: canvas.width, height: canvas.height, channels: 1, colours: 1, alpha: false, max: 255, mode: "L", data }, kind };
+    }
+    return { img: { width: canvas.width, height: canvas.height, channels: 4, colours: 3, alpha, max: 255, mode: alpha ? "RGBA" : "RGB", data: rgba }, kind };
+  }
+
+  function hasWebPAlpha(bytes) {
+    const chunk = String.fromCharCode(...bytes.subarray(12, 16));
+    if (chunk === "VP8X") return (bytes[20] & 0x10) !== 0;
+    if (chunk === "VP8L") return ((bytes[24] >> 4) & 1) === 1;
+    return false;
+  }
+
+  // --------------------------------------------------------------------- encoding
+  function toRGBA(img, flatten) {
+    const n = img.width * img.height, out = new Uint8ClampedArray(4 * n), d = img.data, C = img.channels;
+    for (let i = 0; i < n; i++) {
+      const at = i * C;
+      const v = (c) => (img.max === 65535 ? d[at + c] >> 8 : d[at + c]);
+      const r = v(0), g = img.colours === 3 ? v(1) : r, b = img.colours === 3 ? v(2) : r;
+      const a = img.alpha ? v(C - 1) : 255;
+      if (flatten && a < 255) { // JPEG has no alpha: onto white, as apply does
+        out[4 * i] = Math.round((r * a + 255 * (255 - a)) / 255);
+        out[4 * i + 1] = Math.round((g * a + 255 * (255 - a)) / 255);
+        out[4 * i + 2] = Math.round((b * a + 255 * (255 - a)) / 255);
+        out[4 * i + 3] = 255;
+      } else { out[4 * i] = r; out[4 * i + 1] = g; out[4 * i + 2] = b; out[4 * i + 3] = flatten ? 255 : a; }
+    }
+    return out;
+  }
+
+  async function encode(img, format, quality) {
+    if (format === "png") {
+      if (img.channels === 4 && !img.alpha) { // opaque RGB from the browser's decoder: drop the unused alpha
+        const n = img.width * img.height, rgb = new Uint8Array(3 * n);
+        for (let i = 0; i < n; i++) { rgb[3 * i] = img.data[4 * i]; rgb[3 * i + 1] = img.data[4 * i + 1]; rgb[3 * i + 2] = img.data[4 * i + 2]; }
+        return BP.encodePNG({ width: img.width, height: img.height, channels: 3, mode: "RGB", data: rgb });
+      }
+      return BP.encodePNG(img);
+    }
+    const canvas = new OffscreenCanvas(img.width, img.height);
+    canvas.getContext("2d").putImageData(new ImageData(toRGBA(img, format === "jpeg"), img.width, img.height), 0, 0);
+    return canvas.convertToBlob({ type: format === "jpeg" ? "image/jpeg" : "image/webp", quality: quality / 100 });
+  }
+
+  // --------------------------------------------------------------------- one photo
+  const EXT = { png: ".png", jpeg: ".jpg", webp: ".webp" };
+  function outName(name, format) {
+    const stem = name.replace(/\.[^.]*$/, "");
+    return stem + EXT[format];
+  }
+
+  async function processFile(file, item) {
+    const t0 = performance.now();
+    const { img, kind } = await decode(file);
+    const [mw, mh] = BP.minImageSize(state.patch);
+    if (img.width < mw || img.height < mh) {
+      throw new Error(`${img.width}×${img.height} is too small for this patch: its finest part would be under one ` +
+        `pixel wide; the smallest photo it covers is ${mw}×${mh}`);
+    }
+    const steps = BP.paste(img, state.patch, 128);
+    for (let step = steps.next(); !step.done; step = steps.next()) {
+      item.querySelector("progress").value = step.value;
+      await nextTick(); // let the page breathe between chunks of rows
+    }
+    const choice = $("format").value;
+    const format = choice === "keep" ? kind : choice;
+    const blob = await encode(img, format, Number($("quality").value));
+    return { name: outName(file.name, format), blob, ms: performance.now() - t0, width: img.width, height: img.height };
+  }
+
+  function addItem(file) {
+    const li = document.createElement("li");
+    li.className = "item";
+    li.innerHTML = '<div class="name"></div><progress max="1" value="0"></progress><div class="message"></div>' +
+      '<div class="pair"><figure><img alt="before"><figcaption>before</figcaption></figure>' +
+      '<figure><img alt="after"><figcaption>after</figcaption></figure></div><a class="download" hidden>Download</a>';
+    li.querySelector(".name").textContent = file.name;
+    $("results").appendChild(li);
+    return li;
+  }
+
+  async function handleFiles(files) {
+    if (!state.patch) return;
+    const list = Array.from(files);
+    state.total += list.length;
+    updateProgress();
+    for (const file of list) {
+      const item = addItem(file);
+      try {
+        const res = await processFile(file, item);
+        const url = URL.createObjectURL(res.blob);
+        item.querySelector('img[alt="after"]').src = url;
+        item.querySelector('img[alt="before"]').src = URL.createObjectURL(file);
+        const a = item.querySelector("a.download");
+        a.href = url; a.download = res.name; a.hidden = false;
+        a.textContent = `Download ${res.name}`;
+        item.dataset.status = "ok";
+        item.dataset.ms = String(Math.round(res.ms));
+        item.querySelector(".message").textContent = `${res.width}×${res.height}, done in ${(res.ms / 1000).toFixed(1)} s`;
+        state.results.push(res);
+      } catch (e) {
+        item.dataset.status = "failed";
+        item.classList.add("failed");
+        item.querySelector(".pair").hidden = true;
+        item.querySelector(".message").textContent = `Could not patch this file: ${e.message}.`;
+      }
+      item.querySelector("progress").hidden = true;
+      state.done += 1;
+      updateProgress();
+    }
+  }
+
+  function updateProgress() {
+    $("progress").max = Math.max(1, state.total);
+    $("progress").value = state.done;
+    const ok = state.results.length, failed = state.done - ok;
+    $("status").textContent = state.total === 0 ? "No photos yet."
+      : state.done < state.total ? `Patching ${state.done + 1} of ${state.total}…`
+        : `Done: ${ok} patched${failed ? `, ${failed} could not be read` : ""}.`;
+    $("status").dataset.done = String(state.done === state.total && state.total > 0);
+    $("download-all").disabled = ok === 0;
+  }
+
+  async function downloadAll() {
+    const seen = new Map(), files = [];
+    for (const r of state.results) {
+      let name = r.name;
+      const k = seen.get(name) || 0;
+      seen.set(name, k + 1);
+      if (k) name = name.replace(/(\.[^.]*)$/, ` (${k + 1})$1`);
+      files.push({ name, blob: r.blob });
+    }
+    const zip = await BP.zip(files);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(zip);
+    a.download = "patched.zip";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }
+
+  // --------------------------------------------------------------------- wiring
+  function init() {
+    try {
+      showPatch(BP.patchFromJSON(window.BRIARPATCH_PATCH));
+    } catch (e) {
+      $("patch-error").textContent = `The page's patch could not be read (${e.message}); load a patch file below.`;
+    }
+    $("files").addEventListener("change", (e) => { handleFiles(e.target.files); e.target.value = ""; });
+    $("patch-file").addEventListener("change", (e) => { if (e.target.files[0]) loadPatchFile(e.target.files[0]); e.target.value = ""; });
+    const drop = $("drop");
+    drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); handleFiles(e.dataTransfer.files); });
+    $("quality").addEventListener("input", () => { $("quality-value").textContent = $("quality").value; });
+    $("download-all").addEventListener("click", downloadAll);
+    updateProgress();
+  }
+  document.addEventListener("DOMContentLoaded", init);
+})(globalThis.BP);

@@ -1,0 +1,256 @@
+"""The page, in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium).
+
+Without a browser these tests skip on a developer's machine, and fail in CI (``CI`` set), where
+.ci/run installs one.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from briarpatch import load_patch
+from briarpatch.apply import cli as apply_cli
+from briarpatch.artifacts import save_patch
+from briarpatch.placement import Placement
+from briarpatch.web import export_site
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+def _need_browser():
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromium-driver", DRIVER)) if not path]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip install -e '.[dev]')")
+    if missing:
+        message = f"the page's tests need {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1100,1500", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    export_site(load_patch("default"), out)
+    return out
+
+
+def _photos(folder: Path) -> dict[str, Path]:
+    """Generated photos of several sizes, aspects and modes, and two files the page must refuse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    made = {
+        "wide.png": Image.fromarray(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)),
+        "tall.png": Image.fromarray(rng.integers(0, 256, (301, 47, 3), dtype=np.uint8)),
+        "rgba.png": Image.fromarray(rng.integers(0, 256, (120, 80, 4), dtype=np.uint8), "RGBA"),
+        "gray.png": Image.fromarray(rng.integers(0, 256, (70, 70), dtype=np.uint8), "L"),
+        "gray16.png": Image.fromarray(rng.integers(0, 65536, (64, 96), dtype=np.uint16)),
+        "palette.png": Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).convert("P"),
+        "photo.jpg": Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)),
+        "gray_photo.jpg": Image.fromarray(rng.integers(0, 256, (100, 90), dtype=np.uint8), "L"),
+        "tiny.png": Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)),
+    }
+    paths = {}
+    for name, img in made.items():
+        kwargs = {"quality": 90} if name.endswith(".jpg") else {}
+        img.save(folder / name, **kwargs)
+        paths[name] = folder / name
+    # A photo taken sideways: EXIF says "rotate 90° clockwise to view".
+    rotated = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(folder / "rotated.jpg", exif=exif.tobytes(), quality=90)
+    paths["rotated.jpg"] = folder / "rotated.jpg"
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
+    paths["broken.png"] = folder / "broken.png"
+    return paths
+
+
+def _wait(driver, predicate, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the page did not finish in time")
+
+
+def _patch_everything(driver, url, paths, fmt="png"):
+    driver.get(url)
+    driver.find_element("id", "format").send_keys({"png": "PNG", "jpeg": "JPEG", "keep": "the photo"}[fmt])
+    driver.find_element("id", "files").send_keys("\n".join(str(p) for p in paths))
+    _wait(driver, lambda: driver.find_element("id", "status").get_attribute("data-done") == "true")
+    return {li.find_element("css selector", ".name").text: li for li in driver.find_elements("css selector", "#results li")}
+
+
+def _download_all(driver) -> zipfile.ZipFile:
+    driver.find_element("id", "download-all").click()
+    target = driver.downloads / "patched.zip"
+    _wait(driver, lambda: target.is_file() and not list(driver.downloads.glob("*.crdownload")), timeout=30)
+    archive = zipfile.ZipFile(target)
+    assert archive.testzip() is None  # every member's CRC is right
+    return archive
+
+
+def _library_outputs(patch_spec, paths, out: Path) -> Path:
+    code = apply_cli([str(patch_spec), *map(str, paths), "--out", str(out), "--format", "png", "--quiet"])
+    assert code in (0, 1)
+    return out
+
+
+def _same_pixels(page: Image.Image, library: Image.Image, name: str) -> None:
+    assert page.mode == library.mode and page.size == library.size, (name, page.mode, library.mode, page.size, library.size)
+    a, b = np.asarray(page).astype(np.int64), np.asarray(library).astype(np.int64)
+    diff = np.abs(a - b)
+    level = 257 if page.mode in ("I;16", "I") else 1  # one 8-bit level, in 16-bit units
+    assert (diff <= level).mean() >= 0.999, (name, diff.max(), (diff > level).mean())
+
+
+def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
+    paths = _photos(tmp_path / "photos")
+    items = _patch_everything(browser, (site / "index.html").as_uri(), list(paths.values()))
+    status = browser.find_element("id", "status").text
+    assert status == "Done: 9 patched, 2 could not be read."
+    assert "protects nothing in real photos" in browser.find_element("id", "synthetic").text
+    assert items["broken.png"].get_attribute("data-status") == "failed"
+    assert "damaged" in items["broken.png"].text
+    assert items["tiny.png"].get_attribute("data-status") == "failed"
+    assert "too small for this patch" in items["tiny.png"].text and "32×32" in items["tiny.png"].text
+
+    readable = [p for n, p in paths.items() if n not in ("broken.png", "tiny.png")]
+    library = _library_outputs("default", readable, tmp_path / "library")
+    with _download_all(browser) as archive:
+        names = sorted(archive.namelist())
+        assert names == sorted(p.stem + ".png" for p in readable)
+        for name in names:
+            with archive.open(name) as fh, Image.open(fh) as page, Image.open(library / name) as lib:
+                _same_pixels(page, lib, name)
+
+    # Every request the page made was for its own files (or in-memory blobs): no network at all.
+    events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+    sent = [m["params"] for m in events if m["method"] == "Network.requestWillBeSent"]
+    index = (site / "index.html").as_uri()
+    urls = {p["request"]["url"] for p in sent if p.get("documentURL") == index}
+    own = {(site / n).as_uri() for n in ("index.html", "style.css", "core.js", "files.js", "app.js", "patch.js")}
+    foreign = {u for u in urls if u not in own and not u.startswith(("blob:", "data:"))}
+    assert own <= urls and not foreign, foreign
+    assert not [p["request"]["url"] for p in sent if p["request"]["url"].startswith(("http:", "https:", "ws"))]
+
+    shot = tmp_path / "page.png"
+    browser.save_screenshot(str(shot))
+    with Image.open(shot) as img:
+        assert img.size[0] > 500
+    if os.environ.get("BRIARPATCH_SCREENSHOT"):  # the README's picture: BRIARPATCH_SCREENSHOT=assets/figures/web.png
+        shutil.copy(shot, os.environ["BRIARPATCH_SCREENSHOT"])
+
+
+def test_the_page_downloads_one_photo_in_its_own_format(browser, site, tmp_path):
+    paths = _photos(tmp_path / "photos")
+    items = _patch_everything(browser, (site / "index.html").as_uri(), [paths["photo.jpg"]], fmt="keep")
+    link = items["photo.jpg"].find_element("css selector", "a.download")
+    assert link.get_attribute("download") == "photo.jpg"
+    link.click()
+    _wait(browser, lambda: (browser.downloads / "photo.jpg").is_file())
+    with Image.open(browser.downloads / "photo.jpg") as out:
+        assert out.format == "JPEG" and out.size == (200, 150)
+
+
+def test_the_page_loads_another_patch_file(browser, site, tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    corner = tmp_path / "corner.safetensors"
+    save_patch(corner, pixels=torch.rand(3, 12, 12, generator=gen), mask=torch.ones(1, 12, 12),
+               placement=Placement(size=0.3, anchor="top_left"), metadata={"encoder": "efficientnet_lite0",
+                                                                           "shape": "square", "sensitive": "S"})
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (77, 103, 3), dtype=np.uint8)).save(photo)
+    browser.get((site / "index.html").as_uri())
+    browser.find_element("id", "patch-file").send_keys(str(corner))
+    _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)
+    assert browser.find_element("id", "synthetic").get_attribute("hidden")  # not a synthetic patch
+    browser.find_element("id", "format").send_keys("PNG")
+    browser.find_element("id", "files").send_keys(str(photo))
+    _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
+    library = _library_outputs(corner, [photo], tmp_path / "library")
+    with _download_all(browser) as archive, archive.open("p.png") as fh, Image.open(fh) as page, \
+            Image.open(library / "p.png") as lib:
+        _same_pixels(page, lib, "p.png")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    browser.find_element("id", "patch-file").send_keys(str(bad))
+    _wait(browser, lambda: "not a usable patch" in browser.find_element("id", "patch-error").text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_briarpatch_web_serves_the_page_on_localhost(browser, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "briarpatch.cli", "web", "--port", str(port), "--no-browser"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line
+        photo = tmp_path / "p.png"
+        Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
+        items = _patch_everything(browser, f"http://127.0.0.1:{port}/", [photo])
+        assert items["p.png"].get_attribute("data-status") == "ok"
+        taken = subprocess.run([sys.executable, "-m", "briarpatch.cli", "web", "--port", str(port), "--no-browser"],
+                               capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 2 and f"port {port} is in use" in taken.stderr
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def test_export_web_keeps_existing_files(tmp_path, capsys):
+    from briarpatch.cli import main
+
+    assert main(["export-web", "default", "--out", str(tmp_path / "site")]) == 0
+    assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "patch.png").is_file()
+    assert "synthetic benchmark" in capsys.readouterr().err
+    (tmp_path / "site" / "index.html").write_text("mine")
+    assert main(["export-web", "default", "--out", str(tmp_path / "site")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "site" / "index.html").read_text() == "mine"
+    payload = json.loads((tmp_path / "site" / "patch.json").read_text())
+    pixels = np.frombuffer(__import__("base64").b64decode(payload["pixels"]), "<f4").reshape(3, payload["height"], -1)
+    np.testing.assert_array_equal(pixels, load_patch("default").pixels.numpy())  # exact float32, not 8-bit
