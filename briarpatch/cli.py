@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 __all__ = ["main"]
@@ -18,7 +19,8 @@ commands:
   sweep-report  one table and a Pareto figure for a sweep: briarpatch sweep-report multirun/DATE/TIME
   suite      train and evaluate a recipe on every benchmark-suite member: briarpatch suite --out DIR
 
-`briarpatch <command> --help` explains each one.
+`briarpatch <command> --help` explains each one; --debug shows the traceback of an error;
+briarpatch --version prints the version.
 """
 
 
@@ -29,13 +31,33 @@ def _hydra(entry, program: str, argv: list[str]) -> int:
     return 0
 
 
+def _checked(config_name: str, prog: str, args: list[str]) -> bool:
+    """Overrides that would not compose are one line on stderr, before Hydra starts a run folder."""
+    from .config import check_overrides
+
+    problem = check_overrides(config_name, args)
+    if problem:
+        print(f"{prog}: {problem}", file=sys.stderr)
+    return problem is None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # tracebacks instead of one-line errors, for Hydra's commands and ours
+        argv = [a for a in argv if a != "--debug"]
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
+    if argv[0] in ("--version", "-V", "version"):
+        from . import __version__
+
+        print(f"briarpatch {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
+        if not _checked("train", "briarpatch train", rest):
+            return 2
         from . import _train_script
         from .train import main as entry
 
@@ -47,8 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             main_module.__spec__ = importlib.util.find_spec("briarpatch._train_script")
         return _hydra(entry, _train_script.__file__, rest)
     if command == "evaluate":
-        from .evaluation import main as entry
+        from .evaluation import main as entry, translate_args
 
+        args = translate_args(rest)
+        wants_help = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+        if not wants_help and not any(a.startswith("patch_path=") for a in args):
+            print("briarpatch evaluate: which patch? add patch=PATH (a patch.safetensors or a training run folder), "
+                  "e.g. briarpatch evaluate patch=outputs/demo", file=sys.stderr)
+            return 2
+        if not _checked("evaluate", "briarpatch evaluate", args):
+            return 2
         return _hydra(entry, "briarpatch evaluate", rest)
     if command == "apply":
         from .apply import cli

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["build", "config_dir", "config_hash"]
+__all__ = ["build", "config_dir", "config_hash", "check_overrides", "remove_if_empty_run", "report_user_error",
+           "user_errors"]
 
 
 def config_dir() -> str:
@@ -40,3 +41,103 @@ def build(node, **kwargs):
         if exc.__cause__ is not None:
             raise exc.__cause__ from None
         raise
+
+
+# ----------------------------------------------------------------------------- user errors
+def user_errors() -> tuple:
+    """The exceptions that report a user's mistake (bad values, missing files or weights)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from .artifacts import PatchFileError
+    from .encoders import EncoderWeightsMissing
+
+    return (ValueError, FileNotFoundError, PatchFileError, EncoderWeightsMissing, MissingMandatoryValue, TypeError)
+
+
+def check_overrides(config_name: str, args: list[str]) -> str | None:
+    """Compose the config as Hydra will, with the first value of any sweep; a one-line message
+    naming the mistake and its fix, or ``None`` when the overrides are fine.
+
+    Flags other than ``-m``/``--multirun`` (``--help``, ``--cfg job``, ...) are Hydra's to handle.
+    """
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return None
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        return f"cannot read the override: {str(exc).splitlines()[0]}"
+    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else text
+             for o, text in zip(parsed, overrides) if not o.key_or_group.startswith("hydra")]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        try:
+            compose(config_name=config_name, overrides=first)
+            return None
+        except MissingConfigException as exc:
+            import re
+
+            found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(exc))
+            if found and (Path(config_dir()) / found[1]).is_dir():
+                options = sorted(p.stem for p in (Path(config_dir()) / found[1]).glob("*.yaml"))
+                return f"{found[1]}={found[2]} does not exist; choose one of: {', '.join(options)}"
+            return str(exc).splitlines()[0]
+        except ConfigCompositionException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+                key = str(cause.full_key)
+                parent, _, leaf = key.rpartition(".")
+                base = compose(config_name=config_name, overrides=[o for o in first if not o.lstrip("+~").startswith(key)])
+                node = base if not parent else OmegaConf.select(base, parent)
+                known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+                close = difflib.get_close_matches(leaf, known, n=1)
+                hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else \
+                    f"{parent or 'the config'} has: {', '.join(known)}"
+                return f"{key} is not a setting; {hint} (--help lists the settings)"
+            return str(exc).splitlines()[0]
+        finally:
+            GlobalHydra.instance().clear()
+
+
+def remove_if_empty_run(run_dir) -> None:
+    """Remove a run folder that holds nothing but Hydra's own bookkeeping (and its empty parent)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    leftovers = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if leftovers:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # Hydra's outputs/DATE (and outputs itself), when this run was all they held.
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        if parent.name in ("outputs", "multirun") or parent == run_dir.parent:
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
+    """One line on stderr naming the problem (the exception's own first line), no run folder left
+    behind; exit status 2. With ``HYDRA_FULL_ERROR=1`` (``--debug``) the exception propagates."""
+    import os
+    import sys
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    if run_dir is not None:
+        remove_if_empty_run(run_dir)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if exc.__class__.__name__ == "MissingMandatoryValue":
+        key = getattr(exc, "full_key", "") or text
+        text = f"{key} must be set (add {key}=...)"
+    print(f"{prog}: {text}", file=sys.stderr)
+    return 2

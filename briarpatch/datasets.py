@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def _need(path: Path, what: str) -> Path:
+def _need(path: Path, what: str, fix: str = "set data.root to the dataset folder") -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: expected {path} (set data.root to the dataset folder)")
+        raise FileNotFoundError(f"{what} not found: expected {path} ({fix})")
     return path
 
 
@@ -235,7 +235,7 @@ def waterbirds(*, root: str, target: str = "y", sensitive: str = "place", target
 def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "path", split_column=None,
              target_threshold=None, **kwargs):
     """Any CSV or Parquet manifest; paths relative to it; splits ``train``/``val``/``test`` or a seeded split."""
-    path = _need(Path(manifest).expanduser(), "manifest")
+    path = _need(Path(manifest).expanduser(), "manifest", "check data.manifest")
     frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
     frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p))
                      for p in _column(frame, path_column, "path column")]

@@ -21,18 +21,19 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
 from .artifacts import BriarPatch, load_patch
-from .config import build, config_dir
+from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
 from .metrics import fairness_summary, group_table, leakage_scores, probe_separation, tolerate_small_groups
 from .pipeline import apply_channel, parse_channel
@@ -139,8 +140,9 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
     if patch is not None:
         pasted = lambda x: quantize_8bit(paste_placed(x, patch.pixels.to(x.device), patch.mask.to(x.device),  # noqa: E731
                                                       patch.placement))
-    out, start = None, 0
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
+    out, start, began = None, 0, time.perf_counter()
+    bar = progress and sys.stderr.isatty()  # a bar on a terminal; one line per stage in a log
+    for batch in tqdm(loader, desc=desc, disable=not bar, leave=False, file=sys.stderr):
         if channel is not None:
             images = apply_channel(channel, to_unit(batch["image"]), paste=pasted, seed=seed, start=start)
             images = images.to(device, non_blocking=True)
@@ -158,6 +160,8 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
         start += len(emb)
     if out is None:
         raise ValueError("cannot embed an empty dataset")
+    if progress and not bar:
+        print(f"[evaluate] {desc}: {len(out)} images, {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
     return out
 
 
@@ -190,7 +194,7 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
         try:
             cached = np.load(path, allow_pickle=False).astype(np.float64)
             if cached.shape[0] == len(dataset):
-                log.info("%s embeddings from cache %s", what, path)
+                log.debug("%s embeddings from cache %s", what, path)
                 return cached
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
@@ -412,6 +416,7 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
         report["robustness"] = section["channels"]
         report["settings"]["robustness"] = section["settings"]
     report["patch"] = {"path": str(patch_path), "encoder": encoder.name, "mismatch": mismatch,
+                       "shape": patch.metadata.get("shape", "patch"),
                        "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
     report["data"] = datamodule.describe()
     others = [name for name in settings.transfer if name not in {m.name for m in members}]
@@ -427,32 +432,71 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
             rows.append(_encoder_row(name, False, _protocol_on(target, datamodule, patch, settings=light,
                                                                controls=False)))
         report["transfer"] = rows
+    print_summary(report)
     if out_dir is not None:
         write_report(report, Path(out_dir))
-    print_summary(report)
+        print(f"report written to {Path(out_dir) / 'report.md'} (figures and report.json beside it)")
     return report
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Hydra-free entry: evaluate ``cfg.patch_path`` into ``cfg.run_dir/report``."""
+def run_config_of(patch_path) -> Path | None:
+    """The ``config.yaml`` of the training run a patch file (or run folder) belongs to, if any."""
+    path = Path(patch_path)
+    run = path if path.is_dir() else path.parent
+    return run / "config.yaml" if (run / "config.yaml").is_file() else None
+
+
+def with_run_config(cfg: DictConfig, overrides=()) -> tuple[DictConfig, Path | None]:
+    """``cfg`` with the data and encoder of the patch's own training run, unless the user chose
+    other data (``data=``, ``experiment=``); the user's ``data.*``/``encoder.*`` overrides win.
+    A smoke-test patch is then evaluated on its smoke data, not silently on the full default."""
+    source = run_config_of(cfg.patch_path)
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    if source is None or any(k in ("data", "encoder", "experiment") for k in keys):
+        return cfg, None
+    run = OmegaConf.load(source)
+    if "data" not in run or "encoder" not in run:
+        return cfg, None
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.data, cfg.encoder = run.data, run.encoder
+        mine = [o for o in overrides if o.lstrip("+~").startswith(("data.", "encoder."))]
+        cfg.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in mine if not o.startswith("~")]))
+    return cfg, source
+
+
+def evaluate(cfg: DictConfig, overrides=()) -> dict:
+    """Hydra-free entry: evaluate ``cfg.patch_path`` into ``cfg.run_dir/report``.
+
+    ``overrides``: what the user set on the command line (decides whether the training run's
+    own data and encoder are used, see :func:`with_run_config`).
+    """
     if cfg.get("seed") is not None:
         import lightning.pytorch as pl
 
-        pl.seed_everything(cfg.seed)
+        pl.seed_everything(cfg.seed, verbose=False)
+    cfg, source = with_run_config(cfg, overrides)
+    if source is not None:
+        print(f"data and encoder of the patch's training run ({source})", file=sys.stderr)
     return evaluate_run(cfg, patch_path=cfg.patch_path, out_dir=Path(cfg.run_dir) / "report")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        evaluate(cfg, overrides=list(HydraConfig.get().overrides.task))
+    except user_errors() as exc:
+        sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir")))
+
+
+def translate_args(args: list[str]) -> list[str]:
+    """``patch=PATH`` -> ``patch_path=PATH`` (``patch`` is a config group of training)."""
+    return [("patch_path=" + a[len("patch="):]) if a.startswith("patch=") else a for a in args]
 
 
 def main() -> None:
-    """``briarpatch evaluate patch=PATH [overrides]``.
-
-    ``patch`` is also a config group (for training), so ``patch=PATH`` is passed to Hydra as
-    ``patch_path=PATH``.
-    """
-    sys.argv = [sys.argv[0], *(("patch_path=" + a[len("patch="):]) if a.startswith("patch=") else a
-                               for a in sys.argv[1:])]
+    """``briarpatch evaluate patch=PATH [overrides]``."""
+    sys.argv = [sys.argv[0], *translate_args(sys.argv[1:])]
     _hydra_main()

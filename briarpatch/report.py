@@ -85,9 +85,23 @@ _TRANSFER_NOTE = ("Each encoder has its own downstream predictor and logistic pr
                   "embeddings; leakage is balanced accuracy.")
 
 
+def _subject(report: dict) -> str:
+    """One line naming the patch, its encoder and the data it was evaluated on."""
+    patch, data = report.get("patch", {}), report.get("data", {})
+    name = data.get("dataset", "?")
+    if data.get("member"):
+        name += f" (member {data['member']})"
+    elif name == "synthetic":
+        name += " (member default)"
+    sizes = data.get("sizes")
+    split = f", {sizes['train']} training / {sizes['test']} evaluation images" if sizes else ""
+    return (f"Patch `{patch.get('path', '?')}` ({patch.get('shape', 'patch')}), encoder {patch.get('encoder', '?')}; "
+            f"data: {name}{split}.")
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
-    out = ["# briarpatch evaluation report", "",
+    out = ["# briarpatch evaluation report", "", _subject(report), "",
            f"Downstream predictor of Y: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
            f"scored on {s['n_test']} evaluation images. Groups: {', '.join(s['groups'])}.", "",
            "## Downstream predictor", "",

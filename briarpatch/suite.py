@@ -113,7 +113,7 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
                 cfg.run_dir = str(run_dir)
             t0 = time.perf_counter()
             run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "run.log", "w") as fh, contextlib.redirect_stdout(fh), _quiet_lightning():
+            with open(run_dir / "run.log", "w") as fh, contextlib.redirect_stdout(fh):
                 train(cfg)
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
             fig = _figures(json.loads((run_dir / "report" / "report.json").read_text()))
@@ -125,19 +125,6 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
     _write(out, table)
     echo(markdown(table))
     return table
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    names = ("lightning.pytorch", "lightning.fabric", "briarpatch")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for n, level in levels.items():
-            logging.getLogger(n).setLevel(level)
 
 
 def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: list[str] = ()) -> dict:

@@ -50,7 +50,8 @@ def collect_runs(root: Path) -> list[dict]:
             continue
         cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
         data = json.loads(report.read_text())
-        runs.append({"dir": str(run), "config": _flatten(cfg), "seed": cfg.get("seed"),
+        runs.append({"dir": str(run), "label": str(run.relative_to(root)) if run != Path(root) else run.name,
+                     "config": _flatten(cfg), "seed": cfg.get("seed"),
                      **{m: float(f(data)) for m, f in METRICS.items()}})
     return runs
 
@@ -101,6 +102,8 @@ def _figure(runs, path: Path) -> None:
     mask = pareto_mask(acc, dp)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     sc = ax.scatter(dp, acc, c=leak, cmap="viridis", s=45, vmin=0.5, vmax=1.0)
+    for r, x, y in zip(runs, dp, acc):  # which run each point is: its folder under the sweep
+        ax.annotate(r["label"], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.scatter(dp[mask], acc[mask], facecolors="none", edgecolors="red", s=140, label="Pareto-optimal")
     order = np.argsort(dp[mask])
     ax.plot(dp[mask][order], acc[mask][order], "r--", lw=1)
@@ -120,6 +123,8 @@ def _figure(runs, path: Path) -> None:
 def sweep_report(root, out=None) -> dict:
     """Collect the runs under ``root``; write ``sweep_report.{md,json}`` and ``pareto.png`` into ``out``."""
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist; give the sweep folder Hydra printed (multirun/DATE/TIME)")
     out = Path(out) if out is not None else root
     runs = collect_runs(root)
     if not runs:
@@ -134,7 +139,10 @@ def sweep_report(root, out=None) -> dict:
         setting = ", ".join(f"{k}={v}" for k, v in r["setting"].items()) or "(single setting)"
         lines.append(f"| {setting} | {r['runs']} | {fmt(r, 'accuracy')} | {fmt(r, 'dp_difference')} | "
                      f"{fmt(r, 'non_adaptive_bacc')} | {fmt(r, 'adaptive_bacc')} | {'yes' if r['pareto'] else ''} |")
-    md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} runs; swept: {', '.join(swept) or 'nothing'} "
+    seeds = sorted({str(r["seed"]) for r in runs})
+    what = ", ".join(swept) if swept else f"the seed only ({len(seeds)} seeds: {', '.join(seeds)})" if len(seeds) > 1 \
+        else "nothing (one setting, one seed)"
+    md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} runs; swept: {what} "
                     "(mean ± std over seeds). Leakage columns: logistic S probe balanced accuracy, non-adaptive "
                     "(fit on clean) and adaptive (refit on patched).", "", *lines, "", "![Pareto](pareto.png)", ""])
     with atomic_path(out / "sweep_report.md") as tmp:

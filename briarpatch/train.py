@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -13,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .artifacts import save_patch, save_png
-from .config import build, config_dir, config_hash
+from .config import build, config_dir, config_hash, report_user_error, user_errors
 from .data import check_groups
 from .module import BriarPatchModule
 
-__all__ = ["train", "build_module", "main"]
+__all__ = ["train", "build_module", "main", "EpochLog", "quiet_lightning"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,48 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
     return path
 
 
+class EpochLog(pl.Callback):
+    """One line per validation when the output is not a terminal (a log file, CI): no progress
+    bar redraws, just where training is and what the adversary reads."""
+
+    def __init__(self, patch_steps: int):
+        self.patch_steps, self.start = patch_steps, time.perf_counter()
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        what = "warm-up" if module._in_warmup() else f"patch step {trainer.global_step}/{self.patch_steps}"
+        scores = ", ".join(f"{k} {float(m[f'val/adv_bacc_{k}']):.3f}" for k in ("clean", "patched")
+                           if f"val/adv_bacc_{k}" in m)
+        print(f"[train] epoch {trainer.current_epoch}, {what}: adversary on validation images {scores} "
+              f"({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's lines a user cannot act on (accelerator inventory, logging tips, "fit stopped",
+    a log folder Hydra made being "not empty") are left out."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "lightning.pytorch.accelerators.cuda")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen on purpose
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning internals, not ours
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def train(cfg: DictConfig) -> dict:
     """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
 
@@ -76,37 +121,41 @@ def train(cfg: DictConfig) -> dict:
         ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
     """
     if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
-    # The frozen encoder is in eval mode on purpose (BatchNorm statistics must not move).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning internals, not ours
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_float32_matmul_precision("high")
 
-    log.info("training a patch into %s", run_dir)
     datamodule = build(cfg.data)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     module = build_module(cfg, datamodule)
+    log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
     batches = -(-len(datamodule.split("train")) // datamodule.batch_size)
     every = min(cfg.trainer.get("log_every_n_steps", 50), batches)
-    trainer: pl.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, log_every_n_steps=every)
+    # On a terminal a progress bar; in a log one line per epoch.
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and _interactive()
+    if cfg.trainer.get("enable_progress_bar", True) and not bar:
+        callbacks.append(EpochLog(cfg.patch_steps))
+    with quiet_lightning():
+        trainer: pl.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, log_every_n_steps=every,
+                                    enable_progress_bar=bar)
     # Lightning stays epoch-based (its resume continues an epoch-based run exactly); the module
     # stops at the last patch step. Enough epochs for the schedule, on this rank's share of the data.
     per_rank = -(-len(datamodule.split("train")) // trainer.world_size)
     trainer.fit_loop.max_epochs = -(-(module.adversary.warmup_steps + cfg.patch_steps)
                                     // -(-per_rank // datamodule.batch_size))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with quiet_lightning():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         _write_artifact(cfg, module, datamodule, run_dir)
-        log.info("patch written to %s", result["patch"])
+        print(f"patch written to {result['patch']}", flush=True)
         if cfg.get("evaluate_after_train", False):
             from .evaluation import evaluate_run
 
@@ -117,7 +166,15 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point (``briarpatch train`` / ``python scripts/train.py``)."""
-    result = train(cfg)
+    """Hydra entry point (``briarpatch train`` / ``python scripts/train.py``).
+
+    A user's mistake (a bad value, a missing file or weight) is one line on stderr and exit
+    status 2, and the run folder it would have used is removed; ``--debug`` or
+    ``HYDRA_FULL_ERROR=1`` shows the traceback.
+    """
+    try:
+        result = train(cfg)
+    except user_errors() as exc:
+        sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
     # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy of the shipped patch).
     return result["metrics"].get("val/adv_bacc_patched")

@@ -33,3 +33,14 @@ def test_sweep_of_three_runs_gives_table_and_pareto_figure(tiny_cfg, tmp_path, c
 def test_empty_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["sweep-report", str(tmp_path)]) == 2
     assert "no runs with config.yaml and report/report.json" in capsys.readouterr().err
+    assert main(["sweep-report", str(tmp_path / "missing")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_a_seed_only_sweep_says_so(tiny_cfg, tmp_path, capsys):
+    for seed in (0, 1):
+        train(tiny_cfg(f"seed={seed}", f"run_dir={tmp_path}/sweep/{seed}"))
+    assert main(["sweep-report", str(tmp_path / "sweep")]) == 0
+    assert "swept: the seed only (2 seeds: 0, 1)" in capsys.readouterr().out
+    labels = [r["label"] for r in json.loads((tmp_path / "sweep" / "sweep_report.json").read_text())["runs"]]
+    assert sorted(labels) == ["0", "1"]

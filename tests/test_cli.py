@@ -1,0 +1,81 @@
+"""The `briarpatch` command as a newcomer meets it: one-line errors, no stray run folders, short logs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args, cwd, env=None, timeout=600):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "briarpatch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["train", "encoder.name=foo"], "unknown encoder 'foo'"),
+    (["train", "encoder=foo"], "encoder=foo does not exist; choose one of: efficientnet_lite0"),
+    (["train", "patch.sise=5"], "patch.sise is not a setting; did you mean patch.size?"),
+    (["train", "-m", "seed=0,1", "patch.sise=5"], "did you mean patch.size?"),
+    (["train", "encoder.weights=/nowhere/w.pt"], "weights for encoder efficientnet_lite0 not found at /nowhere/w.pt"),
+    (["train", "data=manifest", "data.manifest=/nowhere/m.csv", "data.target=y", "data.sensitive=s"],
+     "manifest not found: expected /nowhere/m.csv (check data.manifest)"),
+    (["train", "data.member=nope"], "unknown suite member 'nope'; choose one of: default"),
+    (["evaluate"], "which patch? add patch=PATH"),
+    (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),
+    (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
+    (["suite", "--members", "nope"], "unknown member 'nope'; choose from default"),
+])
+def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args, expected):
+    out = _run(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
+    assert not list(tmp_path.iterdir()), "a user error left files behind"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = _run("train", "encoder.name=foo", "--debug", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" in out.stderr and "unknown encoder 'foo'" in out.stderr
+
+
+def test_version_and_help(tmp_path):
+    from briarpatch import __version__
+
+    assert _run("--version", cwd=tmp_path).stdout.strip() == f"briarpatch {__version__}"
+    help_text = _run("evaluate", "--help", cwd=tmp_path).stdout
+    groups = help_text.split("== Configuration groups")[1].split("==")[1]
+    assert "patch:" not in groups and "data: " in groups and "encoder: " in groups
+    assert "patch_path" in help_text and "briarpatch evaluate patch=outputs/demo" in help_text
+
+
+def test_a_smoke_run_logs_one_line_per_stage_and_evaluate_reads_its_run(tmp_path):
+    """A log (not a terminal) gets one line per epoch and per stage; evaluating the run's patch
+    uses the run's own (tiny) data, not the full default; both say where their outputs went."""
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("eval.robustness")] + ["eval.robustness=[identity,jpeg:75]"]
+    out = _run("train", *tiny, "trainer.enable_progress_bar=true", "eval.progress=true", f"hydra.run.dir={run}",
+               f"eval.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout + out.stderr
+    assert len(log.splitlines()) < 60, log
+    assert "\r" not in log and "it/s" not in log  # no progress-bar redraws in a log
+    for line in ("[train] epoch 0", "patch written to", "[evaluate] embedding patched test", "report written to"):
+        assert line in log
+    for noise in ("Tip:", "GPU available", "exists and is not empty", "log_every_n_steps"):
+        assert noise not in log
+
+    report = run / "report" / "report.md"
+    assert "Patch `" in report.read_text() and "efficientnet_lite0" in report.read_text()
+    evaluated = _run("evaluate", f"patch={run}", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=0",
+                     "eval.baselines=false", "eval.robustness=[]", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert f"training run ({run / 'config.yaml'})" in evaluated.stderr
+    assert f"report written to {tmp_path / 'eval' / 'report' / 'report.md'}" in evaluated.stdout
+    data = json.loads((tmp_path / "eval" / "report" / "report.json").read_text())["data"]
+    assert data["image_size"] == 32 and data["sizes"]["test"] == 48  # the run's data, not the default's
