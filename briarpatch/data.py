@@ -43,6 +43,17 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=gen).tolist()
 
 
+def resolve_workers(value) -> int:
+    """``data.num_workers``: a number, or ``auto`` = one worker per core but one (the training step
+    needs a core), at most 8."""
+    if value == "auto":
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"data.num_workers must be >= 0 or 'auto', got {value}")
+    return value
+
+
 class SplitDataModule(pl.LightningDataModule):
     """Shared loaders for data modules that expose ``split(name)`` for train / val / test.
 
@@ -51,6 +62,14 @@ class SplitDataModule(pl.LightningDataModule):
 
     def split(self, name: str) -> Dataset:
         raise NotImplementedError
+
+    @property
+    def num_workers(self) -> int:
+        return self._num_workers
+
+    @num_workers.setter
+    def num_workers(self, value) -> None:
+        self._num_workers = resolve_workers(value)
 
     def _loader(self, name: str, *, shuffle: bool) -> DataLoader:
         dataset = self.split(name)

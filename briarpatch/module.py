@@ -76,12 +76,17 @@ class BriarPatchModule(pl.LightningModule):
         On a GPU, check the losses are finite every this many batches (each check waits for the device).
     patch_steps : int, optional
         Stop after this many patch steps (``None``: when the trainer stops).
+    compile : bool
+        On a GPU, capture the encoder's forward and backward with ``torch.compile(mode=
+        "reduce-overhead")`` (CUDA graphs: one launch instead of hundreds of small kernels). On
+        the CPU it changes nothing (and says so).
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
                  patch_optimizer, adversary_optimizer, cache_size: int | None = None, pipeline=None,
                  sensitive_ema: float = 0.05, seed: int | None = None, num_classes: int = 2, keep: str = "ema",
-                 ema_decay: float = 0.98, log_every: int = 10, patch_steps: int | None = None):
+                 ema_decay: float = 0.98, log_every: int = 10, patch_steps: int | None = None,
+                 compile: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.encoder, self.patch, self.adversary, self.objective = encoder, patch, adversary, objective
@@ -92,7 +97,7 @@ class BriarPatchModule(pl.LightningModule):
         self.sensitive_ema = float(sensitive_ema)
         self.seed = seed
         self.log_every = max(1, int(log_every))
-        self.patch_steps = patch_steps
+        self.patch_steps, self.compile = patch_steps, bool(compile)
         if keep not in ("ema", "last"):
             raise ValueError(f"keep_patch must be 'ema' or 'last', got {keep!r}")
         if not 0.0 <= ema_decay < 1.0:
@@ -122,6 +127,15 @@ class BriarPatchModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimizers and batches
     def configure_optimizers(self):
         return [self._patch_optimizer([self.patch.pixels]), self._adversary_optimizer(self.adversary.parameters())]
+
+    def on_fit_start(self):
+        if not self.compile:
+            return
+        if self.device.type != "cuda":
+            print(f"compile=true: CUDA graphs need a GPU; on the {self.device.type} the step runs as usual", flush=True)
+            return
+        # The encoder's forward (and its backward, for the patched images) captured once per shape.
+        self.encoder.forward = torch.compile(self.encoder.forward, mode="reduce-overhead", dynamic=False)
 
     def on_load_checkpoint(self, checkpoint):
         checkpoint["state_dict"].update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})

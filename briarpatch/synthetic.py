@@ -7,9 +7,10 @@ lies behind them (``background``). A *member* is a named recipe plus the trainin
 and correlation P(Y = S): see :data:`SUITE`. ``default`` is the benchmark every earlier result
 was measured on, drawn pixel for pixel as before.
 
-Members were calibrated once, before any patch recipe was tuned on them (docs/suite.md): the
-clean downstream predictor leans on S (demographic parity difference >= 0.25 on the independent
-evaluation split) and a gray 4 px frame costs at most one point of its accuracy.
+Members were calibrated once, on the data the suite uses (data seed 0), before any patch recipe
+was tuned on them (docs/suite.md): the clean downstream predictor leans on S (demographic parity
+difference >= 0.25 on the independent evaluation split) and a gray 4 px frame costs at most one
+point of its accuracy. ``mark`` (S a small local mark) misses the second: it is kept and flagged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["RECIPE", "SUITE", "S_CUES", "Y_CUES", "BACKGROUNDS", "ImageLabelDataset", "LazySynthetic",
+__all__ = ["RECIPE", "SUITE", "UNCALIBRATED", "S_CUES", "Y_CUES", "BACKGROUNDS", "ImageLabelDataset", "LazySynthetic",
            "make_synthetic", "suite_member"]
 
 S_CUES = ("tint", "cast", "exposure", "grain", "mark")
@@ -44,17 +45,20 @@ RECIPE = MappingProxyType({"s_cue": "tint", "s_strength": (0.06, 0.12), "cue": "
 SUITE = MappingProxyType({
     "default": {},
     "cast": {"s_cue": "cast", "s_strength": (0.08, 0.16)},
-    "exposure": {"s_cue": "exposure", "s_strength": (0.12, 0.2), "background": "gradient"},
+    "exposure": {"s_cue": "exposure", "s_strength": (0.12, 0.2), "background": "gradient", "clutter": 3,
+                 "subject": 0.8},
     "grain": {"s_cue": "grain", "s_strength": (0.04, 0.07), "background": "flat"},
-    "mark": {"s_cue": "mark", "s_strength": (4.0, 6.0)},
+    "mark": {"s_cue": "mark", "s_strength": (6.0, 9.0), "background": "flat"},
     "orientation": {"cue": "orientation", "purity": 0.65},
-    "size": {"cue": "size", "background": "texture"},
-    "blocky": {"background": "blocky"},
-    "small": {"train_size": 1024, "train_correlation": 0.8},
-    "large": {"train_size": 4096, "train_correlation": 0.95},
-    "combined": {"s_cue": "mark", "s_strength": (4.0, 6.0), "cue": "orientation", "purity": 0.65,
-                 "background": "texture", "train_size": 1024, "train_correlation": 0.95},
+    "size": {"cue": "size", "background": "texture", "clutter": 3},
+    "strong": {"train_correlation": 0.95},
+    "small": {"train_size": 1024, "train_correlation": 0.95},
+    "combined": {"s_cue": "cast", "s_strength": (0.08, 0.16), "cue": "orientation", "purity": 0.65,
+                 "background": "texture", "clutter": 3, "train_size": 1024, "train_correlation": 0.95},
 })
+#: Members whose calibration failed (docs/suite.md): a gray frame of the default geometry costs
+#: more than one point of clean accuracy, so their accuracy target is reported, not counted.
+UNCALIBRATED = frozenset({"mark"})
 _SPLIT_KEYS = ("train_size", "train_correlation")
 
 

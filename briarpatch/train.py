@@ -43,7 +43,7 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
         cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "ema"),
         ema_decay=cfg.get("patch_ema_decay", 0.98), log_every=cfg.trainer.get("log_every_n_steps", 10),
-        patch_steps=cfg.patch_steps,
+        patch_steps=cfg.patch_steps, compile=cfg.get("compile", False),
     )
 
 

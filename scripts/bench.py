@@ -1,6 +1,6 @@
 """Throughput benchmark, all figures measured side by side in one run (images/second).
 
-    python scripts/bench.py [--device cpu|cuda] [--batch 32] [--size 128] [--patch 48] [--steps 8] [--json PATH]
+    python scripts/bench.py [--device cpu|cuda] [--batch 32,256] [--size 128] [--patch 48] [--steps 8] [--json PATH]
 
 1. limit_train: the bare encoder, forward + backward to the input (the floor for training);
 2. train: briarpatch's real training step (the `briarpatch train` code path: Lightning, paste,
@@ -8,7 +8,10 @@
    same affine resampling as a random one), steady state (clean embeddings cached) and first epoch;
 3. art: IBM ART's AdversarialPatchPyTorch (rotation and scale on) on the same encoder, if installed
    (`pip install -e ".[bench]"`);
-4. limit_embed vs. embed: the bare encoder forward vs. briarpatch's evaluation embedding.
+4. limit_embed vs. embed: the bare encoder forward vs. briarpatch's evaluation embedding;
+5. the step with the photo pipeline (--pipeline robust) and, on a GPU, captured (--compile), each
+   against the plain step;
+6. data_ips: the data path of real datasets alone on a generated JPEG manifest, against the step.
 Warm-up runs are excluded; each figure is the median of several timed repeats.
 """
 
@@ -55,7 +58,7 @@ def bench_limits(encoder, x, repeats, sync, precision="32"):
             _median_ips(fwd, images=len(x), repeats=repeats, sync=sync))
 
 
-def bench_train(args, device) -> tuple[float, float]:
+def bench_train(args, device, extra=()) -> tuple[float, float]:
     """Time real training steps through Lightning with a callback (median step time)."""
     import lightning.pytorch as pl
     from hydra import compose, initialize_config_dir
@@ -85,17 +88,20 @@ def bench_train(args, device) -> tuple[float, float]:
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
             "patch=square", f"patch.size={args.patch}", f"patch_steps={2 * args.steps}", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-            f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
+            f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}", *extra,
         ])
     with open_dict(cfg):
         cfg.run_dir = "/tmp/briarpatch-bench"
     dm = build(cfg.data)
     module = build_module(cfg, dm)
     timer = StepTimer()
-    trainer = pl.Trainer(**{k: v for k, v in cfg.trainer.items() if k not in ("_target_", "default_root_dir")},
-                         logger=False, enable_checkpointing=False, callbacks=[timer], limit_val_batches=0,
-                         default_root_dir=cfg.run_dir)
-    trainer.fit(module, datamodule=dm)
+    from briarpatch.train import quiet_lightning
+
+    with quiet_lightning():
+        trainer = pl.Trainer(**{k: v for k, v in cfg.trainer.items() if k not in ("_target_", "default_root_dir")},
+                             logger=False, enable_checkpointing=False, callbacks=[timer], limit_val_batches=0,
+                             default_root_dir=cfg.run_dir)
+        trainer.fit(module, datamodule=dm)
     first = [t for t, e in zip(timer.times, timer.epochs) if e == 0][1:]  # skip the warm-up step
     steady = [t for t, e in zip(timer.times, timer.epochs) if e == 1]
     return args.batch / statistics.median(steady), args.batch / statistics.median(first)
@@ -134,64 +140,127 @@ class _Normalize(torch.nn.Module):
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
+def bench_data(args) -> tuple[float, int]:
+    """The data path of real datasets alone (decode, EXIF, crop, resize, collate) on a generated JPEG
+    manifest of --data-images 640x480 photos, with the default number of DataLoader workers."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from briarpatch.config import build
+    from briarpatch.datasets import manifest
+
+    root = Path(tempfile.gettempdir()) / f"briarpatch-bench-jpegs-{args.data_images}"
+    table = root / "manifest.csv"
+    if not table.is_file():  # generated once and kept: the benchmark times reading, not writing
+        root.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        lines = ["path,y,s"]
+        for i in range(args.data_images):
+            base = rng.integers(0, 256, (3,), dtype=np.uint8)
+            noise = rng.integers(0, 64, (60, 80, 3), dtype=np.uint8)
+            img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).resize((640, 480), Image.BICUBIC)
+            img.save(root / f"{i}.jpg", quality=90)
+            lines.append(f"{i}.jpg,{i % 2},{(i // 2) % 2}")
+        table.write_text("\n".join(lines) + "\n")
+    from hydra import compose, initialize_config_dir
+
+    from briarpatch.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["data=manifest", f"data.manifest={table}", "data.target=y",
+                                                      "data.sensitive=s", "data.split_column=null",
+                                                      f"data.image_size={args.size}", f"data.batch_size={args.batch[0]}"])
+    dm = build(cfg.data)
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # workers started, first batch decoded
+    n, t = 0, time.perf_counter()
+    for batch in it:
+        n += len(batch["image"])
+    return n / (time.perf_counter() - t), dm.num_workers
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", default="32", help="comma-separated batch sizes, e.g. 32,256 (the first one for the "
+                                                  "embedding, ART and data figures)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--steps", type=int, default=8, help="training steps / ART iterations timed per figure")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--embed-images", type=int, default=1024)
+    p.add_argument("--data-images", type=int, default=5000, help="JPEG photos (640x480) for the data-path figure; 0 skips it")
     p.add_argument("--precision", choices=("32", "bf16"), default="32",
                    help="bf16: bfloat16 autocast for every figure (limits, training, embedding)")
+    p.add_argument("--pipeline", default="robust", help="photo pipeline timed beside the plain step ('' skips it)")
+    p.add_argument("--compile", action="store_true", help="also time the step with compile=true (CUDA graphs)")
     p.add_argument("--json", type=Path)
     p.add_argument("--no-art", action="store_true")
     args = p.parse_args()
+    args.batch = [int(b) for b in str(args.batch).split(",") if b]
 
     from briarpatch.data import to_unit
-    from briarpatch.synthetic import make_synthetic
     from briarpatch.encoders import build_encoder
     from briarpatch.evaluation import embed_dataset
+    from briarpatch.synthetic import make_synthetic
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     encoder = build_encoder("efficientnet_lite0").to(device)
-    data = make_synthetic(max(args.batch, args.embed_images), image_size=args.size, seed=0)
-    x = to_unit(data.images[: args.batch]).to(device)
-
-    limit_train, limit_embed = bench_limits(encoder, x, args.repeats, sync, args.precision)
+    first = args.batch[0]
+    data = make_synthetic(max(max(args.batch), args.embed_images), image_size=args.size, seed=0)
+    figures, rows = {}, []
+    for batch in args.batch:
+        x = to_unit(data.images[:batch]).to(device)
+        limit_train, _ = bench_limits(encoder, x, args.repeats, sync, args.precision)
+        run = argparse.Namespace(**{**vars(args), "batch": batch})
+        train, train_first = bench_train(run, device)
+        tag = "" if batch == first else f"_b{batch}"
+        figures.update({f"limit_train_ips{tag}": limit_train, f"train_ips{tag}": train,
+                        f"train_first_epoch_ips{tag}": train_first})
+        rows += [(f"bare encoder forward+backward (limit), batch {batch}", limit_train, None),
+                 (f"briarpatch training step, batch {batch}", train, train / limit_train),
+                 (f"briarpatch training step, first epoch, batch {batch}", train_first, train_first / limit_train)]
+        if batch == first and args.pipeline:
+            piped, _ = bench_train(run, device, extra=[f"pipeline={args.pipeline}"])
+            figures["train_pipeline_ips"] = piped
+            rows.append((f"training step with pipeline={args.pipeline}", piped, piped / train))
+        if batch == first and args.compile:
+            compiled, _ = bench_train(run, device, extra=["compile=true"])
+            figures["train_compiled_ips"] = compiled
+            rows.append(("training step with compile=true", compiled, compiled / train))
+    x = to_unit(data.images[:first]).to(device)
     embed_ds = torch.utils.data.Subset(data, range(args.embed_images))
-    embed = _median_ips(lambda: embed_dataset(encoder, embed_ds, batch_size=args.batch, device=device, progress=False,
+    embed = _median_ips(lambda: embed_dataset(encoder, embed_ds, batch_size=first, device=device, progress=False,
                                             precision=args.precision),
                         images=args.embed_images, repeats=max(2, args.repeats // 2), sync=sync)
     limit_embed_full = _median_ips(
-        lambda: [bench_limits_forward(encoder, to_unit(data.images[i:i + args.batch]).to(device), args.precision)
-                 for i in range(0, args.embed_images, args.batch)],
+        lambda: [bench_limits_forward(encoder, to_unit(data.images[i:i + first]).to(device), args.precision)
+                 for i in range(0, args.embed_images, first)],
         images=args.embed_images, repeats=max(2, args.repeats // 2), sync=sync)
-    train, train_first = bench_train(args, device)
-    art = None if args.no_art else bench_art(encoder, x, args, device)
-
-    figures = {"limit_train_ips": limit_train, "train_ips": train, "train_first_epoch_ips": train_first,
-               "art_ips": art, "limit_embed_ips": limit_embed_full, "limit_embed_batch_ips": limit_embed,
-               "embed_ips": embed}
+    art = None if args.no_art else bench_art(encoder, x, argparse.Namespace(**{**vars(args), "batch": first}), device)
+    figures.update({"art_ips": art, "limit_embed_ips": limit_embed_full, "embed_ips": embed})
+    rows += [("IBM ART AdversarialPatchPyTorch", art, None), ("bare encoder forward (limit)", limit_embed_full, None),
+             ("briarpatch evaluation embedding", embed, embed / limit_embed_full)]
+    if args.data_images:
+        data_ips, workers = bench_data(args)
+        figures.update({"data_ips": data_ips, "data_workers": workers})
+        rows.append((f"data path, JPEG 640x480, {workers} workers", data_ips, data_ips / figures["train_ips"]))
     settings = {"device": str(torch.cuda.get_device_name() if device.type == "cuda" else "cpu"),
-                "threads": torch.get_num_threads(), "precision": args.precision, "batch": args.batch, "image_size": args.size,
-                "patch": args.patch, "encoder": "efficientnet_lite0", "placement": "square at its fixed place; "
-                "ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
-    rows = [("bare encoder forward+backward (limit)", limit_train, None),
-            ("briarpatch training step, steady state", train, train / limit_train),
-            ("briarpatch training step, first epoch", train_first, train_first / limit_train),
-            ("IBM ART AdversarialPatchPyTorch", art, None),
-            ("bare encoder forward (limit)", limit_embed_full, None),
-            ("briarpatch evaluation embedding", embed, embed / limit_embed_full)]
-    print(f"device {settings['device']}, {settings['threads']} threads, batch {args.batch}, {args.size}px, "
-          f"patch {args.patch}px, torch {torch.__version__}")
-    print(f"{'':42s} {'img/s':>8s} {'/ limit':>8s}")
+                "threads": torch.get_num_threads(), "precision": args.precision, "batches": args.batch,
+                "image_size": args.size, "patch": args.patch, "encoder": "efficientnet_lite0",
+                "placement": "square at its fixed place; ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
+    print(f"device {settings['device']}, {settings['threads']} threads, {args.size}px, patch {args.patch}px, "
+          f"torch {torch.__version__} (ratio: to the bare encoder; pipeline and compile rows: to the plain step; "
+          "data row: to the training step)")
+    print(f"{'':52s} {'img/s':>8s} {'ratio':>8s}")
     for name, ips, ratio in rows:
-        print(f"{name:42s} {ips if ips is not None else float('nan'):8.1f} {'' if ratio is None else f'{ratio:8.2f}'}")
+        print(f"{name:52s} {ips if ips is not None else float('nan'):8.1f} {'' if ratio is None else f'{ratio:8.2f}'}")
     if art:
-        print(f"training step / ART: {train / art:.2f}x")
+        print(f"training step / ART: {figures['train_ips'] / art:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({**figures, "settings": settings}, indent=2))
 
