@@ -25,7 +25,7 @@ def test_the_config_groups_of_the_design_card_exist():
 @pytest.mark.parametrize("group,option", CASES)
 def test_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_cfg("train", [f"{group}={option}"], run_dir=tmp_path)
-    node = cfg[group] if group != "experiment" else cfg
+    node = cfg.get(group) if group != "experiment" else cfg
     if (group, option) in NEEDS_DATA:
         assert cfg.data._target_.startswith("briarpatch.datasets.")
         return
@@ -39,6 +39,10 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         obj = [build(c) for c in node.values()]
     elif group in ("experiment",):
         obj = build(cfg.data)
+    elif group == "pipeline":
+        obj = build(node) if node is not None else "none"  # pipeline=none is no pipeline at all
+        if option != "none":
+            assert obj.__class__.__name__ == "PhotoPipeline"
     elif group == "encoder":
         obj = build(node)
         expected = "ensemble:" + "+".join(node.members) if option == "ensemble" else option
