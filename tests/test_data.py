@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from briarpatch.data import SyntheticDataModule, check_groups
-from briarpatch.synthetic import make_synthetic
+from briarpatch.synthetic import SUITE, make_synthetic
 
 
 def test_synthetic_is_deterministic_and_in_range():
@@ -14,7 +14,7 @@ def test_synthetic_is_deterministic_and_in_range():
 
 @pytest.mark.parametrize("rho", [0.9, 0.5, 0.1])
 def test_correlation_is_what_was_asked(rho):
-    d = make_synthetic(4000, correlation=rho, image_size=16, seed=0)
+    d = make_synthetic(4000, correlation=rho, image_size=16, seed=0, lazy=True)  # labels without drawing images
     agree = (d.y == d.s).float().mean().item()
     assert agree == pytest.approx(rho, abs=0.03)
 
@@ -103,3 +103,41 @@ def test_orientation_cue_draws_horizontal_bars_for_y1():
     assert (horizontal > vertical)[d.y == 1].all() and (vertical > horizontal)[d.y == 0].all()
     with pytest.raises(ValueError, match="cue"):
         make_synthetic(4, cue="colour")
+
+
+@pytest.mark.parametrize("member", list(SUITE))
+def test_every_suite_member_is_deterministic_and_has_its_correlation(member):
+    from briarpatch.synthetic import RECIPE, suite_member
+
+    spec = suite_member(member)
+    recipe = {k: spec[k] for k in RECIPE}
+    a = make_synthetic(24, image_size=48, seed=5, correlation=spec["train_correlation"], **recipe)
+    b = make_synthetic(24, image_size=48, seed=5, correlation=spec["train_correlation"], **recipe)
+    assert torch.equal(a.images, b.images) and torch.equal(a.y, b.y)  # same seed, same pixels
+    assert not torch.equal(a.images, make_synthetic(24, image_size=48, seed=6, **recipe).images)
+    labels = make_synthetic(4000, image_size=48, seed=1, correlation=spec["train_correlation"], lazy=True, **recipe)
+    assert (labels.y == labels.s).float().mean().item() == pytest.approx(spec["train_correlation"], abs=0.02)
+
+
+def test_a_bad_member_name_lists_the_members():
+    from briarpatch.synthetic import SUITE
+
+    with pytest.raises(ValueError, match="unknown suite member 'nope'; choose one of: " + ", ".join(SUITE)):
+        SyntheticDataModule(member="nope")
+
+
+@pytest.mark.parametrize("s_cue", ["cast", "exposure", "grain", "mark"])
+def test_each_way_of_showing_s_separates_the_groups(s_cue):
+    from briarpatch.synthetic import suite_member
+
+    strength = suite_member({"cast": "cast", "exposure": "exposure", "grain": "grain", "mark": "mark"}[s_cue])["s_strength"]
+    d = make_synthetic(300, image_size=64, seed=2, correlation=0.5, s_cue=s_cue, s_strength=strength, background="flat")
+    x = d.images.float()
+    stat = {"cast": (x[:, 0] - x[:, 2]).mean(dim=(1, 2)),                       # red vs blue light
+            "exposure": x.mean(dim=(1, 2, 3)),                                  # brighter group 1
+            "grain": (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2, 3)),    # rougher group 1
+            "mark": (x[:, 0] - x[:, 2]).abs().amax(dim=(1, 2))}[s_cue]          # a saturated spot in every image
+    if s_cue == "mark":  # the spot's hue is the group: red (group 0) vs cyan (group 1) at its most saturated pixel
+        stat = (x[:, 0] - x[:, 2]).flatten(1).gather(1, (x[:, 0] - x[:, 2]).abs().flatten(1).argmax(1, keepdim=True))[:, 0]
+    gap = (stat[d.s == 0].mean() - stat[d.s == 1].mean()).abs()
+    assert gap > 3 * stat.std() / (len(stat) ** 0.5)

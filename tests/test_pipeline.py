@@ -1,0 +1,132 @@
+"""The photo's journey: the training pipeline, the evaluation channels, and what a report says of them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from briarpatch import load_patch
+from briarpatch.pipeline import DEFAULT_CHANNELS, PhotoPipeline, apply_channel, jpeg_pil, parse_channel
+from briarpatch.synthetic import make_synthetic
+from briarpatch.train import train
+
+
+def _ramp(h=40, w=40):
+    """A float image whose pixel (y, x) is (x / w, y / h, 0.5): where a pixel came from is readable."""
+    ys, xs = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+    return torch.stack([xs, ys, torch.full_like(xs, 0.5)])[None]
+
+
+def test_channels_do_what_their_names_say_on_a_tiny_image():
+    x = _ramp()
+    assert torch.equal(apply_channel("identity", x), x)
+    assert torch.equal(apply_channel("hflip", x), x.flip(-1))
+    crop = apply_channel("center_crop:0.5", x)
+    assert crop.shape == x.shape
+    # A centre crop of half of each side, resized back: the first column comes from x = 10 / 40.
+    assert crop[0, 0, :, 0].mean().item() == pytest.approx(10 / 40, abs=0.02)
+    assert crop[0, 0, :, -1].mean().item() == pytest.approx(29 / 40, abs=0.02)
+    rrc = apply_channel("random_resized_crop:0.5", x, seed=3)
+    again = apply_channel("random_resized_crop:0.5", x, seed=3)
+    assert torch.equal(rrc, again) and rrc.shape == x.shape  # fixed seed: the same crop every time
+    span = (rrc[0, 0].max() - rrc[0, 0].min()).item()
+    assert 0.4 < span < 0.95  # about sqrt(0.5) of the width, within the aspect range
+    small = apply_channel("downscale_jpeg:4:85", x)
+    assert small.shape == x.shape and (small - x).abs().mean() < 0.03
+    with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
+        parse_channel("crop")
+    with pytest.raises(ValueError, match="takes 1 argument"):
+        parse_channel("jpeg")
+
+
+def test_the_patch_is_pasted_where_its_owner_pastes_it():
+    """downscale_jpeg pastes on the 4x photo; every other channel on the photo before its journey."""
+    x = _ramp(32, 32)
+    seen = []
+    apply_channel("downscale_jpeg:4:85", x, paste=lambda img: seen.append(img.shape) or img)
+    apply_channel("center_crop:0.875", x, paste=lambda img: seen.append(img.shape) or img)
+    assert seen == [(1, 3, 128, 128), (1, 3, 32, 32)]
+
+
+def test_the_differentiable_jpeg_stays_close_to_the_real_codec():
+    images = make_synthetic(8, image_size=64, seed=0).images.float() / 255
+    quality = torch.full((8,), 75.0)
+    pipe = PhotoPipeline(p_identity=0.0, jpeg_p=1.0)
+    real = jpeg_pil(images, quality)
+    stand_in = pipe._jpeg(images, quality)
+    levels = ((stand_in - real).abs().mean() * 255).item()
+    own = ((images - real).abs().mean() * 255).item()
+    # Measured: about 1.5 levels from libjpeg's output, while JPEG itself changes the image by about 5.
+    assert levels < 2.5 and levels < 0.5 * own
+    grad = torch.autograd.grad(pipe._jpeg(images.requires_grad_(), quality).sum(), images)[0]
+    assert grad.abs().sum() > 0  # gradients reach the pixels through the stand-in
+    straight = PhotoPipeline(p_identity=0.0, jpeg_p=1.0, jpeg_mode="straight_through")
+    out = straight._jpeg(images, quality)
+    torch.testing.assert_close(out, real)  # the real codec forward...
+    grad = torch.autograd.grad(straight._jpeg(images, quality).sum(), images)[0]
+    torch.testing.assert_close(grad, torch.ones_like(grad))  # ...and the identity's gradient backward
+
+
+def test_the_pipeline_draws_per_image_from_its_generator():
+    pipe = PhotoPipeline(p_identity=0.5, crop_p=1.0, flip_p=0.5, jpeg_p=0.5)
+    draw = pipe.sample(64, generator=torch.Generator().manual_seed(0))
+    again = pipe.sample(64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draw.theta, again.theta)
+    assert 16 < len(draw.changed) < 48  # about half the images untouched
+    untouched = sorted(set(range(64)) - set(draw.changed))
+    x = torch.rand(64, 3, 32, 32)
+    out = pipe(x, draw)
+    torch.testing.assert_close(out[untouched], x[untouched])
+    assert not torch.allclose(out[draw.changed], x[draw.changed])
+    sub = draw.subset(draw.changed[:5])
+    torch.testing.assert_close(pipe(x[draw.changed[:5]], sub), out[draw.changed[:5]])
+    with pytest.raises(ValueError, match="pipeline.crop_p must be a probability"):
+        PhotoPipeline(crop_p=1.5)
+
+
+def test_resume_with_the_pipeline_ends_with_the_same_patch(tiny_cfg, tmp_path):
+    common = ["evaluate_after_train=false", "pipeline=robust", "pipeline.jpeg_p=0.5", "data.train_size=64"]
+    full = train(tiny_cfg(*common, "patch_steps=12", f"run_dir={tmp_path}/full"))
+    half = train(tiny_cfg(*common, "patch_steps=8", f"run_dir={tmp_path}/half"))
+    resumed = train(tiny_cfg(*common, "patch_steps=12", f"run_dir={tmp_path}/half",
+                             f"ckpt_path={half['patch'].parent / 'checkpoints' / 'last.ckpt'}"))
+    torch.testing.assert_close(load_patch(resumed["patch"]).pixels, load_patch(full["patch"]).pixels, rtol=0, atol=1e-5)
+
+
+def test_every_report_has_its_robustness_section(tiny_cfg):
+    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85]")
+    report = train(cfg)["report"]
+    channels = report["robustness"]
+    assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85"]
+    for r in channels.values():
+        for side in ("clean", "patched"):
+            assert 0 <= r[side]["accuracy"] <= 1 and 0 <= r[side]["demographic_parity_difference"] <= 1
+        assert 0 <= r["non_adaptive_probe"] <= 1
+    # The identity channel is the main protocol on the same images.
+    saved = json.loads((Path(cfg.run_dir) / "report" / "report.json").read_text())
+    assert saved["robustness"]["identity"]["patched"] == channels["identity"]["patched"]
+    md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
+    assert "What survives the photo's journey" in md and "center_crop:0.875" in md
+    assert (Path(cfg.run_dir) / "report" / "robustness.png").is_file()
+    assert set(DEFAULT_CHANNELS) >= set(channels)
+
+
+def test_apply_places_inset_bands_as_trained_on_a_non_square_photo(tmp_path):
+    from briarpatch.artifacts import save_patch
+    from briarpatch.patch import Patch
+
+    rings = Patch(size=2, image_size=32, shape="frame", insets=(0, 8), random=False)
+    with torch.no_grad():
+        rings.pixels.fill_(1.0)
+    path = tmp_path / "rings.safetensors"
+    save_patch(path, pixels=rings.pixels.detach(), mask=rings.mask, placement=rings.placement,
+               metadata={"shape": "frame"})
+    photo = Image.fromarray(np.zeros((64, 96, 3), np.uint8))
+    out = np.asarray(load_patch(path).apply(photo))[:, :, 0]
+    # At the training size a ring is 2/32 of each side, 8/32 in: rows 16-19 and columns 24-29 here.
+    assert out[17, 30:66].min() == 255 and out[46, 30:66].min() == 255  # the inner ring's top and bottom
+    assert out[20:44, 25:29].min() == 255 and out[20:44, 67:71].min() == 255  # its left and right
+    assert out[24:40, 36:60].max() == 0 and out[6:12, 12:84].max() == 0  # inside it, and between the rings
