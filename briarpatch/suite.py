@@ -52,6 +52,11 @@ def _figures(report: dict) -> dict:
         out[f"{name}_accuracy"] = report["controls"][name]["accuracy"]
         out[f"{name}_dp"] = report["controls"][name]["demographic_parity_difference"]
         out[f"{name}_probe"] = leak(report["controls_leakage"][name])
+    if report.get("probe_separation"):
+        # How much of the clean gap between the groups' probe logits is left: a patch that hides S
+        # closes it; one that only swamps the fixed probe keeps it and inflates the spread.
+        out["gap_left"] = report["probe_separation"]["patched"]["share_of_clean_gap"]
+        out["random_gap_left"] = report["probe_separation"]["random"]["share_of_clean_gap"]
     if report.get("robustness"):
         channels = report["robustness"]
         out["worst_channel_probe"] = max(c["non_adaptive_probe"] for c in channels.values())
@@ -170,6 +175,9 @@ def markdown(table: dict) -> str:
     robust = any("worst_channel_probe" in r for row in table["rows"] for r in row["runs"])
     if robust:
         head.insert(5, "worst channel: probe / DP cut")
+    gaps = all("gap_left" in r for row in table["rows"] for r in row["runs"])
+    if gaps:
+        head.insert(-1, "S gap left: learned; noise")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table["rows"]:
         runs = row["runs"]
@@ -182,6 +190,8 @@ def markdown(table: dict) -> str:
                  ", ".join(missed) if missed else "none"]
         if robust:
             cells.insert(5, f"{_cell(runs, 'worst_channel_probe')} / {_cell(runs, 'worst_channel_dp_cut', '{:.0%}')}")
+        if gaps:
+            cells.insert(-1, f"{_cell(runs, 'gap_left', '{:.0%}')}; {_cell(runs, 'random_gap_left', '{:.0%}')}")
         lines.append("| " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, table["seeds"]))
     recipe = " ".join(table["overrides"]) or "the default recipe"
@@ -190,7 +200,9 @@ def markdown(table: dict) -> str:
         f"# Benchmark suite: {recipe}", "",
         f"Seeds {seeds} (one figure per seed, in this order){minutes}; worst member first (by its worst seed's "
         "non-adaptive probe). Probes: logistic S probes' balanced accuracy, non-adaptive = fit on clean images, "
-        "adaptive = refit on patched images. Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + ".",
+        "adaptive = refit on patched images. S gap left: the share of the clean gap between the groups' mean "
+        "non-adaptive probe logits that remains (a patch that hides S closes it; one that swamps the probe does not). "
+        "Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + ".",
         "", *lines, "", "![suite](suite.png)", ""])
 
 

@@ -27,9 +27,11 @@ def compose_cfg(name: str = "train", overrides=(), *, run_dir=None):
     return cfg
 
 
+# The default geometry scaled to 32 px images (a band 3 px in instead of 12 px in at 128 px), and no
+# photo pipeline: the tests of the pipeline ask for it (it triples a tiny run's time).
 TINY = [
     "data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48", "data.batch_size=16",
-    "patch.size=2", "patch_steps=3", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
+    "patch.size=2", "patch.insets=[3]", "pipeline=none", "patch_steps=3", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false", "eval.n_boot=0",
     "eval.progress=false", "eval.baselines=false", "eval.robustness=[]",
 ]
 
@@ -37,7 +39,7 @@ TINY = [
 @pytest.fixture
 def tiny_cfg(tmp_path):
     def make(*overrides, name="train"):
-        base = TINY if name == "train" else [o for o in TINY if not o.startswith(("patch", "trainer.", "adversary."))]
+        base = TINY if name == "train" else [o for o in TINY if not o.startswith(("patch", "pipeline", "trainer.", "adversary."))]
         cfg = compose_cfg(name, [*base, *overrides], run_dir=tmp_path / "run")
         with open_dict(cfg):
             cfg.eval.cache_dir = str(tmp_path / "cache")

@@ -15,7 +15,7 @@ from .conftest import ROOT
 
 @pytest.mark.parametrize("shape", ["frame", "square"])
 def test_short_training_run_writes_a_patch_artifact(tiny_cfg, shape):
-    # The default is a frame (band of 2 px on the tiny 32 px images); a square is the other geometry.
+    # The default is a frame (on the tiny 32 px images a band of 2 px, 3 px in); a square is the other geometry.
     cfg = tiny_cfg("evaluate_after_train=false", *(["patch=square", "patch.size=12"] if shape == "square" else []))
     result = train(cfg)
     run = result["patch"].parent
@@ -24,7 +24,7 @@ def test_short_training_run_writes_a_patch_artifact(tiny_cfg, shape):
     patch = load_patch(result["patch"])
     side = 32 if shape == "frame" else 12
     assert patch.pixels.shape == (3, side, side) and patch.pixels.min() >= 0 and patch.pixels.max() <= 1
-    assert patch.mask.sum() == (32 ** 2 - 28 ** 2 if shape == "frame" else 12 ** 2)
+    assert patch.mask.sum() == (26 ** 2 - 22 ** 2 if shape == "frame" else 12 ** 2)
     band = patch.mask[0].bool()
     assert not torch.allclose(patch.pixels[:, band], torch.full_like(patch.pixels[:, band], 0.5)), "the patch did not move"
     meta = patch.metadata
@@ -172,7 +172,7 @@ def test_single_sensitive_group_is_a_clear_error(tiny_cfg):
 def test_patch_larger_than_images_is_a_clear_error(tiny_cfg):
     with pytest.raises(ValueError, match="larger than the 32px images"):
         train(tiny_cfg("evaluate_after_train=false", "patch=square", "patch.size=40"))
-    with pytest.raises(ValueError, match=r"frame's bands \(patch.size=16 at patch.insets=\[0\]\) must fit in 32px"):
+    with pytest.raises(ValueError, match=r"frame's bands \(patch.size=16 at patch.insets=\[3\]\) must fit in 32px"):
         train(tiny_cfg("evaluate_after_train=false", "patch.size=16"))
     with pytest.raises(ValueError, match=r"patch.size=4 at patch.insets=\[0, 13\]"):
         train(tiny_cfg("evaluate_after_train=false", "patch.size=4", "patch.insets=[0,13]"))
