@@ -1,6 +1,8 @@
 """Rebuild the shipped patch and README figures: python scripts/build_assets.py [hydra overrides].
 
-Trains the embedded default (exactly `briarpatch train`), evaluates it, then copies into assets/:
+Trains the embedded default (exactly `briarpatch train`), evaluates it, then copies into assets/
+(`--from-run DIR` copies from a finished default training run instead, e.g. `make demo`'s
+outputs/demo: the same config and seed give the same patch):
   assets/patches/default.safetensors   the patch `load_patch("default")` and `apply default` use
   assets/patches/default.png           its preview
   assets/patches/default_report.md     its evaluation report (+ figures beside it)
@@ -26,24 +28,30 @@ from briarpatch.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(overrides: list[str]) -> None:
-    run_dir = ROOT / "outputs" / "assets-run"
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-    train(cfg)
+def main(args: list[str]) -> None:
+    if args[:1] == ["--from-run"]:
+        run_dir = Path(args[1]).resolve()
+        if not (run_dir / "report" / "report.md").is_file():
+            sys.exit(f"error: {run_dir} holds no finished, evaluated training run")
+    else:
+        run_dir = ROOT / "outputs" / "assets-run"
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=args)
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)
+        train(cfg)
     patches, figures = ROOT / "assets" / "patches", ROOT / "assets" / "figures"
     patches.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "patch.safetensors", patches / "default.safetensors")
     shutil.copy(run_dir / "patch.png", patches / "default.png")
     report = (run_dir / "report" / "report.md").read_text()
-    report = report.replace("](selection_rate.png)", "](default_selection_rate.png)").replace(
-        "](tradeoff.png)", "](default_tradeoff.png)")
+    report = report.replace(str(run_dir / "patch.safetensors"), "assets/patches/default.safetensors")
+    for figure in ("selection_rate", "tradeoff", "robustness"):
+        report = report.replace(f"]({figure}.png)", f"](default_{figure}.png)")
+        if (run_dir / "report" / f"{figure}.png").is_file():
+            shutil.copy(run_dir / "report" / f"{figure}.png", patches / f"default_{figure}.png")
     (patches / "default_report.md").write_text(report)
-    shutil.copy(run_dir / "report" / "selection_rate.png", patches / "default_selection_rate.png")
-    shutil.copy(run_dir / "report" / "tradeoff.png", patches / "default_tradeoff.png")
 
     patch = load_patch(patches / "default.safetensors")
     synth = make_synthetic(3, seed=7)

@@ -1,0 +1,44 @@
+"""One table of the robustness channels over several runs (e.g. the seeds of one suite member).
+
+    python scripts/channel_table.py outputs/suite/default/seed0 outputs/suite/default/seed1 ...
+
+Each argument is a run folder (or its report/ folder) whose report.json has a robustness section;
+every cell lists the runs' figures in the order given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> dict:
+    for candidate in (path / "report" / "report.json", path / "report.json", path):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())["robustness"]
+    sys.exit(f"error: no report.json in {path}")
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        sys.exit(__doc__)
+    runs = [load(Path(a)) for a in argv]
+    join = " / ".join
+    print("| what happens to the photo | accuracy clean → patched | DP diff clean → patched | DP cut | "
+          "non-adaptive probe clean → patched | targets (DP cut ≥ 50 %, probe ≤ 0.65) |")
+    print("|---|---|---|---|---|---|")
+    for channel in runs[0]:
+        rs = [r[channel] for r in runs]
+        acc = join(f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}" for r in rs)
+        dp = join(f"{r['clean']['demographic_parity_difference']:.3f} → {r['patched']['demographic_parity_difference']:.3f}"
+                  for r in rs)
+        cuts = [1 - r["patched"]["demographic_parity_difference"] / r["clean"]["demographic_parity_difference"] for r in rs]
+        probe = join(f"{r.get('clean_probe', float('nan')):.3f} → {r['non_adaptive_probe']:.3f}"
+                     if "clean_probe" in r else f"{r['non_adaptive_probe']:.3f}" for r in rs)
+        met = sum(c >= 0.5 and r["non_adaptive_probe"] <= 0.65 for c, r in zip(cuts, rs))
+        print(f"| {channel} | {acc} | {dp} | {join(f'{c:.0%}' for c in cuts)} | {probe} | {met} of {len(rs)} runs |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
