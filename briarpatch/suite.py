@@ -184,7 +184,10 @@ def markdown(table: dict) -> str:
         missed = [k for k, ok in row["met"].items() if not ok]
         from .synthetic import UNCALIBRATED
 
-        cells = [row["member"] + (" (uncalibrated)" if row["member"] in UNCALIBRATED else ""), f"{runs[0]['clean_accuracy']:.3f} → {_cell(runs, 'accuracy')}",
+        name = row["member"] + (" (uncalibrated)" if row["member"] in UNCALIBRATED else "")
+        if len(runs) < len(table["seeds"]):  # an interrupted suite: say which seeds the cells are
+            name += f" (seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)} only)"
+        cells = [name, f"{runs[0]['clean_accuracy']:.3f} → {_cell(runs, 'accuracy')}",
                  f"{runs[0]['clean_dp']:.3f} → {_cell(runs, 'dp')}", _cell(runs, "probe"), _cell(runs, "adaptive"),
                  _pairs(runs, "gray"), _pairs(runs, "random"),
                  ", ".join(missed) if missed else "none"]
