@@ -1,0 +1,55 @@
+"""briarpatch suite: end to end on tiny sizes, resuming, and the targets it checks."""
+
+import json
+
+import pytest
+
+from briarpatch.suite import EVAL_OVERRIDES, check_targets, run_suite
+
+from .conftest import TINY
+
+# A run that meets every target: DP cut 75 %, accuracy kept, probe 0.58, both controls behind.
+GOOD = {"clean_accuracy": 0.75, "accuracy": 0.745, "clean_dp": 0.4, "dp": 0.1, "probe": 0.58,
+        "gray_accuracy": 0.70, "gray_dp": 0.30, "gray_probe": 0.90,
+        "random_accuracy": 0.65, "random_dp": 0.05, "random_probe": 0.66}
+
+
+@pytest.mark.slow
+def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
+    keys = {o.split("=")[0] for o in EVAL_OVERRIDES}
+    overrides = [o for o in TINY if o.split("=")[0] not in keys] + [f"eval.cache_dir={tmp_path / 'cache'}"]
+    out, lines = tmp_path / "suite", []
+    table = run_suite(out=out, members=["default", "grain"], seeds=[0], overrides=overrides, echo=lines.append)
+    assert {row["member"] for row in table["rows"]} == {"default", "grain"}
+    probes = [row["worst_probe"] for row in table["rows"]]
+    assert probes == sorted(probes, reverse=True)  # worst member first
+    for name in ("suite.md", "suite.json", "suite.png"):
+        assert (out / name).is_file(), name
+    md = (out / "suite.md").read_text()
+    assert "| default |" in md and "| grain |" in md and "targets missed" in md
+    saved = json.loads((out / "suite.json").read_text())
+    assert set(saved["rows"][0]["runs"][0]["targets"]) == {"dp_cut", "accuracy", "probe", "beats_gray", "beats_random"}
+    # Rerunning the same command keeps the finished runs instead of training them again.
+    lines.clear()
+    run_suite(out=out, members=["default", "grain"], seeds=[0], overrides=overrides, echo=lines.append)
+    assert sum("finished earlier, kept" in line for line in lines) == 2
+    # Asking for a seed that did not run marks the cells with the seeds they hold.
+    run_suite(out=out, members=["default"], seeds=[0], overrides=overrides, echo=lines.append)
+    from briarpatch.suite import markdown, suite_table
+
+    assert "| default (seed 0 only) |" in markdown(suite_table(out, members=["default"], seeds=[0, 1]))
+
+
+def test_each_target_can_fail_on_its_own():
+    assert all(check_targets(GOOD, member="cast").values())
+    cases = {"dp_cut": {"dp": 0.25}, "accuracy": {"accuracy": 0.72}, "probe": {"probe": 0.66, "gray_probe": 0.95, "random_probe": 0.75},
+             "beats_gray": {"gray_probe": 0.62}, "beats_random": {"random_probe": 0.60}}
+    for target, change in cases.items():
+        met = check_targets({**GOOD, **change}, member="cast")
+        assert [k for k, ok in met.items() if not ok] == [target], (target, met)
+    # The default member's probe target is stricter (0.60).
+    assert not check_targets({**GOOD, "probe": 0.61}, member="default")["probe"]
+    assert check_targets({**GOOD, "probe": 0.61}, member="cast")["probe"]
+    # A control is beaten on DP or on accuracy, as long as the probe is 0.05 lower.
+    assert check_targets({**GOOD, "random_dp": 0.3, "random_accuracy": 0.74}, member="cast")["beats_random"]  # twice the DP cut
+    assert not check_targets({**GOOD, "random_dp": 0.1, "random_accuracy": 0.74}, member="cast")["beats_random"]
