@@ -24,9 +24,9 @@ from briarpatch.suite import suite_table  # noqa: E402
 
 
 def summarize(folder: Path, members: list[str] | None) -> dict:
-    found = sorted({p.parts[-4] for p in folder.glob("*/seed*/report/report.json")})
-    seeds = sorted({int(p.parts[-3][4:]) for p in folder.glob("*/seed*/report/report.json")})
-    members = [m for m in found if members is None or m in members]
+    reports = [p.parts[-4:-2] for p in folder.glob("*/seed*/report/report.json")]  # (member, seedN)
+    seeds = sorted({int(seed[len("seed"):]) for _, seed in reports})
+    members = sorted({m for m, _ in reports if members is None or m in members})
     rows = suite_table(folder, members=members, seeds=seeds)["rows"]
     runs = [run for row in rows for run in row["runs"]]
     patch_file = next(folder.glob(f"{members[0]}/seed*/patch.safetensors"))

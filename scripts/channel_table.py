@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from briarpatch.suite import _cut
+
 
 def load(path: Path) -> dict:
     for candidate in (path / "report" / "report.json", path / "report.json", path):
@@ -33,8 +35,8 @@ def main(argv: list[str]) -> None:
         acc = join(f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}" for r in rs)
         dp = join(f"{r['clean']['demographic_parity_difference']:.3f} → {r['patched']['demographic_parity_difference']:.3f}"
                   for r in rs)
-        cuts = [1 - r["patched"]["demographic_parity_difference"] / r["clean"]["demographic_parity_difference"] for r in rs]
-        probe = join(f"{r.get('clean_probe', float('nan')):.3f} → {r['non_adaptive_probe']:.3f}"
+        cuts = [_cut(r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]) for r in rs]
+        probe = join(f"{r['clean_probe']:.3f} → {r['non_adaptive_probe']:.3f}"
                      if "clean_probe" in r else f"{r['non_adaptive_probe']:.3f}" for r in rs)
         met = sum(c >= 0.5 and r["non_adaptive_probe"] <= 0.65 for c, r in zip(cuts, rs))
         print(f"| {channel} | {acc} | {dp} | {join(f'{c:.0%}' for c in cuts)} | {probe} | {met} of {len(rs)} runs |")
