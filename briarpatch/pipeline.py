@@ -227,25 +227,46 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int) -> torch.Tensor:
-    """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit."""
+def _per_image(fn, items) -> list:
+    """``fn`` on each item, on a thread per core: PIL releases the GIL while it codes and resizes."""
+    items = list(items)
+    if len(items) < 2 or torch.get_num_threads() < 2:
+        return [fn(a) for a in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        return list(pool.map(fn, items))
+
+
+def _gray_last(a: np.ndarray) -> np.ndarray:
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _pil(a: np.ndarray):
     from PIL import Image
 
+    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+
+
+def _jpeg_one(arr: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    if quality <= 0:
+        return arr
+    buf = io.BytesIO()
+    _pil(arr).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return _gray_last(np.asarray(Image.open(buf)))
+
+
+def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int) -> torch.Tensor:
+    """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit."""
     b = x.shape[0]
     qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * b
     arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    out = np.empty_like(arr)
-    for i in range(b):
-        if qualities[i] <= 0:
-            out[i] = arr[i]
-            continue
-        img = Image.fromarray(arr[i, :, :, 0] if arr.shape[3] == 1 else arr[i])
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(qualities[i]))
-        buf.seek(0)
-        decoded = np.asarray(Image.open(buf))
-        out[i] = decoded[:, :, None] if decoded.ndim == 2 else decoded
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    if b:
+        arr = np.stack(_per_image(lambda i: _jpeg_one(arr[i], qualities[i]), range(b)))
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
 
 
 # ----------------------------------------------------------------------------- evaluation channels
@@ -288,12 +309,8 @@ def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
     arr = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     h, w = arr.shape[1:3]
-    out = np.empty_like(arr)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-        img = Image.fromarray(arr[i, :, :, 0] if arr.shape[3] == 1 else arr[i])
-        img = img.crop((x0, y0, x1, y1)).resize((w, h), Image.BILINEAR)
-        a = np.asarray(img)
-        out[i] = a[:, :, None] if a.ndim == 2 else a
+    crop = lambda ib: _gray_last(np.asarray(_pil(arr[ib[0]]).crop(tuple(ib[1])).resize((w, h), Image.BILINEAR)))  # noqa: E731
+    out = np.stack(_per_image(crop, enumerate(boxes.round().long().tolist())))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
 
 
@@ -326,9 +343,7 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         from PIL import Image
 
         arr = (coded * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        small = [np.asarray(Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize((w, h), Image.BILINEAR))
-                 for a in arr]
-        small = np.stack([s[:, :, None] if s.ndim == 2 else s for s in small])
+        small = np.stack(_per_image(lambda a: _gray_last(np.asarray(_pil(a).resize((w, h), Image.BILINEAR))), arr))
         return torch.from_numpy(small).permute(0, 3, 1, 2).to(images.dtype) / 255
     x = paste(images) if paste is not None else images
     if name == "identity":
