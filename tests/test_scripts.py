@@ -57,3 +57,29 @@ def test_best_threshold_balanced_accuracy_by_hand():
     assert diagnose._best_threshold_bacc(np.array([5.0, 7.0, 5.5, 8.0]), s) == 1.0
     # Tied scores cannot be split: one 0 and one 1 at the same score leave 0.75 at best, not 1.
     assert diagnose._best_threshold_bacc(np.array([1.0, 2.0, 2.0, 3.0]), s[[0, 0, 1, 1]]) == 0.75
+
+
+def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop(tmp_path):
+    import json
+
+    def run(folder, steps, probe, vals=()):
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"patch_steps: {steps}\nadversary:\n  warmup_steps: 4\n")
+        rows = ["step,val/adv_bacc_patched,train/adversary_loss", "1,,0.5", "3,0.95,"]  # the warm-up's validation
+        rows += [f"{3 + 2 * (i + 1)},{v},," for i, v in enumerate(vals)]  # one validation every 2 patch steps
+        (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+        (folder / "report").mkdir()
+        leak = {"non_adaptive": {"logistic": {"balanced_accuracy": probe}}}
+        (folder / "report" / "report.json").write_text(json.dumps({"leakage": leak}))
+
+    run(tmp_path / "long" / "grain" / "seed0", 8, 0.55, vals=[0.8, 0.7, 0.75, 0.6])
+    run(tmp_path / "short" / "grain" / "seed0", 4, 0.62)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "schedule_curves.py"), str(tmp_path / "fig.png"),
+                          str(tmp_path / "long"), str(tmp_path / "short")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| grain |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[2] == "0:0.950 2:0.800 4:0.700 6:0.750 8:0.600"
+    assert cells[3] == "6"  # the first rise stops a patience of one
+    assert cells[4:] == ["0.620 (4)", "0.550 (8)"]
+    assert (tmp_path / "fig.png").stat().st_size > 0
