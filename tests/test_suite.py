@@ -38,6 +38,18 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     from briarpatch.suite import markdown, suite_table
 
     assert "| default (seed 0 only) |" in markdown(suite_table(out, members=["default"], seeds=[0, 1]))
+    # Two recipes side by side (here the same folder twice): one row per member and seed both ran.
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    compared = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_suites.py"), str(out), str(out)],
+                              capture_output=True, text=True, cwd=ROOT)
+    assert compared.returncode == 0, compared.stderr
+    rows = [line for line in compared.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
+    assert len(rows) == 2 and all("| 0 |" in row for row in rows)
+    assert "after: worst probe" in compared.stdout
 
 
 def test_each_target_can_fail_on_its_own():

@@ -1,0 +1,61 @@
+"""Two recipes side by side on the benchmark suite, per member and seed both ran.
+
+    python scripts/compare_suites.py BEFORE_DIR AFTER_DIR
+
+Each DIR is the --out folder of a `briarpatch suite` run. Prints one markdown row per member and
+seed finished in both: the accuracy change, the DP cut, the non-adaptive probe, the worst
+robustness channel's probe and DP cut (before → after), the noise control's probe (after), and the
+targets missed; then the worst and the mean probe of each recipe over those runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from briarpatch.suite import suite_table
+from briarpatch.synthetic import SUITE
+
+
+def finished(folder: Path) -> dict:
+    """{(member, seed): the suite's figures for that run} for every finished run in ``folder``."""
+    runs = {}
+    for member in SUITE:
+        for report in sorted(folder.glob(f"{member}/seed*/report/report.json")):
+            seed = int(report.parts[-3][len("seed"):])
+            runs[(member, seed)] = suite_table(folder, members=[member], seeds=[seed])["rows"][0]["runs"][0]
+    return runs
+
+
+def _figures(r: dict) -> tuple:
+    return (100 * (r["accuracy"] - r["clean_accuracy"]), 1 - r["dp"] / r["clean_dp"], r["probe"],
+            r.get("worst_channel_probe"), r.get("worst_channel_dp_cut"))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        sys.exit(__doc__)
+    before, after = finished(Path(argv[0])), finished(Path(argv[1]))
+    both = [k for k in after if k in before]
+    if not both:
+        sys.exit(f"no member and seed finished in both {argv[0]} and {argv[1]}")
+    pct = lambda v: "—" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    print("| member | seed | accuracy change (pts) | DP cut | probe | worst channel probe | worst channel DP cut "
+          "| noise control probe | targets missed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key in both:
+        a, b = _figures(before[key]), _figures(after[key])
+        missed = [", ".join(t for t, ok in r["targets"].items() if not ok) or "none" for r in (before[key], after[key])]
+        print(f"| {key[0]} | {key[1]} | {a[0]:+.1f} → {b[0]:+.1f} | {pct(a[1])} → {pct(b[1])} | {a[2]:.3f} → {b[2]:.3f} "
+              f"| {num(a[3])} → {num(b[3])} | {pct(a[4])} → {pct(b[4])} | {after[key]['random_probe']:.3f} "
+              f"| {missed[0]} → {missed[1]} |")
+    for name, runs in (("before", before), ("after", after)):
+        probes = [runs[k]["probe"] for k in both]
+        worst = max(both, key=lambda k: runs[k]["probe"])
+        print(f"{name}: worst probe {max(probes):.3f} ({worst[0]} seed {worst[1]}), mean {sum(probes) / len(probes):.3f} "
+              f"over {len(both)} runs")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
