@@ -13,22 +13,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from briarpatch.suite import suite_table
+from briarpatch.suite import _cut, suite_table
 from briarpatch.synthetic import SUITE
 
 
 def finished(folder: Path) -> dict:
-    """{(member, seed): the suite's figures for that run} for every finished run in ``folder``."""
-    runs = {}
-    for member in SUITE:
-        for report in sorted(folder.glob(f"{member}/seed*/report/report.json")):
-            seed = int(report.parts[-3][len("seed"):])
-            runs[(member, seed)] = suite_table(folder, members=[member], seeds=[seed])["rows"][0]["runs"][0]
-    return runs
+    """{(member, seed): the suite's figures for that run} for every finished run in ``folder``,
+    in the suite's member order."""
+    seeds = sorted({int(p.parts[-3][len("seed"):]) for p in folder.glob("*/seed*/report/report.json")})
+    rows = suite_table(folder, members=list(SUITE), seeds=seeds)["rows"]  # reads each report once
+    runs = {(row["member"], run["seed"]): run for row in rows for run in row["runs"]}
+    return dict(sorted(runs.items(), key=lambda kv: (list(SUITE).index(kv[0][0]), kv[0][1])))
 
 
 def _figures(r: dict) -> tuple:
-    return (100 * (r["accuracy"] - r["clean_accuracy"]), 1 - r["dp"] / r["clean_dp"], r["probe"],
+    return (100 * (r["accuracy"] - r["clean_accuracy"]), _cut(r["clean_dp"], r["dp"]), r["probe"],
             r.get("worst_channel_probe"), r.get("worst_channel_dp_cut"))
 
 

@@ -64,6 +64,7 @@ def main(argv: list[str]) -> None:
     if not runs:
         sys.exit(f"no finished suite runs under {folder}")
     members = sorted({r.parent.name for r in runs})
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     cols = min(5, len(members))
     fig, axes = plt.subplots(-(-len(members) // cols), cols, figsize=(3.2 * cols, 2.6 * -(-len(members) // cols)),
                              squeeze=False, sharex=True, sharey=True)
@@ -86,7 +87,6 @@ def main(argv: list[str]) -> None:
                 if short_probe is not None:
                     ax.plot([short_steps], [short_probe], "D", mfc="none", color=line.get_color())
             points = " ".join(f"{x}:{y:.3f}" for x, y in zip(xs, ys))
-            fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
             print(f"| {member} | {run.name[len('seed'):]} | {points} | {early_stop(xs, ys)} | "
                   f"{fmt(short_probe)}{f' ({short_steps})' if short_steps else ''} | {fmt(end)} ({steps}) |")
         ax.set_title(member, fontsize=9)
