@@ -8,48 +8,9 @@ from torch import nn
 
 from .objectives import balanced_cross_entropy
 
-__all__ = ["Adversary", "Standardize", "FIT_ON", "NORMS"]
+__all__ = ["Adversary", "FIT_ON"]
 
 FIT_ON = ("clean", "patched", "both")
-NORMS = ("layer", "standard")
-
-
-class Standardize(nn.Module):
-    """Per-feature standardization with the mean and variance of every embedding :meth:`observe`
-    was shown (merged batch by batch, as scikit-learn's ``StandardScaler.partial_fit``).
-
-    The statistics are buffers: they do not move with what is standardized (patched embeddings
-    are scaled with the clean statistics, as a probe fit on clean embeddings scales them) and they
-    travel in checkpoints. Before anything was observed it is the identity.
-    """
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mean", torch.zeros(width, dtype=torch.float64))
-        self.register_buffer("m2", torch.zeros(width, dtype=torch.float64))
-
-    @torch.no_grad()
-    def observe(self, x: torch.Tensor) -> None:
-        # Chan et al.'s merge of two (count, mean, sum of squared deviations) summaries, in float64.
-        x = x.detach().to(self.mean.dtype)
-        n_b = x.shape[0]
-        if n_b == 0:
-            return
-        mean_b = x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0)
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean.add_(delta * (n_b / n))
-        self.m2.add_(m2_b + delta ** 2 * (self.count * n_b / n))
-        self.count.copy_(n)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.count == 0:
-            return x
-        std = (self.m2 / self.count).sqrt()
-        std = torch.where(std < 1e-8, torch.ones_like(std), std)  # a constant feature is left unscaled, as in scikit-learn
-        return (x - self.mean.to(x.dtype)) / std.to(x.dtype)
 
 
 class Adversary(nn.Module):
@@ -79,11 +40,6 @@ class Adversary(nn.Module):
     balance : bool
         Weight every (S, Y) cell equally when fitting, so the adversary reads S itself rather
         than the target features that merely correlate with S in the training split.
-    norm : {"layer", "standard"}
-        How each head scales its input: ``layer`` normalizes each embedding by its own mean and
-        spread; ``standard`` standardizes each feature with the statistics of the embeddings the
-        adversary is fit on (:meth:`observe`), as the evaluator's probes (scikit-learn's
-        ``StandardScaler``) do.
     parts : sequence of int, optional
         Widths of the members of an ensemble embedding (concatenated in this order): one head
         per member, so each member's leak is attacked separately. ``None``: one head.
@@ -93,7 +49,7 @@ class Adversary(nn.Module):
 
     def __init__(self, *, in_features: int, num_groups: int, head: str = "linear", hidden: int = 256,
                  dropout: float = 0.0, fit_on: str = "clean", steps: int = 1, parts=None,
-                 balance: bool = False, warmup_steps: int = 0, num_classes: int = 2, norm: str = "layer"):
+                 balance: bool = False, warmup_steps: int = 0, num_classes: int = 2):
         super().__init__()
         if fit_on not in FIT_ON:
             raise ValueError(f"adversary.fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
@@ -105,22 +61,19 @@ class Adversary(nn.Module):
             raise ValueError(f"adversary.warmup_steps must be >= 0, got {warmup_steps}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"unknown adversary head {head!r}; choose 'linear' or 'mlp'")
-        if norm not in NORMS:
-            raise ValueError(f"unknown adversary.norm {norm!r}; choose {' or '.join(repr(n) for n in NORMS)}")
         widths = [int(w) for w in parts] if parts else [int(in_features)]
         if sum(widths) != in_features:
             raise ValueError(f"adversary parts {widths} do not add up to the embedding width {in_features}")
-        self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout, norm) for w in widths)
+        self.heads = nn.ModuleList(self._head(head, w, num_groups, hidden, dropout) for w in widths)
         self.widths = widths
         self.head, self.fit_on, self.steps, self.num_groups = head, fit_on, int(steps), int(num_groups)
         self.balance, self.warmup_steps, self.num_classes = bool(balance), int(warmup_steps), int(num_classes)
-        self.norm = norm
 
     @staticmethod
-    def _head(head, width, num_groups, hidden, dropout, norm):
+    def _head(head, width, num_groups, hidden, dropout):
         # Embeddings of a frozen encoder have arbitrary scale: normalise them first (no learnable affine
         # so the head stays a plain linear / MLP probe).
-        norm = nn.LayerNorm(width, elementwise_affine=False) if norm == "layer" else Standardize(width)
+        norm = nn.LayerNorm(width, elementwise_affine=False)
         if head == "linear":
             return nn.Sequential(norm, nn.Linear(width, num_groups))
         return nn.Sequential(norm, nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout),
@@ -129,13 +82,6 @@ class Adversary(nn.Module):
     def forward_parts(self, embeddings) -> list:
         """Logits ``(B, groups)`` of each head on its own member's columns."""
         return [h(x) for h, x in zip(self.heads, embeddings.split(self.widths, dim=1))]
-
-    def observe(self, embeddings) -> None:
-        """Add a batch of the embeddings the adversary is fit on to each head's feature
-        statistics (``norm="standard"``; nothing for ``"layer"``). Once per batch, before fitting."""
-        for h, x in zip(self.heads, embeddings.split(self.widths, dim=1)):
-            if isinstance(h[0], Standardize):
-                h[0].observe(x)
 
     def fit_loss(self, embeddings, s, y):
         """Training loss: each head's cross-entropy for ``s`` on its member, averaged over heads

@@ -246,7 +246,6 @@ class BriarPatchModule(pl.LightningModule):
         inputs = clean if patched is None else {"clean": clean, "patched": patched.detach(),
                                                 "both": torch.cat([clean, patched.detach()])}[fit_on]
         targets, ys = (torch.cat([s, s]), torch.cat([y, y])) if fit_on == "both" and patched is not None else (s, y)
-        self.adversary.observe(inputs)
         for _ in range(self.adversary.steps):
             # Ensembles: one head per member, each trained on its own member's embedding.
             adv_loss = self.adversary.fit_loss(inputs, targets, ys)
