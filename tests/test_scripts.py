@@ -83,3 +83,18 @@ def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop
     assert cells[3] == "6"  # the first rise stops a patience of one
     assert cells[4:] == ["0.620 (4)", "0.550 (8)"]
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_probe_logits_draws_every_way_for_a_run(tiny_cfg, tmp_path):
+    patch = train(tiny_cfg("evaluate_after_train=false", f"eval.cache_dir={tmp_path / 'cache'}"))["patch"]
+    figure = tmp_path / "logits.png"
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(patch.parent)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {line.split(":")[0].rsplit(" ", 1)[1]: line for line in out.stdout.splitlines() if "probe " in line}
+    assert set(lines) == {"clean", "patched", "gray", "random"}
+    assert lines["patched"].split(":")[1] != lines["random"].split(":")[1]  # the control replaced the patch
+    assert figure.stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode != 0 and "is not a training run folder" in bad.stderr
