@@ -14,6 +14,7 @@ per run and panel.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from omegaconf import OmegaConf
 
 from briarpatch import load_patch
 from briarpatch.config import build
-from briarpatch.evaluation import EvalSettings, clean_embeddings, control_patches, embed_dataset, fit_probe
+from briarpatch.evaluation import (EvalSettings, _embed_kwargs, clean_embeddings, control_patches, embed_dataset,
+                                   fit_probe)
 from briarpatch.metrics import leakage_scores, probe_separation
 
 WAYS = ("clean", "patched", "gray", "random")
@@ -34,15 +36,14 @@ def probe_logits(run: Path) -> dict:
     with the group labels: ``{"s": ..., "clean": ..., ...}``."""
     cfg = OmegaConf.load(run / "config.yaml")
     data, encoder = build(cfg.data), build(cfg.encoder)
-    settings = EvalSettings.from_cfg(cfg.eval)
-    settings = EvalSettings(**{**settings.__dict__, "progress": False})
+    settings = dataclasses.replace(EvalSettings.from_cfg(cfg.eval), progress=False)
     patch = load_patch(run)
     train_ds, test_ds = data.split("train"), data.split("test")
     weights = cfg.encoder.get("weights")
     clean_train = clean_embeddings(encoder, data, "train", settings=settings, weights=weights)
     embedded = {"clean": clean_embeddings(encoder, data, "test", settings=settings, weights=weights)}
     for name, p in (("patched", patch), *control_patches(patch, seed=settings.seed).items()):
-        embedded[name] = embed_dataset(encoder, test_ds, patch=p, batch_size=settings.batch_size, progress=False)
+        embedded[name] = embed_dataset(encoder, test_ds, patch=p, **_embed_kwargs(settings))  # as the evaluator does
     probe = fit_probe("logistic", clean_train, train_ds.s.numpy(), seed=settings.seed)
     out = {"s": test_ds.s.numpy(), "member": cfg.data.get("member", "?"), "seed": cfg.get("seed")}
     for name, emb in embedded.items():
