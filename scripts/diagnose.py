@@ -45,6 +45,14 @@ def _best_threshold_bacc(scores: np.ndarray, s: np.ndarray) -> float:
     return float(np.max(0.5 * (neg + pos)[valid]))
 
 
+def _paired_interval(right_a: np.ndarray, right_b: np.ndarray, *, n_boot: int = 2000, seed: int = 0):
+    """95 % bootstrap interval of ``mean(right_b) - mean(right_a)``, resampling images (paired: the
+    same images for both)."""
+    diff = right_b.astype(float) - right_a.astype(float)
+    rows = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
+    return tuple(np.percentile(diff[rows].mean(1), [2.5, 97.5]))
+
+
 @torch.no_grad()
 def _cell_gaps(encoder, dataset, patch, direction: np.ndarray, batch: int = 64):
     """The probe's group gap split over the cells of the encoder's last feature map, clean and
@@ -100,6 +108,9 @@ def main(argv: list[str]) -> None:
     refit = _classifier("logistic", 0).fit(patched_train, y_train)
     acc = lambda model, x: float((model.predict(x) == y_test).mean())  # noqa: E731
     print(f"deployed predictor (fit clean): clean {acc(deployed, clean_test):.3f}, patched {acc(deployed, patched_test):.3f}")
+    low, high = _paired_interval(deployed.predict(clean_test) == y_test, deployed.predict(patched_test) == y_test)
+    print(f"accuracy change: 95% paired bootstrap interval over the evaluation images {100 * low:+.1f} to "
+          f"{100 * high:+.1f} points (how much of a change the split's size can tell apart)")
     print(f"predictor refit on patched training images, on patched: {acc(refit, patched_test):.3f}")
     for name, x in (("clean", clean_test), ("patched", patched_test)):
         pred = deployed.predict(x)

@@ -29,7 +29,7 @@ def test_erasure_ceiling_prints_clean_and_both_erasures(tmp_path):
 def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
-    for expected in ("deployed predictor (fit clean)", "selection rate", "mean logit moves", "constant shift",
+    for expected in ("deployed predictor (fit clean)", "paired bootstrap interval", "selection rate", "mean logit moves", "constant shift",
                      "share of the clean group-mean difference", "only its threshold refit", "within-group std",
                      "group gap by cell of the last feature map"):
         assert expected in out
@@ -42,6 +42,21 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     line = lambda text, key: next(x for x in text.splitlines() if key in x)  # noqa: E731
     assert line(noise, "logit, clean:") == line(out, "logit, clean:")
     assert line(noise, "logit, patched:") != line(out, "logit, patched:")
+
+
+def test_paired_interval_covers_the_change_and_narrows_with_more_images():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    rng = np.random.default_rng(0)
+    a = rng.random(4000) < 0.75
+    b = a & (rng.random(4000) > 0.04)  # about 3 points lost
+    low, high = diagnose._paired_interval(a, b)
+    assert low < (b.mean() - a.mean()) < high < 0
+    low_small, high_small = diagnose._paired_interval(a[:400], b[:400])
+    assert high_small - low_small > high - low
 
 
 def test_best_threshold_balanced_accuracy_by_hand():
