@@ -4,7 +4,8 @@
     python scripts/diagnose.py PATCH --control random     # the same for the patch's noise control
 
 Prints, on the evaluation split of the configured data (default: the embedded benchmark):
-the deployed predictor (fit on clean embeddings) on clean and patched images; a predictor refit on
+the deployed predictor (fit on clean embeddings) on clean and patched images, with a paired
+bootstrap interval of the accuracy change (what the split can tell apart); a predictor refit on
 patched training images (how much Y information is left); the selection rate per group; how
 concentrated the patch's mean shift is, in clean standard deviations, over embedding units; and
 whether the patch does more than add one constant vector to every embedding (a constant shift
