@@ -19,6 +19,15 @@ def _run(script, *args, cache):
     return out.stdout
 
 
+def _diagnose_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_erasure_ceiling_prints_clean_and_both_erasures(tmp_path):
     out = _run("erasure_ceiling.py", *DATA, cache=tmp_path / "cache")
     rows = {line[:31].strip(): line[31:].split() for line in out.splitlines()[1:]}
@@ -45,11 +54,7 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
 
 
 def test_paired_interval_covers_the_change_and_narrows_with_more_images():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
-    diagnose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnose)
+    diagnose = _diagnose_module()
     rng = np.random.default_rng(0)
     a = rng.random(4000) < 0.75
     b = a & (rng.random(4000) > 0.04)  # about 3 points lost
@@ -60,11 +65,7 @@ def test_paired_interval_covers_the_change_and_narrows_with_more_images():
 
 
 def test_best_threshold_balanced_accuracy_by_hand():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
-    diagnose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnose)
+    diagnose = _diagnose_module()
     s = np.array([0, 1, 0, 1])
     # Above 0.1: TNR 1/2, TPR 1 -> 0.75; above 0.2: 1/2, 1/2; above 0.3: 1, 1/2 -> 0.75.
     assert diagnose._best_threshold_bacc(np.array([0.1, 0.2, 0.3, 0.4]), s) == 0.75
