@@ -32,8 +32,9 @@ TITLES = {"clean": "clean", "patched": "learned patch", "gray": "gray control", 
 
 
 def probe_logits(run: Path) -> dict:
-    """The clean-fit logistic probe's logits on the run's evaluation split, for each of :data:`WAYS`,
-    with the group labels: ``{"s": ..., "clean": ..., ...}``."""
+    """The clean-fit logistic probe's logits on the run's evaluation split for each of :data:`WAYS`,
+    with the group labels, its balanced accuracy and its separation of the groups:
+    ``{"s": ..., "clean": ..., "clean_bacc": ..., "clean_sep": ..., ...}``."""
     cfg = OmegaConf.load(run / "config.yaml")
     data, encoder = build(cfg.data), build(cfg.encoder)
     settings = dataclasses.replace(EvalSettings.from_cfg(cfg.eval), progress=False)
@@ -49,6 +50,7 @@ def probe_logits(run: Path) -> dict:
     for name, emb in embedded.items():
         out[name] = probe.decision_function(emb)
         out[f"{name}_bacc"] = leakage_scores(out["s"], probe.predict_proba(emb))["balanced_accuracy"]
+        out[f"{name}_sep"] = probe_separation(out["s"], out[name])
     return out
 
 
@@ -67,7 +69,7 @@ def figure(rows: list[dict], path: Path) -> None:
             for g, color in ((0, "tab:blue"), (1, "tab:orange")):
                 ax.hist(logit[row["s"] == g], bins=bins, alpha=0.55, color=color, label=f"group {g}")
             ax.axvline(0, color="k", lw=0.8)  # the probe's threshold
-            sep = probe_separation(row["s"], logit)
+            sep = row[f"{way}_sep"]
             ax.set_title(f"{TITLES[way]}: probe {row[f'{way}_bacc']:.3f}\ngap {sep['gap']:+.1f}, "
                          f"spread {sep['within_std']:.1f}", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> None:
         row = probe_logits(run)
         rows.append(row)
         for way in WAYS:
-            sep = probe_separation(row["s"], row[way])
+            sep = row[f"{way}_sep"]
             print(f"{row['member']} seed {row['seed']} {way}: probe {row[f'{way}_bacc']:.3f}, "
                   f"gap {sep['gap']:+.2f}, within-group std {sep['within_std']:.2f}")
     figure(rows, out)

@@ -12,8 +12,9 @@ from .conftest import ROOT
 DATA = ["data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48"]
 
 
-def _run(script, *args, cache):
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args, f"eval.cache_dir={cache}"],
+def _run(script, *args, cache=None):
+    extra = [f"eval.cache_dir={cache}"] if cache is not None else []
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args, *extra],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
@@ -38,8 +39,8 @@ def test_erasure_ceiling_prints_clean_and_both_erasures(tmp_path):
 def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
-    for expected in ("deployed predictor (fit clean)", "paired bootstrap interval", "selection rate", "mean logit moves", "constant shift",
-                     "share of the clean group-mean difference", "only its threshold refit", "within-group std",
+    for expected in ("deployed predictor (fit clean)", "paired bootstrap interval", "selection rate", "mean logit moves",
+                     "constant shift", "share of the clean group-mean difference", "only its threshold refit", "within-group std",
                      "group gap by cell of the last feature map"):
         assert expected in out
     # The clean cells add up to the clean probe's gap between the groups, which must favour group 1.
@@ -104,10 +105,8 @@ def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop
 def test_probe_logits_draws_every_way_for_a_run(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false", f"eval.cache_dir={tmp_path / 'cache'}"))["patch"]
     figure = tmp_path / "logits.png"
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(patch.parent)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = {line.split(":")[0].rsplit(" ", 1)[1]: line for line in out.stdout.splitlines() if "probe " in line}
+    out = _run("probe_logits.py", str(figure), str(patch.parent))  # the run's own config: no overrides
+    lines = {line.split(":")[0].rsplit(" ", 1)[1]: line for line in out.splitlines() if "probe " in line}
     assert set(lines) == {"clean", "patched", "gray", "random"}
     assert lines["patched"].split(":")[1] != lines["random"].split(":")[1]  # the control replaced the patch
     assert figure.stat().st_size > 10_000
