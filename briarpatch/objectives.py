@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchObjective", "LOSSES", "confusion_loss", "parity_loss", "reversal_loss",
-           "utility_loss", "balanced_cross_entropy", "total_variation"]
+           "separation_loss", "utility_loss", "balanced_cross_entropy", "total_variation"]
 
-LOSSES = ("confusion", "parity", "reversal")
+LOSSES = ("confusion", "parity", "reversal", "separation")
 
 
 def confusion_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # noqa: ARG001
@@ -34,6 +34,26 @@ def parity_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def reversal_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Negative adversary loss (gradient reversal). Unbounded: it can flip predictions."""
     return -F.cross_entropy(logits, s)
+
+
+def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Between-group over within-group spread of the adversary's centred logits (a Fisher ratio).
+
+    A fresh probe's balanced accuracy depends on how far apart the groups' scores lie *relative to
+    their spread*, not on the scores' size; :func:`confusion_loss` is nearly flat once the logits
+    are small, even when their sign still follows S. This loss has no scale to shrink: only
+    overlapping groups make it small. Every group present counts equally; a batch with a single
+    group gives 0.
+    """
+    z = logits - logits.mean(1, keepdim=True)  # softmax is shift-invariant: compare the centred scores
+    onehot = F.one_hot(s, logits.shape[1]).to(z.dtype)
+    counts = onehot.sum(0)
+    present = (counts > 0).to(z.dtype)
+    means = (onehot.T @ z) / counts.clamp_min(1)[:, None]
+    center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
+    between = (((means - center) ** 2).sum(1) * present).sum() / present.sum().clamp_min(2)
+    within = (z - means[s]).pow(2).sum(1).mean()
+    return between / within.clamp_min(1e-8)
 
 
 def utility_loss(patched: torch.Tensor, clean: torch.Tensor, basis: torch.Tensor | None,
@@ -78,7 +98,8 @@ def total_variation(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels[:, 1:] - pixels[:, :-1]).abs().mean() + (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
 
 
-_LOSS_FNS = {"confusion": confusion_loss, "parity": parity_loss, "reversal": reversal_loss}
+_LOSS_FNS = {"confusion": confusion_loss, "parity": parity_loss, "reversal": reversal_loss,
+             "separation": separation_loss}
 
 
 class PatchObjective(nn.Module):
@@ -86,7 +107,7 @@ class PatchObjective(nn.Module):
 
     Parameters
     ----------
-    loss : {"confusion", "parity", "reversal"}
+    loss : {"confusion", "parity", "reversal", "separation"}
     utility_weight : float
         Weight of :func:`utility_loss` (keeps what is not S in the embedding).
     tv_weight : float

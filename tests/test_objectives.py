@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from briarpatch.adversaries import Adversary
-from briarpatch.objectives import PatchObjective, confusion_loss, parity_loss, reversal_loss, utility_loss
+from briarpatch.objectives import (PatchObjective, confusion_loss, parity_loss, reversal_loss,
+                                   separation_loss, utility_loss)
 
 
 def test_confusion_is_minimal_at_uniform_prediction():
@@ -20,6 +21,17 @@ def test_parity_zero_when_groups_get_the_same_predictions_and_positive_otherwise
     assert parity_loss(torch.tensor([[3.0, 0], [3.0, 0], [0, 3.0], [0, 3.0]]), s).item() > 0.1
 
 
+def test_separation_has_no_scale_to_shrink():
+    # Groups 2 apart at within-group spread 1: shrinking every score keeps the loss; only overlap lowers it.
+    s = torch.tensor([0, 0, 0, 1, 1, 1])
+    apart = torch.tensor([[0.0, x] for x in (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0)])
+    assert separation_loss(apart / 10, s).item() == pytest.approx(separation_loss(apart, s).item(), rel=1e-3)
+    overlap = torch.tensor([[0.0, x] for x in (-1.0, 0.0, 1.0, 1.0, 0.0, -1.0)])
+    assert separation_loss(overlap, s).item() == pytest.approx(0.0, abs=1e-6)
+    assert separation_loss(apart, s).item() > 1.0
+    assert separation_loss(apart, torch.zeros(6, dtype=torch.long)).item() == 0.0  # one group: nothing to separate
+
+
 def test_reversal_is_negative_cross_entropy():
     logits, s = torch.randn(5, 2), torch.randint(0, 2, (5,))
     assert reversal_loss(logits, s).item() == pytest.approx(-torch.nn.functional.cross_entropy(logits, s).item())
@@ -33,7 +45,7 @@ def test_utility_ignores_change_along_sensitive_directions():
     assert utility_loss(clean + torch.tensor([0, 3.0, 0, 0]), clean, basis).item() > 0.1
 
 
-@pytest.mark.parametrize("loss", ["confusion", "parity", "reversal"])
+@pytest.mark.parametrize("loss", ["confusion", "parity", "reversal", "separation"])
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_multiclass_sensitive_attribute_works_end_to_end(loss, head):
     adv = Adversary(in_features=6, num_groups=4, head=head)
