@@ -42,7 +42,7 @@ def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     A fresh probe's balanced accuracy depends on how far apart the groups' scores lie *relative to
     their spread*, not on the scores' size; :func:`confusion_loss` is nearly flat once the logits
     are small, even when their sign still follows S. This loss has no scale to shrink: only
-    overlapping groups make it small. Every group present counts equally; a batch with a single
+    group means brought together make it small. Every group present counts equally; a batch with a single
     group gives 0.
     """
     z = logits - logits.mean(1, keepdim=True)  # softmax is shift-invariant: compare the centred scores
@@ -52,7 +52,9 @@ def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     means = (onehot.T @ z) / counts.clamp_min(1)[:, None]
     center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
     between = (((means - center) ** 2).sum(1) * present).sum() / present.sum().clamp_min(2)
-    within = (z - means[s]).pow(2).sum(1).mean()
+    # The spread sets the scale but is no lever: scattering the scores (swamping the probe, as a
+    # noise patch does) would lower the ratio without hiding S, and no channel's fresh probe is fooled by it.
+    within = (z - means[s]).pow(2).sum(1).mean().detach()
     return between / within.clamp_min(1e-8)
 
 

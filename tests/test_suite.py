@@ -50,6 +50,19 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     rows = [line for line in compared.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
     assert len(rows) == 2 and all("| 0 |" in row for row in rows)
     assert "after: worst probe" in compared.stdout
+    # The same runs as points of the trade-off, with the box the targets leave.
+    fig = out / "frontier.png"
+    drawn = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier.py"), str(fig), f"a={out}", f"b={out}"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert drawn.returncode == 0, drawn.stderr
+    rows = [line.split("|")[1:-1] for line in drawn.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
+    assert [(r[0].strip(), r[2].strip()) for r in rows] == [("default", "a"), ("default", "b"), ("grain", "a"), ("grain", "b")]
+    run = next(r for r in saved["rows"] if r["member"] == "grain")["runs"][0]
+    ceiling = min(0.65, run["random_probe"] - 0.05, run["gray_probe"] - 0.05)
+    acc = 100 * (run["accuracy"] - run["clean_accuracy"])
+    assert rows[2][6].strip() == f"-2, {ceiling:.3f}"
+    assert rows[2][7].strip() == ("yes" if acc >= -2 and run["probe"] <= ceiling else "no")
+    assert fig.stat().st_size > 0
 
 
 def test_each_target_can_fail_on_its_own():
