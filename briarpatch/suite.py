@@ -69,16 +69,21 @@ def _cut(before: float, after: float) -> float:
     return 1 - after / before if before > 0 else 0.0
 
 
+def _leak(probe: float) -> float:
+    """A probe whose balanced accuracy falls below chance reads S inverted: it leaks as much as its mirror."""
+    return max(probe, 1 - probe)
+
+
 def check_targets(fig: dict, *, member: str) -> dict[str, bool]:
     """Which of :data:`TARGETS` one run meets (an uncalibrated member's accuracy is not counted:
     a gray frame alone costs it more than a point)."""
     cut = _cut(fig["clean_dp"], fig["dp"])
     out = {"dp_cut": cut >= 0.5, "accuracy": fig["accuracy"] >= fig["clean_accuracy"] - 0.02,
-           "probe": fig["probe"] <= (0.60 if member == "default" else 0.65)}
+           "probe": _leak(fig["probe"]) <= (0.60 if member == "default" else 0.65)}
     for name in ("gray", "random"):
         # Lower non-adaptive probe by >= 0.05, and either twice the control's DP cut or 3 accuracy points more.
         control_cut = _cut(fig["clean_dp"], fig[f"{name}_dp"])
-        out[f"beats_{name}"] = fig["probe"] <= fig[f"{name}_probe"] - 0.05 and (
+        out[f"beats_{name}"] = _leak(fig["probe"]) <= _leak(fig[f"{name}_probe"]) - 0.05 and (
             cut >= 2 * control_cut or fig["accuracy"] >= fig[f"{name}_accuracy"] + 0.03)
     return out
 
@@ -156,7 +161,7 @@ def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: l
             if member in UNCALIBRATED:
                 met["accuracy"] = True  # reported in the row, not counted
             rows.append({"member": member, "runs": runs, "met": met, "all_met": all(met.values()),
-                         "worst_probe": max(r["probe"] for r in runs)})
+                         "worst_probe": max(_leak(r["probe"]) for r in runs)})
     rows.sort(key=lambda r: -r["worst_probe"])
     return {"overrides": list(overrides), "seeds": list(seeds), "rows": rows, "targets": TARGETS}
 

@@ -7,8 +7,8 @@ Each DIR is the --out folder of a `briarpatch suite` run, LABEL its name in the 
 For every member and seed that any DIR finished (or those named): each recipe's accuracy change (points) and
 non-adaptive logistic probe, its worst robustness channel's probe, and whether it lands in the
 box of the accuracy and probe targets — accuracy at most 2 points below clean, probe at most 0.65
-(0.60 on `default`) and at least 0.05 below both controls' probes (the DP targets are in the suite
-table). One panel per member and seed: the recipes, the gray and noise controls, and the box
+(0.60 on `default`) and at least 0.05 below both controls' probes, a probe below chance counted
+as its mirror (the DP targets are in the suite table). One panel per member and seed: the recipes, the gray and noise controls, and the box
 shaded.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from briarpatch.suite import _leak as leak
 from briarpatch.suite import suite_table
 from briarpatch.synthetic import SUITE
 
@@ -35,7 +36,8 @@ def runs_of(folder: Path) -> dict:
 def box(member: str, run: dict) -> tuple[float, float]:
     """(lowest accuracy change in points, highest probe) the targets allow for this run."""
     ceiling = 0.60 if member == "default" else 0.65
-    return -2.0, min(ceiling, run["random_probe"] - 0.05, run["gray_probe"] - 0.05)
+    return -2.0, min(ceiling, leak(run["random_probe"]) - 0.05, leak(run["gray_probe"]) - 0.05)
+
 
 
 def main(argv: list[str]) -> None:
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> None:
             acc, probe = 100 * (r["accuracy"] - r["clean_accuracy"]), r["probe"]
             lo, hi = box(key[0], r)
             worst = r.get("worst_channel_probe")
-            inside = "yes" if acc >= lo and probe <= hi else "no"
+            inside = "yes" if acc >= lo and leak(probe) <= hi else "no"
             print(f"| {key[0]} | {key[1]} | {label} | {acc:+.1f} | {probe:.3f} | "
                   f"{'—' if worst is None else f'{worst:.3f}'} | {lo:+.0f}, {hi:.3f} | {inside} |")
 

@@ -58,10 +58,11 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     rows = [line.split("|")[1:-1] for line in drawn.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
     assert [(r[0].strip(), r[2].strip()) for r in rows] == [("default", "a"), ("default", "b"), ("grain", "a"), ("grain", "b")]
     run = next(r for r in saved["rows"] if r["member"] == "grain")["runs"][0]
-    ceiling = min(0.65, run["random_probe"] - 0.05, run["gray_probe"] - 0.05)
+    leak = lambda b: max(b, 1 - b)  # noqa: E731
+    ceiling = min(0.65, leak(run["random_probe"]) - 0.05, leak(run["gray_probe"]) - 0.05)
     acc = 100 * (run["accuracy"] - run["clean_accuracy"])
     assert rows[2][6].strip() == f"-2, {ceiling:.3f}"
-    assert rows[2][7].strip() == ("yes" if acc >= -2 and run["probe"] <= ceiling else "no")
+    assert rows[2][7].strip() == ("yes" if acc >= -2 and leak(run["probe"]) <= ceiling else "no")
     assert fig.stat().st_size > 0
 
 
@@ -72,6 +73,9 @@ def test_each_target_can_fail_on_its_own():
     for target, change in cases.items():
         met = check_targets({**GOOD, **change}, member="cast")
         assert [k for k, ok in met.items() if not ok] == [target], (target, met)
+    # A probe below chance reads S inverted: 0.30 leaks as much as 0.70.
+    assert not check_targets({**GOOD, "probe": 0.30}, member="cast")["probe"]
+    assert not check_targets({**GOOD, "probe": 0.30}, member="cast")["beats_random"]
     # The default member's probe target is stricter (0.60).
     assert not check_targets({**GOOD, "probe": 0.61}, member="default")["probe"]
     assert check_targets({**GOOD, "probe": 0.61}, member="cast")["probe"]
