@@ -5,7 +5,8 @@
 Each DIR is the --out folder of a `briarpatch suite` run. Prints one markdown row per member and
 seed finished in both: the accuracy change, the DP cut, the non-adaptive probe, the worst
 robustness channel's probe and DP cut (before → after), the noise control's probe (after), and the
-targets missed; then the worst and the mean probe of each recipe over those runs.
+targets missed; then the worst and the mean probe of each recipe over those runs (a probe below
+chance counted as its mirror: it reads S inverted).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from briarpatch.suite import _cut, suite_table
+from briarpatch.suite import _cut, _leak, suite_table
 from briarpatch.synthetic import SUITE
 
 
@@ -50,8 +51,8 @@ def main(argv: list[str]) -> None:
               f"| {num(a[3])} → {num(b[3])} | {pct(a[4])} → {pct(b[4])} | {after[key]['random_probe']:.3f} "
               f"| {missed[0]} → {missed[1]} |")
     for name, runs in (("before", before), ("after", after)):
-        probes = [runs[k]["probe"] for k in both]
-        worst = max(both, key=lambda k: runs[k]["probe"])
+        probes = [_leak(runs[k]["probe"]) for k in both]  # a probe below chance counts as its mirror
+        worst = max(both, key=lambda k: _leak(runs[k]["probe"]))
         print(f"{name}: worst probe {max(probes):.3f} ({worst[0]} seed {worst[1]}), mean {sum(probes) / len(probes):.3f} "
               f"over {len(both)} runs")
 
