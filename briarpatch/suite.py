@@ -59,7 +59,7 @@ def _figures(report: dict) -> dict:
         out["random_gap_left"] = report["probe_separation"]["random"]["share_of_clean_gap"]
     if report.get("robustness"):
         channels = report["robustness"]
-        out["worst_channel_probe"] = max(c["non_adaptive_probe"] for c in channels.values())
+        out["worst_channel_probe"] = max(_leak(c["non_adaptive_probe"]) for c in channels.values())
         out["worst_channel_dp_cut"] = min(_cut(c["clean"]["demographic_parity_difference"],
                                                c["patched"]["demographic_parity_difference"]) for c in channels.values())
     return out
