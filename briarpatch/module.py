@@ -258,7 +258,7 @@ class BriarPatchModule(pl.LightningModule):
         if not warmup:
             # The adversary is not updated by the patch step; only the pixels receive gradients.
             self.adversary.requires_grad_(False)
-            terms = self._patch_terms(patched, clean, s, y)
+            terms = self._patch_terms(patched, clean, s)
             self.adversary.requires_grad_(True)
             self._check_finite(terms["total"], "patch loss", batch_idx)
             opt_patch.zero_grad(set_to_none=True)
@@ -283,15 +283,13 @@ class BriarPatchModule(pl.LightningModule):
         if self.patch_steps is not None and self.global_step >= self.patch_steps:
             self.trainer.should_stop = True
 
-    def _patch_terms(self, patched: torch.Tensor, clean: torch.Tensor, s: torch.Tensor,
-                     y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _patch_terms(self, patched: torch.Tensor, clean: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
         """Objective terms for each ensemble member (one part for a single encoder), averaged."""
         per_part = []
         for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts):
             per_part.append(self.objective(logits=logits, s=s, pixels=self.patch.pixels, patched=patched[:, cols],
                                            clean=clean[:, cols], center=self.feat_mean[cols],
-                                           basis=self.sensitive_basis(cols), y=y,
-                                           num_classes=self.num_classes))
+                                           basis=self.sensitive_basis(cols)))
         return {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
 
     # ------------------------------------------------------------------ validation

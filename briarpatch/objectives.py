@@ -36,43 +36,25 @@ def reversal_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return -F.cross_entropy(logits, s)
 
 
-def separation_loss(logits: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None = None, *,
-                    num_classes: int | None = None) -> torch.Tensor:
+def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Between-group over within-group spread of the adversary's centred logits (a Fisher ratio).
 
     A fresh probe's balanced accuracy depends on how far apart the groups' scores lie *relative to
     their spread*, not on the scores' size; :func:`confusion_loss` is nearly flat once the logits
     are small, even when their sign still follows S. This loss has no scale to shrink: only
-    group means brought together make it small. Every group present counts equally; a batch with a
-    single group gives 0.
-
-    With ``y``, the groups are compared within each target class (classes where fewer than two
-    groups appear are skipped): where S and Y travel together in the training split, the pooled
-    gap holds Y's part of the score too, and closing it would push S past zero — the groups
-    swapped, S read inverted on photos where Y is independent of S. ``num_classes`` (default: from
-    ``y``, which reads the device) sizes the cells.
+    group means brought together make it small. Every group present counts equally; a batch with a single
+    group gives 0.
     """
     z = logits - logits.mean(1, keepdim=True)  # softmax is shift-invariant: compare the centred scores
-    k = logits.shape[1]
-    onehot = F.one_hot(s, k).to(z.dtype)
+    onehot = F.one_hot(s, logits.shape[1]).to(z.dtype)
     counts = onehot.sum(0)
+    present = (counts > 0).to(z.dtype)
     means = (onehot.T @ z) / counts.clamp_min(1)[:, None]
+    center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
+    between = (((means - center) ** 2).sum(1) * present).sum() / present.sum().clamp_min(2)
     # The spread sets the scale but is no lever: scattering the scores (swamping the probe, as a
     # noise patch does) would lower the ratio without hiding S, and no channel's fresh probe is fooled by it.
     within = (z - means[s]).pow(2).sum(1).mean().detach()
-    if y is None:
-        cell, cell_counts = onehot, counts[None]  # one "class": the pooled comparison
-    else:
-        c = num_classes if num_classes is not None else (int(y.max()) + 1 if y.numel() else 1)
-        cell = F.one_hot(y * k + s, c * k).to(z.dtype)
-        cell_counts = cell.sum(0).view(c, k)
-    cell_means = ((cell.T @ z) / cell.sum(0).clamp_min(1)[:, None]).view(-1, k, z.shape[1])  # (classes, groups, k)
-    present = (cell_counts > 0).to(z.dtype)  # (classes, groups)
-    n = present.sum(1)  # groups present per class
-    center = (cell_means * present[..., None]).sum(1) / n.clamp_min(1)[:, None]
-    spread = (((cell_means - center[:, None]) ** 2).sum(2) * present).sum(1) / n.clamp_min(2)
-    usable = (n >= 2).to(z.dtype)
-    between = (spread * usable).sum() / usable.sum().clamp_min(1)
     return between / within.clamp_min(1e-8)
 
 
@@ -150,13 +132,8 @@ class PatchObjective(nn.Module):
         self.sensitive_directions = sensitive_directions
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, y=None,
-                num_classes=None) -> dict[str, torch.Tensor]:
-        # Only the separation loss compares the groups within each target class (y).
-        if self.loss == "separation":
-            terms = {"main": separation_loss(logits, s, y, num_classes=num_classes)}
-        else:
-            terms = {"main": _LOSS_FNS[self.loss](logits, s)}
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None) -> dict[str, torch.Tensor]:
+        terms = {"main": _LOSS_FNS[self.loss](logits, s)}
         total = terms["main"]
         if self.utility_weight:
             terms["utility"] = utility_loss(patched, clean, basis, center)
