@@ -42,8 +42,14 @@ def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     A fresh probe's balanced accuracy depends on how far apart the groups' scores lie *relative to
     their spread*, not on the scores' size; :func:`confusion_loss` is nearly flat once the logits
     are small, even when their sign still follows S. This loss has no scale to shrink: only
-    group means brought together make it small. Every group present counts equally; a batch with a single
-    group gives 0.
+    group means brought together make it small. Every group present counts equally; a batch with a
+    single group gives 0.
+
+    The groups are pooled over the target classes. Where S and Y travel together in the training
+    split, the pooled gap holds Y's part of the score too, and closing it can push S past zero: a
+    fresh probe on photos where Y is independent of S then reads S inverted (the suite's `strong`
+    and `grain`, docs/suite.md). Comparing the groups within each class avoided that and cost more
+    accuracy.
     """
     z = logits - logits.mean(1, keepdim=True)  # softmax is shift-invariant: compare the centred scores
     onehot = F.one_hot(s, logits.shape[1]).to(z.dtype)
