@@ -106,7 +106,8 @@ def main(argv: list[str]) -> None:
             ys.append(y)
         right = max(xs + [lo + 1]) + 1
         bottom = min(ys + [hi]) - 0.02
-        ax.fill_between([lo, right], bottom, hi, color="tab:green", alpha=0.15, label="targets")
+        # A probe below chance counts as its mirror: the box spans 1 - hi to hi.
+        ax.fill_between([lo, right], max(bottom, 1 - hi), hi, color="tab:green", alpha=0.15, label="targets")
         ax.set_xlim(min(xs) - 1, right)
         ax.set_ylim(bottom, max(ys) + 0.02)
         ax.set_title(f"{key[0]}, seed {key[1]}", fontsize=9)
