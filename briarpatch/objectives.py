@@ -20,15 +20,20 @@ def confusion_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # no
 def parity_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Squared spread, across the sensitive groups present in the batch, of the mean predicted
     group distribution."""
-    probs = F.softmax(logits, dim=1)
-    onehot = F.one_hot(s, probs.shape[1]).to(probs.dtype)  # (B, groups)
+    return _group_spread(F.softmax(logits, dim=1), s)[0]
+
+
+def _group_spread(values: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared distance of the present groups' mean ``values`` from their centre, and those
+    means ``(groups, C)``, with one group per column of ``values`` (absent groups' means are 0).
+    A batch with a single group has no spread to measure: 0 there."""
+    onehot = F.one_hot(s, values.shape[1]).to(values.dtype)  # (B, groups)
     counts = onehot.sum(0)
-    present = (counts > 0).to(probs.dtype)
-    means = (onehot.T @ probs) / counts.clamp_min(1)[:, None]  # (groups, groups); absent groups are 0
+    present = (counts > 0).to(values.dtype)
+    means = (onehot.T @ values) / counts.clamp_min(1)[:, None]
     center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
     spread = ((means - center) ** 2).sum(1) * present
-    # A batch with a single group has no spread to measure: the loss is 0 there.
-    return spread.sum() / present.sum().clamp_min(2)
+    return spread.sum() / present.sum().clamp_min(2), means
 
 
 def reversal_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -52,12 +57,7 @@ def separation_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     accuracy.
     """
     z = logits - logits.mean(1, keepdim=True)  # softmax is shift-invariant: compare the centred scores
-    onehot = F.one_hot(s, logits.shape[1]).to(z.dtype)
-    counts = onehot.sum(0)
-    present = (counts > 0).to(z.dtype)
-    means = (onehot.T @ z) / counts.clamp_min(1)[:, None]
-    center = (means * present[:, None]).sum(0) / present.sum().clamp_min(1)
-    between = (((means - center) ** 2).sum(1) * present).sum() / present.sum().clamp_min(2)
+    between, means = _group_spread(z, s)
     # The spread sets the scale but is no lever: scattering the scores (swamping the probe, as a
     # noise patch does) would lower the ratio without hiding S, and no channel's fresh probe is fooled by it.
     within = (z - means[s]).pow(2).sum(1).mean().detach()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 
-__all__ = ["TARGETS", "check_targets", "run_suite", "suite_table", "cli"]
+__all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,17 @@ def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: l
                          "worst_probe": max(_leak(r["probe"]) for r in runs)})
     rows.sort(key=lambda r: -r["worst_probe"])
     return {"overrides": list(overrides), "seeds": list(seeds), "rows": rows, "targets": TARGETS}
+
+
+def finished_runs(out: Path) -> dict:
+    """{(member, seed): the figures of :func:`suite_table`} for every finished run in ``out``, in
+    the suite's member order (for comparing recipes run into different folders)."""
+    from .synthetic import SUITE
+
+    seeds = sorted({int(p.parts[-3][len("seed"):]) for p in Path(out).glob("*/seed*/report/report.json")})
+    rows = suite_table(out, members=list(SUITE), seeds=seeds)["rows"]  # reads each report once
+    runs = {(row["member"], run["seed"]): run for row in rows for run in row["runs"]}
+    return dict(sorted(runs.items(), key=lambda kv: (list(SUITE).index(kv[0][0]), kv[0][1])))
 
 
 def _cell(runs, key, fmt="{:.3f}") -> str:

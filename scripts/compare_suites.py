@@ -14,17 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from briarpatch.suite import _cut, _leak, suite_table
-from briarpatch.synthetic import SUITE
-
-
-def finished(folder: Path) -> dict:
-    """{(member, seed): the suite's figures for that run} for every finished run in ``folder``,
-    in the suite's member order."""
-    seeds = sorted({int(p.parts[-3][len("seed"):]) for p in folder.glob("*/seed*/report/report.json")})
-    rows = suite_table(folder, members=list(SUITE), seeds=seeds)["rows"]  # reads each report once
-    runs = {(row["member"], run["seed"]): run for row in rows for run in row["runs"]}
-    return dict(sorted(runs.items(), key=lambda kv: (list(SUITE).index(kv[0][0]), kv[0][1])))
+from briarpatch.suite import _cut, _leak, finished_runs
 
 
 def _figures(r: dict) -> tuple:
@@ -35,7 +25,7 @@ def _figures(r: dict) -> tuple:
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit(__doc__)
-    before, after = finished(Path(argv[0])), finished(Path(argv[1]))
+    before, after = finished_runs(Path(argv[0])), finished_runs(Path(argv[1]))
     both = [k for k in after if k in before]
     if not both:
         sys.exit(f"no member and seed finished in both {argv[0]} and {argv[1]}")

@@ -18,19 +18,8 @@ import sys
 from pathlib import Path
 
 from briarpatch.suite import _leak as leak
-from briarpatch.suite import suite_table
+from briarpatch.suite import finished_runs
 from briarpatch.synthetic import SUITE
-
-
-def runs_of(folder: Path) -> dict:
-    """{(member, seed): the suite's figures} for every finished run in ``folder``."""
-    seeds = sorted({int(p.parts[-3][len("seed"):]) for p in folder.glob("*/seed*/report/report.json")})
-    members = sorted({p.parts[-4] for p in folder.glob("*/seed*/report/report.json")} & set(SUITE),
-                     key=list(SUITE).index)
-    if not seeds or not members:
-        return {}
-    rows = suite_table(folder, members=members, seeds=seeds)["rows"]
-    return {(row["member"], run["seed"]): run for row in rows for run in row["runs"]}
 
 
 def box(member: str, run: dict) -> tuple[float, float]:
@@ -38,6 +27,10 @@ def box(member: str, run: dict) -> tuple[float, float]:
     ceiling = 0.60 if member == "default" else 0.65
     return -2.0, min(ceiling, leak(run["random_probe"]) - 0.05, leak(run["gray_probe"]) - 0.05)
 
+
+def change(run: dict, kind: str = "") -> float:
+    """Accuracy change in points of the learned patch (``kind=""``) or of a control (``"gray_"``, ``"random_"``)."""
+    return 100 * (run[f"{kind}accuracy"] - run["clean_accuracy"])
 
 
 def main(argv: list[str]) -> None:
@@ -54,7 +47,7 @@ def main(argv: list[str]) -> None:
     recipes = {}
     for arg in args.recipes:
         label, folder = arg.split("=", 1)
-        recipes[label] = runs_of(Path(folder))
+        recipes[label] = finished_runs(Path(folder))
         if not recipes[label]:
             sys.exit(f"no finished run in {folder}: give the --out folder of a `briarpatch suite` run")
     keys = sorted({k for runs in recipes.values() for k in runs
@@ -70,7 +63,7 @@ def main(argv: list[str]) -> None:
             if key not in runs:
                 continue
             r = runs[key]
-            acc, probe = 100 * (r["accuracy"] - r["clean_accuracy"]), r["probe"]
+            acc, probe = change(r), r["probe"]
             lo, hi = box(key[0], r)
             worst = r.get("worst_channel_probe")
             inside = "yes" if acc >= lo and leak(probe) <= hi else "no"
@@ -92,13 +85,13 @@ def main(argv: list[str]) -> None:
         for label, runs in recipes.items():
             if key in runs:
                 r = runs[key]
-                x, y = 100 * (r["accuracy"] - r["clean_accuracy"]), r["probe"]
+                x, y = change(r), r["probe"]
                 ax.plot(x, y, "o", color="tab:blue")
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
                 xs.append(x)
                 ys.append(y)
         for name, kind, color in (("gray", "gray", "tab:gray"), ("noise", "random", "tab:orange")):
-            x, y = 100 * (first[f"{kind}_accuracy"] - first["clean_accuracy"]), first[f"{kind}_probe"]
+            x, y = change(first, f"{kind}_"), first[f"{kind}_probe"]
             ax.plot(x, y, "^", color=color)
             ax.annotate(f"{name} control", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=color)
