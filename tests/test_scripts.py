@@ -1,5 +1,6 @@
 """The analysis scripts run end to end on tiny data and print what they promise."""
 
+import json
 import subprocess
 import sys
 
@@ -113,3 +114,21 @@ def test_probe_logits_draws_every_way_for_a_run(tiny_cfg, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(tmp_path)],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "is not a training run folder" in bad.stderr
+
+
+def test_jpeg_probe_reproduces_the_reports_jpeg_channel(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("eval.robustness=[identity,jpeg:75]", "eval.n_boot=0")
+    patch = train(cfg)["patch"]
+    report = json.loads((patch.parent / "report" / "report.json").read_text())
+    out = _run("jpeg_probe.py", str(patch.parent), cache=tmp_path / "cache")  # the run's own data and encoder
+    line = next(x for x in out.splitlines() if x.startswith("jpeg:75: probe fit on JPEG'd"))
+    real = float(line.split("on patched (real codec) ")[1].split(",")[0])
+    stand_in = float(line.split("(kornia's stand-in) ")[1])
+    # The script's real-codec figure is the report's jpeg:75 channel (same photos, codec and probe),
+    # printed to three decimals.
+    assert abs(real - report["robustness"]["jpeg:75"]["non_adaptive_probe"]) <= 5e-4
+    assert 0.0 <= stand_in <= 1.0
+    assert "mixture probe (untouched and JPEG'd clean photos), on patched (real codec)" in out
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "jpeg_probe.py"), str(patch.parent), "--quality", "x"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode != 0 and "--quality needs a JPEG quality" in bad.stderr
