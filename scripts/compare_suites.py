@@ -5,8 +5,9 @@
 Each DIR is the --out folder of a `briarpatch suite` run. Prints one markdown row per member and
 seed finished in both: the accuracy change, the DP cut, the non-adaptive probe, the worst
 robustness channel's probe and DP cut (before → after), the noise control's probe (after), and the
-targets missed; then the worst and the mean probe of each recipe over those runs (a probe below
-chance counted as its mirror: it reads S inverted).
+targets missed; then, per recipe over those runs, the worst case of each figure (the basis a
+default is chosen on) and the mean probe (a probe below chance counted as its mirror: it reads S
+inverted), and how many runs meet every target.
 """
 
 from __future__ import annotations
@@ -43,8 +44,18 @@ def main(argv: list[str]) -> None:
     for name, runs in (("before", before), ("after", after)):
         probes = [_leak(runs[k]["probe"]) for k in both]  # a probe below chance counts as its mirror
         worst = max(both, key=lambda k: _leak(runs[k]["probe"]))
-        print(f"{name}: worst probe {max(probes):.3f} ({worst[0]} seed {worst[1]}), mean {sum(probes) / len(probes):.3f} "
-              f"over {len(both)} runs")
+        where = lambda k: f"{k[0]} seed {k[1]}"  # noqa: E731
+        acc = min(both, key=lambda k: _figures(runs[k])[0])
+        cut = min(both, key=lambda k: _figures(runs[k])[1])
+        line = (f"{name}: worst probe {max(probes):.3f} ({where(worst)}), mean {sum(probes) / len(probes):.3f}; "
+                f"worst accuracy change {_figures(runs[acc])[0]:+.1f} pts ({where(acc)}); "
+                f"worst DP cut {_figures(runs[cut])[1]:.0%} ({where(cut)})")
+        channels = [k for k in both if runs[k].get("worst_channel_probe") is not None]
+        if channels:
+            chan = max(channels, key=lambda k: _leak(runs[k]["worst_channel_probe"]))
+            line += f"; worst channel probe {_leak(runs[chan]['worst_channel_probe']):.3f} ({where(chan)})"
+        met = sum(all(runs[k]["targets"].values()) for k in both)
+        print(f"{line}; every target met on {met} of {len(both)} runs")
 
 
 if __name__ == "__main__":

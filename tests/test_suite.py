@@ -49,7 +49,10 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     assert compared.returncode == 0, compared.stderr
     rows = [line for line in compared.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
     assert len(rows) == 2 and all("| 0 |" in row for row in rows)
-    assert "after: worst probe" in compared.stdout
+    summary = next(line for line in compared.stdout.splitlines() if line.startswith("after: worst probe"))
+    met = sum(all(r["targets"].values()) for row in saved["rows"] for r in row["runs"])
+    assert "worst accuracy change" in summary and "worst DP cut" in summary
+    assert summary.endswith(f"every target met on {met} of 2 runs")
     # The same runs as points of the trade-off, with the box the targets leave.
     fig = out / "frontier.png"
     drawn = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier.py"), str(fig), f"a={out}", f"b={out}"],
