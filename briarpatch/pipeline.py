@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil"]
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil", "jpeg_kornia"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -201,15 +201,19 @@ class PhotoPipeline(nn.Module):
             coded = jpeg_pil(x.detach(), quality)
             coded = torch.where(on[:, None, None, None], coded, x.detach())
             return x + (coded - x.detach())  # the real codec forward, the identity's gradient backward
-        from kornia.enhance import jpeg_codec_differentiable
+        return torch.where(on[:, None, None, None], jpeg_kornia(x, quality), x)
 
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % 16, -w % 16  # the codec works on whole 16x16 macroblocks
-        padded = F.pad(x.clamp(0, 1), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x.clamp(0, 1)
-        if padded.shape[1] == 1:
-            padded = padded.expand(-1, 3, -1, -1)
-        coded = jpeg_codec_differentiable(padded, quality.clamp(min=1).to(x.dtype))[:, : x.shape[1], :h, :w]
-        return torch.where(on[:, None, None, None], coded, x)
+
+def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """kornia's differentiable JPEG on a batch in [0, 1], one quality per image (the training stand-in)."""
+    from kornia.enhance import jpeg_codec_differentiable
+
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % 16, -w % 16  # the codec works on whole 16x16 macroblocks
+    padded = F.pad(x.clamp(0, 1), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x.clamp(0, 1)
+    if padded.shape[1] == 1:
+        padded = padded.expand(-1, 3, -1, -1)
+    return jpeg_codec_differentiable(padded, quality.clamp(min=1).to(x.dtype))[:, : x.shape[1], :h, :w]
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -30,17 +30,9 @@ from briarpatch.metrics import leakage_scores
 
 
 def kornia_jpeg(x: torch.Tensor, quality) -> torch.Tensor:
-    """kornia's differentiable codec as the training pipeline calls it, rounded to 8 bits like a saved file."""
-    from kornia.enhance import jpeg_codec_differentiable
-
-    h, w = x.shape[-2:]
-    padded = torch.nn.functional.pad(x.clamp(0, 1), (0, -w % 16, 0, -h % 16), mode="replicate")
-    gray = padded.shape[1] == 1
-    if gray:
-        padded = padded.expand(-1, 3, -1, -1)
-    coded = jpeg_codec_differentiable(padded, torch.full((x.shape[0],), float(quality)))[:, :, :h, :w]
-    coded = coded[:, :1] if gray else coded
-    return (coded.clamp(0, 1) * 255).round() / 255
+    """The training pipeline's stand-in codec, rounded to 8 bits like a saved file."""
+    quality = quality if isinstance(quality, torch.Tensor) else torch.full((x.shape[0],), float(quality))
+    return (pipeline.jpeg_kornia(x, quality).clamp(0, 1) * 255).round() / 255
 
 
 def main(argv: list[str]) -> None:
