@@ -42,18 +42,21 @@ def main(argv: list[str]) -> None:
               f"| {num(a[3])} → {num(b[3])} | {pct(a[4])} → {pct(b[4])} | {after[key]['random_probe']:.3f} "
               f"| {missed[0]} → {missed[1]} |")
     for name, runs in (("before", before), ("after", after)):
-        probes = [_leak(runs[k]["probe"]) for k in both]  # a probe below chance counts as its mirror
-        worst = max(both, key=lambda k: _leak(runs[k]["probe"]))
+        figures = {k: _figures(runs[k]) for k in both}
+        probes = {k: _leak(f[2]) for k, f in figures.items()}  # a probe below chance counts as its mirror
+        worst = max(probes, key=probes.get)
         where = lambda k: f"{k[0]} seed {k[1]}"  # noqa: E731
-        acc = min(both, key=lambda k: _figures(runs[k])[0])
-        cut = min(both, key=lambda k: _figures(runs[k])[1])
-        line = (f"{name}: worst probe {max(probes):.3f} ({where(worst)}), mean {sum(probes) / len(probes):.3f}; "
-                f"worst accuracy change {_figures(runs[acc])[0]:+.1f} pts ({where(acc)}); "
-                f"worst DP cut {_figures(runs[cut])[1]:.0%} ({where(cut)})")
-        channels = [k for k in both if runs[k].get("worst_channel_probe") is not None]
+        acc = min(both, key=lambda k: figures[k][0])
+        cut = min(both, key=lambda k: figures[k][1])
+        line = (f"{name}: worst probe {probes[worst]:.3f} ({where(worst)}), "
+                f"mean {sum(probes.values()) / len(probes):.3f}; "
+                f"worst accuracy change {figures[acc][0]:+.1f} pts ({where(acc)}); "
+                f"worst DP cut {figures[cut][1]:.0%} ({where(cut)})")
+        # The suite already counts a channel's probe below chance as its mirror (suite._figures).
+        channels = [k for k in both if figures[k][3] is not None]
         if channels:
-            chan = max(channels, key=lambda k: _leak(runs[k]["worst_channel_probe"]))
-            line += f"; worst channel probe {_leak(runs[chan]['worst_channel_probe']):.3f} ({where(chan)})"
+            chan = max(channels, key=lambda k: figures[k][3])
+            line += f"; worst channel probe {figures[chan][3]:.3f} ({where(chan)})"
         met = sum(all(runs[k]["targets"].values()) for k in both)
         print(f"{line}; every target met on {met} of {len(both)} runs")
 

@@ -78,8 +78,6 @@ def test_best_threshold_balanced_accuracy_by_hand():
 
 
 def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop(tmp_path):
-    import json
-
     def run(folder, steps, probe, vals=()):
         folder.mkdir(parents=True)
         (folder / "config.yaml").write_text(f"patch_steps: {steps}\nadversary:\n  warmup_steps: 4\n")
