@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared check for a lent GPU, in one go and under 8 minutes: the tests that need CUDA, the
 # GPU benchmark (bound, step at batch 32 and 256, captured step, ART on the same GPU, embedding)
-# and the benchmark suite's default and grain members (training and evaluation) with trainer=gpu. Figures go to $OUT/gpu_check.json.
+# and the benchmark suite's default and grain members (training and evaluation) with trainer=gpu.
+# Figures go to $OUT/gpu_check.json.
 #   here, once:  bash scripts/gpu_wheels.sh          (the packages the GPU image lacks, into .whl/)
 #   there:       bash scripts/gpu_check.sh           (device tool: run, carry ['.whl'])
 # Dry run of the CPU parts: GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
