@@ -144,7 +144,9 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
 def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: list[str] = ()) -> dict:
     """Collect ``out/MEMBER/seedN/report/report.json`` into rows, worst member first.
 
-    A member's rank is its worst seed's non-adaptive probe (higher is worse).
+    A member's rank is the number of targets it misses on some seed (more is worse), then its
+    worst seed's non-adaptive probe (higher is worse): a member that hides S from the probe while
+    costing accuracy and parity is not ranked above one that meets every target.
     """
     rows = []
     for member in members:
@@ -161,8 +163,9 @@ def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: l
             if member in UNCALIBRATED:
                 met["accuracy"] = True  # reported in the row, not counted
             rows.append({"member": member, "runs": runs, "met": met, "all_met": all(met.values()),
+                         "missed": sum(not ok for ok in met.values()),
                          "worst_probe": max(_leak(r["probe"]) for r in runs)})
-    rows.sort(key=lambda r: -r["worst_probe"])
+    rows.sort(key=lambda r: (-r["missed"], -r["worst_probe"]))
     return {"overrides": list(overrides), "seeds": list(seeds), "rows": rows, "targets": TARGETS}
 
 
@@ -217,8 +220,8 @@ def markdown(table: dict) -> str:
     minutes = f" in {table['seconds'] / 60:.0f} min" if table.get("seconds") else ""
     return "\n".join([
         f"# Benchmark suite: {recipe}", "",
-        f"Seeds {seeds} (one figure per seed, in this order){minutes}; worst member first (by its worst seed's "
-        "non-adaptive probe). Probes: logistic S probes' balanced accuracy, non-adaptive = fit on clean images, "
+        f"Seeds {seeds} (one figure per seed, in this order){minutes}; worst member first (most targets missed on "
+        "some seed, then the highest non-adaptive probe of its seeds). Probes: logistic S probes' balanced accuracy, non-adaptive = fit on clean images, "
         "adaptive = refit on patched images. S gap left: the share of the clean gap between the groups' mean "
         "non-adaptive probe logits that remains (a patch that hides S closes it; one that swamps the probe does not). "
         "Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + ".",

@@ -14,6 +14,33 @@ GOOD = {"clean_accuracy": 0.75, "accuracy": 0.745, "clean_dp": 0.4, "dp": 0.1, "
         "random_accuracy": 0.65, "random_dp": 0.05, "random_probe": 0.66}
 
 
+def _report(fig: dict) -> dict:
+    """A report.json holding the figures :data:`GOOD` names."""
+    probe = lambda p: {"non_adaptive": {"logistic": {"balanced_accuracy": p}}}  # noqa: E731
+    return {"clean": {"accuracy": fig["clean_accuracy"], "demographic_parity_difference": fig["clean_dp"]},
+            "patched": {"accuracy": fig["accuracy"], "demographic_parity_difference": fig["dp"]},
+            "leakage": {**probe(fig["probe"]), "adaptive": {"logistic": {"balanced_accuracy": 0.8}},
+                        "clean": {"logistic": {"balanced_accuracy": 0.95}}},
+            "controls": {c: {"accuracy": fig[f"{c}_accuracy"], "demographic_parity_difference": fig[f"{c}_dp"]}
+                         for c in ("gray", "random")},
+            "controls_leakage": {c: probe(fig[f"{c}_probe"]) for c in ("gray", "random")}}
+
+
+def test_the_member_missing_most_targets_comes_first_whatever_its_probe(tmp_path):
+    # "hidden" reads S least but loses accuracy and parity (and so to the gray control); the other
+    # two meet every target at higher probes.
+    runs = {"hidden": {**GOOD, "probe": 0.52, "accuracy": 0.69, "dp": 0.3},
+            "leaky": {**GOOD, "probe": 0.55}, "leakier": {**GOOD, "probe": 0.58}}
+    for member, fig in runs.items():
+        path = tmp_path / member / "seed0" / "report" / "report.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(_report(fig)))
+    from briarpatch.suite import suite_table
+
+    rows = suite_table(tmp_path, members=list(runs), seeds=[0])["rows"]
+    assert [(r["member"], r["missed"]) for r in rows] == [("hidden", 3), ("leakier", 0), ("leaky", 0)]
+
+
 @pytest.mark.slow
 def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     keys = {o.split("=")[0] for o in EVAL_OVERRIDES}
@@ -21,8 +48,8 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     out, lines = tmp_path / "suite", []
     table = run_suite(out=out, members=["default", "grain"], seeds=[0], overrides=overrides, echo=lines.append)
     assert {row["member"] for row in table["rows"]} == {"default", "grain"}
-    probes = [row["worst_probe"] for row in table["rows"]]
-    assert probes == sorted(probes, reverse=True)  # worst member first
+    ranks = [(row["missed"], row["worst_probe"]) for row in table["rows"]]
+    assert ranks == sorted(ranks, reverse=True)  # worst member first
     for name in ("suite.md", "suite.json", "suite.png"):
         assert (out / name).is_file(), name
     md = (out / "suite.md").read_text()
