@@ -252,24 +252,25 @@ def _pil(a: np.ndarray):
     return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
 
 
-def _jpeg_one(arr: np.ndarray, quality: int) -> np.ndarray:
+def _jpeg_one(arr: np.ndarray, quality: int, fmt: str = "JPEG") -> np.ndarray:
     from PIL import Image
 
     if quality <= 0:
         return arr
     buf = io.BytesIO()
-    _pil(arr).save(buf, format="JPEG", quality=int(quality))
+    _pil(arr).save(buf, format=fmt, quality=int(quality))
     buf.seek(0)
     return _gray_last(np.asarray(Image.open(buf)))
 
 
-def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int) -> torch.Tensor:
-    """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit."""
+def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int, *, fmt: str = "JPEG") -> torch.Tensor:
+    """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit.
+    ``fmt="WEBP"``: the WebP codec instead."""
     b = x.shape[0]
     qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * b
     arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     if b:
-        arr = np.stack(_per_image(lambda i: _jpeg_one(arr[i], qualities[i]), range(b)))
+        arr = np.stack(_per_image(lambda i: _jpeg_one(arr[i], qualities[i], fmt), range(b)))
     return torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
 
 
@@ -284,6 +285,9 @@ CHANNELS = {
     "jpeg": "saved as JPEG at this quality (jpeg:75)",
     "downscale_jpeg": "patched on a photo this many times larger, saved as JPEG, downscaled (downscale_jpeg:4:85)",
     "hflip": "mirrored left-right",
+    "rotate": "rotated this many degrees and cropped to the largest upright box of its aspect, "
+              "resized back: a photo straightened in an editor (rotate:5)",
+    "webp": "saved as WebP at this quality (webp:75)",
 }
 
 
@@ -297,7 +301,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
         values = [float(a) for a in args]
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
-    wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2}
+    wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
+              "rotate": 1, "webp": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     return name, values
@@ -315,6 +320,25 @@ def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     h, w = arr.shape[1:3]
     crop = lambda ib: _gray_last(np.asarray(_pil(arr[ib[0]]).crop(tuple(ib[1])).resize((w, h), Image.BILINEAR)))  # noqa: E731
     out = np.stack(_per_image(crop, enumerate(boxes.round().long().tolist())))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+
+
+def _rotate_crop(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate each image about its centre (PIL, bilinear), then cut the largest centred box of the
+    image's aspect that holds no corner fill, and resize it back: what an editor's straighten does."""
+    from PIL import Image
+
+    arr = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    h, w = arr.shape[1:3]
+    t = math.radians(abs(degrees))
+    # A centred box s*w x s*h fits inside the rotated w x h image when both of its far corners do.
+    s = min(1 / (math.cos(t) + h / w * math.sin(t)), 1 / (w / h * math.sin(t) + math.cos(t)))
+    # Whole pixels, as _resize_crop cuts, rounded inwards: no black corner pixel is kept.
+    box = (math.ceil((w - s * w) / 2), math.ceil((h - s * h) / 2),
+           math.floor((w + s * w) / 2), math.floor((h + s * h) / 2))
+    turn = lambda a: _gray_last(np.asarray(  # noqa: E731
+        _pil(a).rotate(degrees, Image.BILINEAR).crop(box).resize((w, h), Image.BILINEAR)))
+    out = np.stack(_per_image(turn, arr))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
 
 
@@ -356,6 +380,10 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         return x.flip(-1)
     if name == "jpeg":
         return jpeg_pil(x, int(args[0]))
+    if name == "webp":
+        return jpeg_pil(x, int(args[0]), fmt="WEBP")
+    if name == "rotate":
+        return _rotate_crop(x, args[0])
     if name == "center_crop":
         side = args[0]
         cw, ch = w * side, h * side

@@ -36,10 +36,27 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     assert 0.4 < span < 0.95  # about sqrt(0.5) of the width, within the aspect range
     small = apply_channel("downscale_jpeg:4:85", x)
     assert small.shape == x.shape and (small - x).abs().mean() < 0.03
+    webp = apply_channel("webp:75", x)
+    assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
     with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
         parse_channel("crop")
     with pytest.raises(ValueError, match="takes 1 argument"):
         parse_channel("jpeg")
+
+
+@pytest.mark.parametrize("h, w", [(40, 40), (30, 48)])
+def test_rotate_turns_the_photo_and_keeps_no_corner_fill(h, w):
+    x = _ramp(h, w)
+    assert (apply_channel("rotate:0", x) - x).abs().max() < 1 / 255 + 1e-6
+    turned = apply_channel("rotate:10", x)
+    assert turned.shape == x.shape
+    # The third channel is 0.5 everywhere: a corner filled with black would pull it down.
+    assert (turned[0, 2] - 0.5).abs().max() < 2 / 255
+    # The horizontal ramp now also runs vertically, per pixel by tan(10 degrees) of its horizontal slope.
+    red = turned[0, 0, 4:-4, 4:-4]
+    across = (red[:, 1:] - red[:, :-1]).mean().abs()
+    down = (red[1:] - red[:-1]).mean().abs()
+    assert (down / across).item() == pytest.approx(np.tan(np.radians(10)), abs=0.03)
 
 
 def test_the_patch_is_pasted_where_its_owner_pastes_it():
