@@ -74,9 +74,15 @@ _ROBUST_HEAD = ("what happens to the photo", "accuracy clean → patched", "DP d
 
 def _robust_note(report: dict) -> str:
     n = report["settings"].get("robustness", {})
-    return (f"Each channel has its own downstream predictor and logistic S probe, fit on {n.get('n_train', '?')} clean "
+    note = (f"Each channel has its own downstream predictor and logistic S probe, fit on {n.get('n_train', '?')} clean "
             f"training images sent through it and scored on {n.get('n_test', '?')} evaluation images sent through it, "
             "clean and patched (the patch applied first, as its owner would; real JPEG codec).")
+    full = report["settings"].get("n_train")
+    if isinstance(full, int) and isinstance(n.get("n_train"), int) and n["n_train"] < full:
+        # Measured on the default benchmark: a probe fit on all training images reads more (docs/robustness.md).
+        note += (f" A probe fit on all {full} training images reads S more through the channels: these probe "
+                 f"figures are a lower bound (eval.robustness_size={full} measures it).")
+    return note
 
 
 _TRANSFER_HEAD = ("encoder", "trained on", "accuracy clean → patched", "DP diff clean → patched",

@@ -147,3 +147,12 @@ def test_apply_places_inset_bands_as_trained_on_a_non_square_photo(tmp_path):
     assert out[17, 30:66].min() == 255 and out[46, 30:66].min() == 255  # the inner ring's top and bottom
     assert out[20:44, 25:29].min() == 255 and out[20:44, 67:71].min() == 255  # its left and right
     assert out[24:40, 36:60].max() == 0 and out[6:12, 12:84].max() == 0  # inside it, and between the rings
+
+
+def test_the_report_says_when_its_channel_probes_saw_fewer_photos_than_the_main_probe():
+    from briarpatch.report import _robust_note
+
+    subset = {"settings": {"n_train": 2048, "robustness": {"n_train": 1024, "n_test": 1024}}}
+    assert "lower bound (eval.robustness_size=2048" in _robust_note(subset)
+    whole = {"settings": {"n_train": 2048, "robustness": {"n_train": 2048, "n_test": 2048}}}
+    assert "lower bound" not in _robust_note(whole)
