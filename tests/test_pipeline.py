@@ -153,6 +153,6 @@ def test_the_report_says_when_its_channel_probes_saw_fewer_photos_than_the_main_
     from briarpatch.report import _robust_note
 
     subset = {"settings": {"n_train": 2048, "robustness": {"n_train": 1024, "n_test": 1024}}}
-    assert "lower bound (eval.robustness_size=2048" in _robust_note(subset)
+    assert "lower bound; eval.robustness_size=2048 measures" in _robust_note(subset)
     whole = {"settings": {"n_train": 2048, "robustness": {"n_train": 2048, "n_test": 2048}}}
     assert "lower bound" not in _robust_note(whole)
