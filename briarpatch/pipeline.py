@@ -308,6 +308,14 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     return name, values
 
 
+def _pil_each(x: torch.Tensor, edit) -> torch.Tensor:
+    """``edit(i, image)`` on each image of a batch in [0, 1] as an 8-bit PIL image (threaded, see
+    :func:`_per_image`); the results, which must share one size, back as a CPU batch in [0, 1]."""
+    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack(_per_image(lambda i: _gray_last(np.asarray(edit(i, _pil(arr[i])))), range(len(arr))))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+
+
 def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Crop each image to ``boxes`` (``(B, 4)``: x0, y0, x1, y1 in pixels) and resize back, antialiased.
 
@@ -316,11 +324,9 @@ def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """
     from PIL import Image
 
-    arr = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    h, w = arr.shape[1:3]
-    crop = lambda ib: _gray_last(np.asarray(_pil(arr[ib[0]]).crop(tuple(ib[1])).resize((w, h), Image.BILINEAR)))  # noqa: E731
-    out = np.stack(_per_image(crop, enumerate(boxes.round().long().tolist())))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+    h, w = x.shape[-2:]
+    boxes = boxes.round().long().tolist()
+    return _pil_each(x, lambda i, im: im.crop(tuple(boxes[i])).resize((w, h), Image.BILINEAR))
 
 
 def _rotate_crop(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -328,18 +334,14 @@ def _rotate_crop(x: torch.Tensor, degrees: float) -> torch.Tensor:
     image's aspect that holds no corner fill, and resize it back: what an editor's straighten does."""
     from PIL import Image
 
-    arr = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    h, w = arr.shape[1:3]
+    h, w = x.shape[-2:]
     t = math.radians(abs(degrees))
     # A centred box s*w x s*h fits inside the rotated w x h image when both of its far corners do.
     s = min(1 / (math.cos(t) + h / w * math.sin(t)), 1 / (w / h * math.sin(t) + math.cos(t)))
     # Whole pixels, as _resize_crop cuts, rounded inwards: no black corner pixel is kept.
     box = (math.ceil((w - s * w) / 2), math.ceil((h - s * h) / 2),
            math.floor((w + s * w) / 2), math.floor((h + s * h) / 2))
-    turn = lambda a: _gray_last(np.asarray(  # noqa: E731
-        _pil(a).rotate(degrees, Image.BILINEAR).crop(box).resize((w, h), Image.BILINEAR)))
-    out = np.stack(_per_image(turn, arr))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+    return _pil_each(x, lambda i, im: im.rotate(degrees, Image.BILINEAR).crop(box).resize((w, h), Image.BILINEAR))
 
 
 def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0, start: int = 0) -> torch.Tensor:
@@ -367,12 +369,9 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         big = (big * 255).round() / 255  # the larger photo, as saved
         if paste is not None:
             big = paste(big)
-        coded = jpeg_pil(big, quality)
         from PIL import Image
 
-        arr = (coded * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        small = np.stack(_per_image(lambda a: _gray_last(np.asarray(_pil(a).resize((w, h), Image.BILINEAR))), arr))
-        return torch.from_numpy(small).permute(0, 3, 1, 2).to(images.dtype) / 255
+        return _pil_each(jpeg_pil(big, quality), lambda i, im: im.resize((w, h), Image.BILINEAR))
     x = paste(images) if paste is not None else images
     if name == "identity":
         return x
