@@ -221,8 +221,8 @@ def markdown(table: dict) -> str:
     return "\n".join([
         f"# Benchmark suite: {recipe}", "",
         f"Seeds {seeds} (one figure per seed, in this order){minutes}; worst member first (most targets missed on "
-        "some seed, then the highest non-adaptive probe of its seeds). Probes: logistic S probes' balanced accuracy, non-adaptive = fit on clean images, "
-        "adaptive = refit on patched images. S gap left: the share of the clean gap between the groups' mean "
+        "some seed, then the highest non-adaptive probe of its seeds). Probes: logistic S probes' balanced "
+        "accuracy, non-adaptive = fit on clean images, adaptive = refit on patched images. S gap left: the share of the clean gap between the groups' mean "
         "non-adaptive probe logits that remains (a patch that hides S closes it; one that swamps the probe does not). "
         "Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + ".",
         "", *lines, "", "![suite](suite.png)", ""])
