@@ -77,8 +77,9 @@ class EvalSettings:
     robustness : tuple of str
         Photo journeys (:data:`briarpatch.pipeline.CHANNELS`, e.g. ``center_crop:0.875``,
         ``jpeg:75``) measured in the report's ``robustness`` section, with the real codec.
-    robustness_size : int
-        Images of the training and of the evaluation split used per channel (the first ones).
+    robustness_size : int, optional
+        Images of the training and of the evaluation split used per channel (the first ones);
+        ``None``: all of them, as the main protocol. Fewer make a weaker probe: a lower bound.
     """
 
     predictor: str = "logistic"
@@ -94,7 +95,13 @@ class EvalSettings:
     num_workers: int = 0
     transfer: tuple = ()
     robustness: tuple = ()
-    robustness_size: int = 1024
+    robustness_size: int | None = None
+
+    def __post_init__(self):
+        # Checked here, not when the channels run: a bad value should not cost the main protocol first.
+        if self.robustness_size is not None and (not isinstance(self.robustness_size, int) or self.robustness_size < 1):
+            raise ValueError(f"eval.robustness_size must be a positive number of images or null (all of them), "
+                             f"got {self.robustness_size!r}")
 
     @classmethod
     def from_cfg(cls, node) -> "EvalSettings":
@@ -351,7 +358,8 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
     ``patched_test``), reused for the identity channel.
     """
     train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
-    n_train, n_test = min(settings.robustness_size, len(train_ds)), min(settings.robustness_size, len(test_ds))
+    size = settings.robustness_size
+    n_train, n_test = (len(train_ds), len(test_ds)) if size is None else (min(size, len(train_ds)), min(size, len(test_ds)))
     y_train, s_train = train_ds.y.numpy()[:n_train], train_ds.s.numpy()[:n_train]
     y_test, s_test = test_ds.y.numpy()[:n_test], test_ds.s.numpy()[:n_test]
     kw = _embed_kwargs(settings)

@@ -82,7 +82,7 @@ def _robust_note(report: dict) -> str:
         # Measured on the default benchmark: a probe fit on all training images reads more (docs/robustness.md).
         note += (f" A probe fit on all {full} training images can read S more through the channels (on the "
                  "embedded benchmark it did; docs/robustness.md): take these probe figures as a lower bound; "
-                 f"eval.robustness_size={full} measures with all of them.")
+                 "eval.robustness_size=null (the default) measures with all of them.")
     return note
 
 

@@ -129,6 +129,17 @@ def test_every_report_has_its_robustness_section(tiny_cfg):
     assert "What survives the photo's journey" in md and "center_crop:0.875" in md
     assert (Path(cfg.run_dir) / "report" / "robustness.png").is_file()
     assert set(DEFAULT_CHANNELS) >= set(channels)
+    # By default the channel probes see every photo the main probe sees (fewer make a weaker probe).
+    assert saved["settings"]["robustness"]["n_train"] == saved["settings"]["n_train"] == cfg.data.train_size
+
+
+def test_a_bad_robustness_size_is_refused_before_anything_runs():
+    from briarpatch.evaluation import EvalSettings
+
+    for bad in (0, -5, "all"):
+        with pytest.raises(ValueError, match="eval.robustness_size must be a positive number of images or null"):
+            EvalSettings(robustness_size=bad)
+    assert EvalSettings(robustness_size=None).robustness_size is None
 
 
 def test_apply_places_inset_bands_as_trained_on_a_non_square_photo(tmp_path):
@@ -153,6 +164,6 @@ def test_the_report_says_when_its_channel_probes_saw_fewer_photos_than_the_main_
     from briarpatch.report import _robust_note
 
     subset = {"settings": {"n_train": 2048, "robustness": {"n_train": 1024, "n_test": 1024}}}
-    assert "lower bound; eval.robustness_size=2048 measures" in _robust_note(subset)
+    assert "lower bound; eval.robustness_size=null (the default) measures" in _robust_note(subset)
     whole = {"settings": {"n_train": 2048, "robustness": {"n_train": 2048, "n_test": 2048}}}
     assert "lower bound" not in _robust_note(whole)
