@@ -33,6 +33,7 @@ TARGETS = {
     "probe": "non-adaptive logistic probe <= 0.65 (<= 0.60 on the default member)",
     "beats_gray": "beats the gray control",
     "beats_random": "beats the noise control",
+    "channels": "under every robustness channel: DP cut >= 50 % and non-adaptive probe <= 0.65",
 }
 # Per-run evaluation settings: the suite's table needs neither bootstrap intervals nor baselines.
 # Validation only after the last patch step (the suite reads the evaluator's figures, not the
@@ -85,6 +86,8 @@ def check_targets(fig: dict, *, member: str) -> dict[str, bool]:
         control_cut = _cut(fig["clean_dp"], fig[f"{name}_dp"])
         out[f"beats_{name}"] = _leak(fig["probe"]) <= _leak(fig[f"{name}_probe"]) - 0.05 and (
             cut >= 2 * control_cut or fig["accuracy"] >= fig[f"{name}_accuracy"] + 0.03)
+    if "worst_channel_probe" in fig:  # absent when run with eval.robustness=[]: not measured, neither met nor missed
+        out["channels"] = fig["worst_channel_probe"] <= 0.65 and fig["worst_channel_dp_cut"] >= 0.5
     return out
 
 
@@ -100,8 +103,11 @@ def _compose(overrides: list[str]):
 
 
 def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: list[str] = (),
-              echo=print) -> dict:
+              reevaluate: bool = False, echo=print) -> dict:
     """Train and evaluate the recipe on each member and seed into ``out/MEMBER/seedN``; write the table.
+
+    ``reevaluate``: a finished run's patch is evaluated again with today's evaluation settings
+    (its report is replaced; the patch is not retrained), e.g. after the protocol has changed.
 
     Returns the table (see :func:`suite_table`).
     """
@@ -119,13 +125,22 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
         for seed in seeds:
             run_dir = out / member / f"seed{seed}"
             done += 1
-            if (run_dir / "report" / "report.json").is_file():
+            finished = (run_dir / "report" / "report.json").is_file()
+            if finished and not reevaluate:
                 echo(f"[{done}/{total}] {member} seed {seed}: finished earlier, kept")
                 continue
             cfg = _compose([*EVAL_OVERRIDES, *overrides, f"data.member={member}", f"seed={seed}"])
             with open_dict(cfg):
                 cfg.run_dir = str(run_dir)
             t0 = time.perf_counter()
+            if finished:
+                from .evaluation import evaluate_run
+
+                # Each report file is replaced atomically, report.json first: the table never reads a half-written one.
+                with open(run_dir / "reevaluate.log", "w") as fh, contextlib.redirect_stdout(fh):
+                    evaluate_run(cfg, patch_path=run_dir / "patch.safetensors", out_dir=run_dir / "report")
+                echo(f"[{done}/{total}] {member} seed {seed}: evaluated again, {time.perf_counter() - t0:.0f} s")
+                continue
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "run.log", "w") as fh, contextlib.redirect_stdout(fh):
                 train(cfg)
@@ -159,7 +174,7 @@ def suite_table(out: Path, *, members: list[str], seeds: list[int], overrides: l
         if runs:
             from .synthetic import UNCALIBRATED
 
-            met = {k: all(r["targets"][k] for r in runs) for k in TARGETS}
+            met = {k: all(r["targets"][k] for r in runs) for k in TARGETS if all(k in r["targets"] for r in runs)}
             if member in UNCALIBRATED:
                 met["accuracy"] = True  # reported in the row, not counted
             rows.append({"member": member, "runs": runs, "met": met, "all_met": all(met.values()),
@@ -279,12 +294,16 @@ def cli(argv=None) -> int:
                     "Finished runs in --out are kept, so rerunning the same command continues an interrupted suite.",
         epilog="examples:\n  briarpatch suite --out outputs/suite\n"
                "  briarpatch suite --members default,grain --seeds 0 --out outputs/try patch.size=6\n"
-               "  briarpatch suite --out outputs/suite-gpu trainer=gpu\n  briarpatch suite --list",
+               "  briarpatch suite --out outputs/suite-gpu trainer=gpu\n"
+               "  briarpatch suite --out outputs/suite --reevaluate      # same patches, today's evaluation\n"
+               "  briarpatch suite --list",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe, as for briarpatch train")
     p.add_argument("--out", type=Path, default=Path("outputs/suite"), help="output folder (default outputs/suite)")
     p.add_argument("--members", default=",".join(SUITE), help="comma-separated members (default: all)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="evaluate finished runs' patches again with today's evaluation settings (no retraining)")
     p.add_argument("--list", action="store_true", help="list the members and what each one varies, then exit")
     args = p.parse_args(argv)
     if args.list:
@@ -301,5 +320,5 @@ def cli(argv=None) -> int:
     except ValueError:
         print(f"briarpatch suite: --seeds wants integers such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
         return 2
-    run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides)
+    run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides, reevaluate=args.reevaluate)
     return 0

@@ -60,6 +60,18 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     lines.clear()
     run_suite(out=out, members=["default", "grain"], seeds=[0], overrides=overrides, echo=lines.append)
     assert sum("finished earlier, kept" in line for line in lines) == 2
+    # --reevaluate: the same patches, today's evaluation settings (here with two channels added).
+    patches = {m: (out / m / "seed0" / "patch.safetensors").read_bytes() for m in ("default", "grain")}
+    lines.clear()
+    again = run_suite(out=out, members=["default", "grain"], seeds=[0], reevaluate=True, echo=lines.append,
+                      overrides=[*overrides, "eval.robustness=[identity,hflip]"])
+    assert sum("evaluated again" in line for line in lines) == 2
+    assert all((out / m / "seed0" / "patch.safetensors").read_bytes() == patches[m] for m in patches)
+    for row in again["rows"]:
+        assert set(row["runs"][0]["targets"]) == {"dp_cut", "accuracy", "probe", "beats_gray", "beats_random", "channels"}
+    report = json.loads((out / "grain" / "seed0" / "report" / "report.json").read_text())
+    assert sorted(report["robustness"]) == ["hflip", "identity"]
+    assert "worst channel" in (out / "suite.md").read_text()
     # Asking for a seed that did not run marks the cells with the seeds they hold.
     run_suite(out=out, members=["default"], seeds=[0], overrides=overrides, echo=lines.append)
     from briarpatch.suite import markdown, suite_table
@@ -103,6 +115,13 @@ def test_each_target_can_fail_on_its_own():
     for target, change in cases.items():
         met = check_targets({**GOOD, **change}, member="cast")
         assert [k for k, ok in met.items() if not ok] == [target], (target, met)
+    # Under the robustness channels: the worst channel's probe and DP cut, each on its own.
+    robust = {**GOOD, "worst_channel_probe": 0.62, "worst_channel_dp_cut": 0.6}
+    assert all(check_targets(robust, member="cast").values()) and "channels" in check_targets(robust, member="cast")
+    assert "channels" not in check_targets(GOOD, member="cast")  # not measured: neither met nor missed
+    for change in ({"worst_channel_probe": 0.66}, {"worst_channel_dp_cut": 0.45}):
+        met = check_targets({**robust, **change}, member="cast")
+        assert [k for k, ok in met.items() if not ok] == ["channels"], (change, met)
     # A probe below chance reads S inverted: 0.30 leaks as much as 0.70.
     assert not check_targets({**GOOD, "probe": 0.30}, member="cast")["probe"]
     assert not check_targets({**GOOD, "probe": 0.30}, member="cast")["beats_random"]
