@@ -103,6 +103,11 @@ class EvalSettings:
             raise ValueError(f"eval.robustness_size must be a positive number of images or null (all of them), "
                              f"got {self.robustness_size!r}")
 
+    def robustness_counts(self, n_train: int, n_test: int) -> tuple[int, int]:
+        """How many of the training and evaluation images the robustness channels use."""
+        size = self.robustness_size
+        return (n_train, n_test) if size is None else (min(size, n_train), min(size, n_test))
+
     @classmethod
     def from_cfg(cls, node) -> "EvalSettings":
         fields = cls.__dataclass_fields__
@@ -358,8 +363,7 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
     ``patched_test``), reused for the identity channel.
     """
     train_ds, test_ds = datamodule.split("train"), datamodule.split("test")
-    size = settings.robustness_size
-    n_train, n_test = (len(train_ds), len(test_ds)) if size is None else (min(size, len(train_ds)), min(size, len(test_ds)))
+    n_train, n_test = settings.robustness_counts(len(train_ds), len(test_ds))
     y_train, s_train = train_ds.y.numpy()[:n_train], train_ds.s.numpy()[:n_train]
     y_test, s_test = test_ds.y.numpy()[:n_test], test_ds.s.numpy()[:n_test]
     kw = _embed_kwargs(settings)

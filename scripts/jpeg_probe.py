@@ -53,11 +53,9 @@ def main(argv: list[str]) -> None:
         cfg.run_dir = "unused"
     cfg, _ = with_run_config(cfg, overrides)
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
-    settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False)
+    settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False, robustness_size=cfg.eval.robustness_size)
     train_ds, test_ds = data.split("train"), data.split("test")
-    size = cfg.eval.robustness_size  # null: the whole splits, as the report
-    n_train = len(train_ds) if size is None else min(size, len(train_ds))
-    n_test = len(test_ds) if size is None else min(size, len(test_ds))
+    n_train, n_test = settings.robustness_counts(len(train_ds), len(test_ds))
     s_train, s_test = train_ds.s.numpy()[:n_train], test_ds.s.numpy()[:n_test]
     test = torch.utils.data.Subset(test_ds, range(n_test))
     channel = f"jpeg:{quality}"
