@@ -102,6 +102,8 @@ class EvalSettings:
         if self.robustness_size is not None and (not isinstance(self.robustness_size, int) or self.robustness_size < 1):
             raise ValueError(f"eval.robustness_size must be a positive number of images or null (all of them), "
                              f"got {self.robustness_size!r}")
+        for channel in self.robustness:
+            parse_channel(channel)
 
     def robustness_counts(self, n_train: int, n_test: int) -> tuple[int, int]:
         """How many of the training and evaluation images the robustness channels use."""
@@ -369,7 +371,6 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
     kw = _embed_kwargs(settings)
     out = {}
     for channel in settings.robustness:
-        parse_channel(channel)
         if channel == "identity" and main is not None:
             x_train, x_clean = main["clean_train"][:n_train], main["clean_test"][:n_test]
             x_patched = main["patched_test"][:n_test]

@@ -120,6 +120,10 @@ def train(cfg: DictConfig) -> dict:
     dict
         ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
     """
+    if cfg.get("evaluate_after_train", False):
+        from .evaluation import EvalSettings
+
+        EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after the training it follows
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)

@@ -27,6 +27,10 @@ def _run(*args, cwd, env=None, timeout=600):
     (["train", "data=manifest", "data.manifest=/nowhere/m.csv", "data.target=y", "data.sensitive=s"],
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),
     (["train", "data.member=nope"], "unknown suite member 'nope'; choose one of: default"),
+    # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
+    (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),
+    (["train", "eval.robustness_size=0"], "eval.robustness_size must be a positive number of images or null"),
+    (["evaluate", "patch=default", "eval.robustness_size=-1"], "eval.robustness_size must be a positive number"),
     (["evaluate"], "which patch? add patch=PATH"),
     (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),
     (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
