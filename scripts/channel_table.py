@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from briarpatch.suite import _cut
+from briarpatch.suite import _cut, _leak
 
 
 def load(path: Path) -> dict:
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
         cuts = [_cut(r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]) for r in rs]
         probe = join(f"{r['clean_probe']:.3f} → {r['non_adaptive_probe']:.3f}"
                      if "clean_probe" in r else f"{r['non_adaptive_probe']:.3f}" for r in rs)
-        met = sum(c >= 0.5 and r["non_adaptive_probe"] <= 0.65 for c, r in zip(cuts, rs))
+        met = sum(c >= 0.5 and _leak(r["non_adaptive_probe"]) <= 0.65 for c, r in zip(cuts, rs))  # as the suite counts
         print(f"| {channel} | {acc} | {dp} | {join(f'{c:.0%}' for c in cuts)} | {probe} | {met} of {len(rs)} runs |")
 
 
