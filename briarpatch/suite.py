@@ -273,12 +273,18 @@ def _figure(table: dict, path: Path) -> None:
                            label=spec[0] if i == 0 else None)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    # The same patch after the robustness channel that leaks most (the "channels" target).
+    for i, row in enumerate(rows):
+        vals = [r["worst_channel_probe"] for r in row["runs"] if "worst_channel_probe" in r]
+        axes[0].scatter(vals, [y[i] + 0.30] * len(vals), facecolors="none", edgecolors="tab:blue", marker="o", s=22,
+                        label="learned patch, worst channel" if i == 0 and vals else None)
     axes[0].axvline(0.65, color="tab:red", lw=0.8, ls="--")
     axes[0].set_yticks(y, [r["member"] for r in rows])
     axes[0].invert_yaxis()
-    axes[1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels), frameon=False)  # below: no point hidden
     fig.suptitle("Benchmark suite, one point per seed (worst member at the top)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
