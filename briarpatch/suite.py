@@ -274,10 +274,13 @@ def _figure(table: dict, path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     # The same patch after the robustness channel that leaks most (the "channels" target).
+    label = "learned patch, worst channel"
     for i, row in enumerate(rows):
         vals = [r["worst_channel_probe"] for r in row["runs"] if "worst_channel_probe" in r]
-        axes[0].scatter(vals, [y[i] + 0.30] * len(vals), facecolors="none", edgecolors="tab:blue", marker="o", s=22,
-                        label="learned patch, worst channel" if i == 0 and vals else None)
+        if vals:
+            axes[0].scatter(vals, [y[i] + 0.30] * len(vals), facecolors="none", edgecolors="tab:blue", marker="o",
+                            s=22, label=label)
+            label = None  # one legend entry
     axes[0].axvline(0.65, color="tab:red", lw=0.8, ls="--")
     axes[0].set_yticks(y, [r["member"] for r in rows])
     axes[0].invert_yaxis()
