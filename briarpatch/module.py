@@ -137,6 +137,14 @@ class BriarPatchModule(pl.LightningModule):
         # The encoder's forward (and its backward, for the patched images) captured once per shape.
         self.encoder.forward = torch.compile(self.encoder.forward, mode="reduce-overhead", dynamic=False)
 
+    def teardown(self, stage):
+        # Lightning destroys an NCCL process group at exit but leaves a gloo one (CPU data parallel)
+        # to interpreter shutdown, where a rank that exits while its peer still runs was seen to
+        # abort ("terminate called without an active exception"). Fit is over on every rank here.
+        dist = torch.distributed
+        if stage == "fit" and dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+            dist.destroy_process_group()
+
     def on_load_checkpoint(self, checkpoint):
         checkpoint["state_dict"].update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
         self._batches = int(checkpoint["state_dict"].get("batches_done", 0))

@@ -17,6 +17,13 @@ class RankPixels(pl.Callback):
         self.out.mkdir(parents=True, exist_ok=True)
         np.save(self.out / f"rank{trainer.global_rank}.npy", module.patch.pixels.detach().cpu().numpy())
         np.save(self.out / f"shipped{trainer.global_rank}.npy", module.final_pixels().cpu().numpy())
+        # Whether the rank's process group is still alive when the process exits (it should not be).
+        import atexit
+
+        import torch.distributed as dist
+
+        marker = self.out / f"group_alive_at_exit{trainer.global_rank}.txt"
+        atexit.register(lambda: marker.write_text(str(dist.is_initialized())))
 
 
 class KillAt(pl.Callback):

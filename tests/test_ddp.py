@@ -20,6 +20,9 @@ def test_two_process_ddp_keeps_ranks_identical_and_writes_once(tiny_cfg, tmp_pat
     np.testing.assert_array_equal(pixels[0], pixels[1])
     np.testing.assert_array_equal(shipped[0], shipped[1])
     assert not np.allclose(pixels[0], 0.5), "the patch did not train"
+    # Each spawned rank destroyed its gloo group before exiting (left to interpreter shutdown, a
+    # rank once aborted there).
+    assert [(ranks / f"group_alive_at_exit{r}.txt").read_text() for r in (0, 1)] == ["False", "False"]
     np.testing.assert_array_equal(load_patch(result["patch"]).pixels.numpy(), shipped[0])
     run = result["patch"].parent
     assert sorted(p.name for p in run.glob("patch*")) == ["patch.png", "patch.safetensors"]
