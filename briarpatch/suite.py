@@ -5,7 +5,8 @@ recipe (the default config plus any overrides) on each member of
 :data:`briarpatch.synthetic.SUITE` over several training seeds, evaluates every patch with the
 evaluator's protocol (no bootstrap intervals or Fairlearn baselines, which the table does not
 use), and writes one table (worst member first), its JSON and a figure. Runs already finished in
-the output folder are kept, so an interrupted suite continues where it stopped.
+the output folder are kept, so an interrupted suite continues where it stopped; ``--reevaluate``
+scores their patches again when the evaluation protocol has changed.
 """
 
 from __future__ import annotations
