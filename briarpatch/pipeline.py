@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ __all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_chann
 @dataclass
 class Draw:
     """One journey per image of a batch (tensors of shape ``(B, ...)``) and, on the host, which
-    images it changes and which steps it uses (so applying it never waits for the device)."""
+    images it changes and which images each step touches (so applying it never waits for the
+    device, and each step runs on its own images only)."""
 
     theta: torch.Tensor      # (B, 2, 3) affine map: output coords -> input coords (crop, flip, rotation)
     gain: torch.Tensor       # (B,) brightness factor
@@ -40,7 +41,7 @@ class Draw:
     blur: torch.Tensor       # (B,) blur sigma of the whole image, px
     quality: torch.Tensor    # (B,) JPEG quality, 0 = not compressed
     changed: list[int]       # images the draw changes
-    steps: frozenset = frozenset()  # steps some image uses: "soften", "jpeg", "blur"
+    steps: dict = field(default_factory=dict)  # step -> the images it touches: "soften", "jpeg", "colour", "warp", "blur"
 
     _FIELDS = ("theta", "gain", "contrast", "soften", "blur", "quality")
 
@@ -49,10 +50,11 @@ class Draw:
         """A draw from host tensors: ``changed`` and ``steps`` are read off them here, once."""
         n = len(tensors["gain"])
         identity = torch.eye(2, 3).expand(n, -1, -1)
-        changed = ((tensors["theta"] - identity).abs().amax((1, 2)) > 0) | (tensors["gain"] != 1) | \
-            (tensors["contrast"] != 1) | (tensors["soften"] > 0) | (tensors["blur"] > 0) | (tensors["quality"] > 0)
-        steps = frozenset(k for k, key in (("soften", "soften"), ("jpeg", "quality"), ("blur", "blur"))
-                          if bool((tensors[key] > 0).any()))
+        uses = {"soften": tensors["soften"] > 0, "jpeg": tensors["quality"] > 0,
+                "colour": (tensors["gain"] != 1) | (tensors["contrast"] != 1),
+                "warp": (tensors["theta"] - identity).abs().amax((1, 2)) > 0, "blur": tensors["blur"] > 0}
+        changed = torch.stack(list(uses.values())).any(0)
+        steps = {k: rows.nonzero().flatten().tolist() for k, rows in uses.items() if bool(rows.any())}
         return cls(**tensors, changed=changed.nonzero().flatten().tolist(), steps=steps)
 
     def to(self, device) -> "Draw":
@@ -67,6 +69,16 @@ class Draw:
         idx = torch.as_tensor(rows, dtype=torch.long)
         host = {k: getattr(self, k).cpu().index_select(0, idx) for k in self._FIELDS}
         return Draw.of(**host).to(self.theta.device)
+
+
+def _on_rows(x: torch.Tensor, rows: list[int], fn) -> torch.Tensor:
+    """``x`` with the images ``rows`` replaced by ``fn(index)`` (``index`` selects them from any
+    batch-first tensor): a step costs in proportion to the images it touches (the kornia codec
+    is most of a step's pipeline time, and touches about a third of them)."""
+    if len(rows) == x.shape[0]:
+        return fn(slice(None))
+    index = torch.as_tensor(rows, device=x.device)
+    return x.index_copy(0, index, fn(index).to(x.dtype))
 
 
 def _uniform(lo, hi, n, gen):
@@ -182,26 +194,31 @@ class PhotoPipeline(nn.Module):
         step softens only the patch's contribution (the photo itself is what the encoder would
         get anyway). Without it, that step does nothing.
         """
-        x = images
-        if clean is not None and "soften" in draw.steps:
-            x = clean + _gaussian_blur(x - clean, draw.soften)
-        if "jpeg" in draw.steps:
-            x = self._jpeg(x, draw.quality)
-        mean = x.mean((1, 2, 3), keepdim=True)
-        x = ((x - mean) * draw.contrast[:, None, None, None] + mean) * draw.gain[:, None, None, None]
-        grid = F.affine_grid(draw.theta.to(x.dtype), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        if "blur" in draw.steps:
-            x = _gaussian_blur(x, draw.blur)
+        x, steps = images, draw.steps
+        if clean is not None and "soften" in steps:
+            x = _on_rows(x, steps["soften"], lambda i: clean[i] + _gaussian_blur(x[i] - clean[i], draw.soften[i]))
+        if "jpeg" in steps:
+            x = _on_rows(x, steps["jpeg"], lambda i: self._jpeg(x[i], draw.quality[i]))
+        if "colour" in steps:
+            def colour(i):
+                mean = x[i].mean((1, 2, 3), keepdim=True)
+                return ((x[i] - mean) * draw.contrast[i, None, None, None] + mean) * draw.gain[i, None, None, None]
+            x = _on_rows(x, steps["colour"], colour)
+        if "warp" in steps:
+            def warp(i):
+                grid = F.affine_grid(draw.theta[i].to(x.dtype), list(x[i].shape), align_corners=False)
+                return F.grid_sample(x[i], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = _on_rows(x, steps["warp"], warp)
+        if "blur" in steps:
+            x = _on_rows(x, steps["blur"], lambda i: _gaussian_blur(x[i], draw.blur[i]))
         return x.clamp(0.0, 1.0)
 
     def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        on = quality > 0
+        """JPEG at ``quality`` (every image's above 0) by the stand-in of ``jpeg_mode``."""
         if self.jpeg_mode == "straight_through":
             coded = jpeg_pil(x.detach(), quality)
-            coded = torch.where(on[:, None, None, None], coded, x.detach())
             return x + (coded - x.detach())  # the real codec forward, the identity's gradient backward
-        return torch.where(on[:, None, None, None], jpeg_kornia(x, quality), x)
+        return jpeg_kornia(x, quality)
 
 
 def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

@@ -2,15 +2,16 @@
 
     python scripts/bench.py [--device cpu|cuda] [--batch 32,256] [--size 128] [--patch 48] [--steps 8] [--json PATH]
 
-1. limit_train: the bare encoder, forward + backward to the input (the floor for training);
+1. limit_train: the bare encoder, forward + backward to the input (the floor for training), and
+   the same encoder with its BatchNorms not folded into the convolutions (what folding saves);
 2. train: briarpatch's real training step (the `briarpatch train` code path: Lightning, paste,
    adversary, objective) with a square patch like ART's (`patch=square`; a fixed place costs the
    same affine resampling as a random one), steady state (clean embeddings cached) and first epoch;
 3. art: IBM ART's AdversarialPatchPyTorch (rotation and scale on) on the same encoder, if installed
    (`pip install -e ".[bench]"`);
 4. limit_embed vs. embed: the bare encoder forward vs. briarpatch's evaluation embedding;
-5. the step with the photo pipeline (--pipeline robust) and, on a GPU, captured (--compile), each
-   against the plain step;
+5. the step with the photo pipeline (--pipeline robust, the training default) and, on a GPU,
+   captured (--compile), each against the plain step (pipeline=none);
 6. data_ips: the data path of real datasets alone on a generated JPEG manifest, against the step.
 Warm-up runs are excluded; each figure is the median of several timed repeats.
 """
@@ -58,8 +59,9 @@ def bench_limits(encoder, x, repeats, sync, precision="32"):
             _median_ips(fwd, images=len(x), repeats=repeats, sync=sync))
 
 
-def bench_train(args, device, extra=()) -> tuple[float, float]:
-    """Time real training steps through Lightning with a callback (median step time)."""
+def bench_train(args, device, extra=(), pipeline="none") -> tuple[float, float]:
+    """Time real training steps through Lightning with a callback (median step time), with
+    ``pipeline`` (the plain step: ``none``, whatever the config's default)."""
     import lightning.pytorch as pl
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -87,6 +89,7 @@ def bench_train(args, device, extra=()) -> tuple[float, float]:
         cfg = compose(config_name="train", overrides=[
             f"data.image_size={args.size}", f"data.train_size={n}", f"data.batch_size={args.batch}",
             "patch=square", f"patch.size={args.patch}", f"patch_steps={2 * args.steps}", "adversary.warmup_steps=0", "trainer.enable_progress_bar=false",
+            f"pipeline={pipeline}",
             "evaluate_after_train=false", f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
             f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}", *extra,
         ])
@@ -216,6 +219,11 @@ def main() -> None:
     for batch in args.batch:
         x = to_unit(data.images[:batch]).to(device)
         limit_train, _ = bench_limits(encoder, x, args.repeats, sync, args.precision)
+        if batch == first:
+            # The same encoder with its BatchNorms left as they are, timed in the same run.
+            unfolded = build_encoder("efficientnet_lite0", fold_batchnorm=False).to(device)
+            figures["limit_train_unfolded_ips"], _ = bench_limits(unfolded, x, args.repeats, sync, args.precision)
+            rows.append(("bare encoder fwd+bwd, BatchNorm not folded", figures["limit_train_unfolded_ips"], None))
         run = argparse.Namespace(**{**vars(args), "batch": batch})
         train, train_first = bench_train(run, device)
         tag = "" if batch == first else f"_b{batch}"
@@ -225,7 +233,7 @@ def main() -> None:
                  (f"briarpatch training step, batch {batch}", train, train / limit_train),
                  (f"briarpatch training step, first epoch, batch {batch}", train_first, train_first / limit_train)]
         if batch == first and args.pipeline:
-            piped, _ = bench_train(run, device, extra=[f"pipeline={args.pipeline}"])
+            piped, _ = bench_train(run, device, pipeline=args.pipeline)
             figures["train_pipeline_ips"] = piped
             rows.append((f"training step with pipeline={args.pipeline}", piped, piped / train))
         if batch == first and args.compile:

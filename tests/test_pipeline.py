@@ -104,6 +104,22 @@ def test_the_pipeline_draws_per_image_from_its_generator():
         PhotoPipeline(crop_p=1.5)
 
 
+def test_each_step_runs_on_its_own_images_as_if_each_went_alone():
+    # Fixed blur sigmas: a batch's blur kernel is as wide as its largest sigma needs.
+    pipe = PhotoPipeline(p_identity=0.2, crop_p=0.3, center_crop_p=0.3, flip_p=0.5, rotation_p=0.3, downscale_p=0.4,
+                         downscale_sigma=(0.5, 0.5), jpeg_p=0.4, color_p=0.4, blur_p=0.3, blur_sigma=(0.6, 0.6))
+    draw = pipe.sample(24, generator=torch.Generator().manual_seed(3))
+    assert draw.steps["jpeg"] == (draw.quality > 0).nonzero().flatten().tolist()
+    assert 0 < len(draw.steps["jpeg"]) < 24 and 0 < len(draw.steps["blur"]) < 24
+    clean = make_synthetic(24, image_size=32, seed=1).images.float() / 255
+    patched = clean.clone()
+    patched[:, :, 4:8] = 0.9
+    out = pipe(patched, draw, clean=clean)
+    for i in range(24):
+        alone = pipe(patched[i:i + 1], draw.subset([i]), clean=clean[i:i + 1])
+        torch.testing.assert_close(alone, out[i:i + 1], atol=1e-5, rtol=1e-5)
+
+
 def test_resume_with_the_pipeline_ends_with_the_same_patch(tiny_cfg, tmp_path):
     common = ["evaluate_after_train=false", "pipeline=robust", "pipeline.jpeg_p=0.5", "data.train_size=64"]
     full = train(tiny_cfg(*common, "patch_steps=12", f"run_dir={tmp_path}/full"))
