@@ -59,9 +59,35 @@ def bench_limits(encoder, x, repeats, sync, precision="32"):
             _median_ips(fwd, images=len(x), repeats=repeats, sync=sync))
 
 
-def bench_train(args, device, extra=(), pipeline="none") -> tuple[float, float]:
+def _time_parts(module, parts: dict, on: list) -> None:
+    """Wrap the step's parts so their seconds add up in ``parts`` while ``on[0]`` (CPU: the calls are
+    synchronous). The encoder's forward is split by whether it records a graph: the patched view
+    (for the patch's gradient) or the clean view of a changed photo (no gradient)."""
+    def wrap(obj, name, label):
+        fn = getattr(obj, name)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            if on[0]:
+                key = label(*a) if callable(label) else label
+                parts[key] = parts.get(key, 0.0) + time.perf_counter() - t
+            return out
+        setattr(obj, name, timed)
+
+    wrap(module.patch, "forward", "paste")
+    if module.pipeline is not None:
+        wrap(module.pipeline, "forward", "pipeline (forward)")
+    wrap(module.encoder, "forward", lambda *a: "encoder forward, patched" if torch.is_grad_enabled()
+         else "encoder forward, clean view of changed photos")
+    wrap(module, "manual_backward", "backward (adversary and patch)")
+    wrap(module, "training_step", "whole training_step")
+
+
+def bench_train(args, device, extra=(), pipeline="none", parts=None) -> tuple[float, float]:
     """Time real training steps through Lightning with a callback (median step time), with
-    ``pipeline`` (the plain step: ``none``, whatever the config's default)."""
+    ``pipeline`` (the plain step: ``none``, whatever the config's default). ``parts``: a dict that
+    receives the steady epoch's seconds per step by part (CPU only)."""
     import lightning.pytorch as pl
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -77,6 +103,7 @@ def bench_train(args, device, extra=(), pipeline="none") -> tuple[float, float]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             self._t = time.perf_counter()
+            timing[0] = trainer.current_epoch == 1
 
         def on_train_batch_end(self, trainer, *a):
             if device.type == "cuda":
@@ -97,6 +124,9 @@ def bench_train(args, device, extra=(), pipeline="none") -> tuple[float, float]:
         cfg.run_dir = "/tmp/briarpatch-bench"
     dm = build(cfg.data)
     module = build_module(cfg, dm)
+    timing, seconds = [False], {}
+    if parts is not None:
+        _time_parts(module, seconds, timing)
     timer = StepTimer()
     from briarpatch.train import quiet_lightning
 
@@ -107,6 +137,8 @@ def bench_train(args, device, extra=(), pipeline="none") -> tuple[float, float]:
         trainer.fit(module, datamodule=dm)
     first = [t for t, e in zip(timer.times, timer.epochs) if e == 0][1:]  # skip the warm-up step
     steady = [t for t, e in zip(timer.times, timer.epochs) if e == 1]
+    if parts is not None:
+        parts.update({k: v / len(steady) for k, v in seconds.items()})
     return args.batch / statistics.median(steady), args.batch / statistics.median(first)
 
 
@@ -200,6 +232,8 @@ def main() -> None:
                    help="bf16: bfloat16 autocast for every figure (limits, training, embedding)")
     p.add_argument("--pipeline", default="robust", help="photo pipeline timed beside the plain step ('' skips it)")
     p.add_argument("--compile", action="store_true", help="also time the step with compile=true (CUDA graphs)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="print where the plain and the pipeline step spend their time, ms per step (CPU)")
     p.add_argument("--json", type=Path)
     p.add_argument("--no-art", action="store_true")
     args = p.parse_args()
@@ -223,9 +257,11 @@ def main() -> None:
             # The same encoder with its BatchNorms left as they are, timed in the same run.
             unfolded = build_encoder("efficientnet_lite0", fold_batchnorm=False).to(device)
             figures["limit_train_unfolded_ips"], _ = bench_limits(unfolded, x, args.repeats, sync, args.precision)
-            rows.append(("bare encoder fwd+bwd, BatchNorm not folded", figures["limit_train_unfolded_ips"], None))
+            rows.append(("bare encoder fwd+bwd, BatchNorm not folded", figures["limit_train_unfolded_ips"],
+                         figures["limit_train_unfolded_ips"] / limit_train))
         run = argparse.Namespace(**{**vars(args), "batch": batch})
-        train, train_first = bench_train(run, device)
+        breakdown = {} if args.breakdown and batch == first and device.type == "cpu" else None
+        train, train_first = bench_train(run, device, parts=breakdown)
         tag = "" if batch == first else f"_b{batch}"
         figures.update({f"limit_train_ips{tag}": limit_train, f"train_ips{tag}": train,
                         f"train_first_epoch_ips{tag}": train_first})
@@ -233,7 +269,11 @@ def main() -> None:
                  (f"briarpatch training step, batch {batch}", train, train / limit_train),
                  (f"briarpatch training step, first epoch, batch {batch}", train_first, train_first / limit_train)]
         if batch == first and args.pipeline:
-            piped, _ = bench_train(run, device, pipeline=args.pipeline)
+            piped_parts = {} if breakdown is not None else None
+            piped, _ = bench_train(run, device, pipeline=args.pipeline, parts=piped_parts)
+            if breakdown is not None:
+                figures["breakdown_ms"] = {"none": {k: 1000 * v for k, v in breakdown.items()},
+                                           args.pipeline: {k: 1000 * v for k, v in piped_parts.items()}}
             figures["train_pipeline_ips"] = piped
             rows.append((f"training step with pipeline={args.pipeline}", piped, piped / train))
         if batch == first and args.compile:
@@ -269,6 +309,12 @@ def main() -> None:
         print(f"{name:52s} {ips if ips is not None else float('nan'):8.1f} {'' if ratio is None else f'{ratio:8.2f}'}")
     if art:
         print(f"training step / ART: {figures['train_ips'] / art:.2f}x")
+    if "breakdown_ms" in figures:
+        plain, piped = figures["breakdown_ms"].values()
+        print(f"\nms per step, steady epoch (parts overlap: the whole step holds the others)\n"
+              f"{'':52s} {'plain':>8s} {args.pipeline:>8s}")
+        for key in dict.fromkeys([*plain, *piped]):
+            print(f"{key:52s} {plain.get(key, 0.0):8.1f} {piped.get(key, 0.0):8.1f}")
     if args.json:
         args.json.write_text(json.dumps({**figures, "settings": settings}, indent=2))
 
