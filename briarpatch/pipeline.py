@@ -269,15 +269,22 @@ def _pil(a: np.ndarray):
     return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
 
 
-def _jpeg_one(arr: np.ndarray, quality: int, fmt: str = "JPEG") -> np.ndarray:
+def _coded(im, quality: int, fmt: str = "JPEG"):
+    """``im`` (PIL) saved at ``quality`` and read back."""
     from PIL import Image
 
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, quality=int(quality))
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out
+
+
+def _jpeg_one(arr: np.ndarray, quality: int, fmt: str = "JPEG") -> np.ndarray:
     if quality <= 0:
         return arr
-    buf = io.BytesIO()
-    _pil(arr).save(buf, format=fmt, quality=int(quality))
-    buf.seek(0)
-    return _gray_last(np.asarray(Image.open(buf)))
+    return _gray_last(np.asarray(_coded(_pil(arr), quality, fmt)))
 
 
 def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int, *, fmt: str = "JPEG") -> torch.Tensor:
@@ -388,7 +395,9 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
             big = paste(big)
         from PIL import Image
 
-        return _pil_each(jpeg_pil(big, quality), lambda i, im: im.resize((w, h), Image.BILINEAR))
+        # Coded and downscaled in one pass per 8-bit image: the large photo is never turned back
+        # into floats in between (the same pixels as jpeg_pil, then a resize; tested).
+        return _pil_each(big, lambda i, im: _coded(im, quality).resize((w, h), Image.BILINEAR))
     x = paste(images) if paste is not None else images
     if name == "identity":
         return x

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from briarpatch import load_patch
-from briarpatch.pipeline import DEFAULT_CHANNELS, PhotoPipeline, apply_channel, jpeg_pil, parse_channel
+from briarpatch.pipeline import DEFAULT_CHANNELS, PhotoPipeline, _pil_each, apply_channel, jpeg_pil, parse_channel
 from briarpatch.synthetic import make_synthetic
 from briarpatch.train import train
 
@@ -36,6 +37,11 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     assert 0.4 < span < 0.95  # about sqrt(0.5) of the width, within the aspect range
     small = apply_channel("downscale_jpeg:4:85", x)
     assert small.shape == x.shape and (small - x).abs().mean() < 0.03
+    # Coded and downscaled per 8-bit image: the pixels of the real codec on the 4x photo, then a resize.
+    for photos in (make_synthetic(3, image_size=24, seed=2).images.float() / 255, x[:, :1]):
+        big = (F.interpolate(photos, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1) * 255).round() / 255
+        by_steps = _pil_each(jpeg_pil(big, 85), lambda i, im: im.resize(photos.shape[-2:][::-1], Image.BILINEAR))
+        assert torch.equal(apply_channel("downscale_jpeg:4:85", photos), by_steps)
     webp = apply_channel("webp:75", x)
     assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
     with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
