@@ -195,19 +195,25 @@ class PhotoPipeline(nn.Module):
         get anyway). Without it, that step does nothing.
         """
         x, steps = images, draw.steps
+        # Each step selects its images once (an index_select copy when not all of them).
         if clean is not None and "soften" in steps:
-            x = _on_rows(x, steps["soften"], lambda i: clean[i] + _gaussian_blur(x[i] - clean[i], draw.soften[i]))
+            def soften(i):
+                photo = clean[i]
+                return photo + _gaussian_blur(x[i] - photo, draw.soften[i])
+            x = _on_rows(x, steps["soften"], soften)
         if "jpeg" in steps:
             x = _on_rows(x, steps["jpeg"], lambda i: self._jpeg(x[i], draw.quality[i]))
         if "colour" in steps:
             def colour(i):
-                mean = x[i].mean((1, 2, 3), keepdim=True)
-                return ((x[i] - mean) * draw.contrast[i, None, None, None] + mean) * draw.gain[i, None, None, None]
+                xi = x[i]
+                mean = xi.mean((1, 2, 3), keepdim=True)
+                return ((xi - mean) * draw.contrast[i, None, None, None] + mean) * draw.gain[i, None, None, None]
             x = _on_rows(x, steps["colour"], colour)
         if "warp" in steps:
             def warp(i):
-                grid = F.affine_grid(draw.theta[i].to(x.dtype), list(x[i].shape), align_corners=False)
-                return F.grid_sample(x[i], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+                xi = x[i]
+                grid = F.affine_grid(draw.theta[i].to(xi.dtype), list(xi.shape), align_corners=False)
+                return F.grid_sample(xi, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
             x = _on_rows(x, steps["warp"], warp)
         if "blur" in steps:
             x = _on_rows(x, steps["blur"], lambda i: _gaussian_blur(x[i], draw.blur[i]))
@@ -281,21 +287,14 @@ def _coded(im, quality: int, fmt: str = "JPEG"):
     return out
 
 
-def _jpeg_one(arr: np.ndarray, quality: int, fmt: str = "JPEG") -> np.ndarray:
-    if quality <= 0:
-        return arr
-    return _gray_last(np.asarray(_coded(_pil(arr), quality, fmt)))
-
-
 def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int, *, fmt: str = "JPEG") -> torch.Tensor:
     """The real JPEG codec (PIL) on a batch in [0, 1]; images with quality 0 are returned as 8-bit.
     ``fmt="WEBP"``: the WebP codec instead."""
-    b = x.shape[0]
-    qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * b
-    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    if b:
-        arr = np.stack(_per_image(lambda i: _jpeg_one(arr[i], qualities[i], fmt), range(b)))
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    if not len(x):
+        return x.detach().clone()
+    qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * len(x)
+    coded = _pil_each(x, lambda i, im: _coded(im, qualities[i], fmt) if qualities[i] > 0 else im)
+    return coded.to(x.device)
 
 
 # ----------------------------------------------------------------------------- evaluation channels
