@@ -5,8 +5,8 @@ A patched photo is saved, recompressed, downscaled, cropped and flipped on its w
 * :class:`PhotoPipeline` draws such a journey per image and applies it to a batch after the
   paste, differentiably (expectation over transformations while training): colour jitter,
   random-resized and centre crops, flips and small rotations (one affine resampling per image),
-  the softening a downscale from a larger photo gives the patch, blur, and JPEG (kornia's
-  differentiable codec, or the real codec with a straight-through gradient).
+  the softening a downscale from a larger photo gives the patch, blur, and JPEG (a differentiable
+  codec, :mod:`briarpatch.jpeg`, or the real codec with a straight-through gradient).
 * :data:`CHANNELS` are the fixed journeys every evaluation report measures, with the real codec
   (PIL), on 8-bit images: ``center_crop:0.875`` (torchvision's and timm's evaluation
   preprocessing), ``jpeg:75``, ``downscale_jpeg:4:85`` (patched on a 4x photo, saved as JPEG 85,
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil", "jpeg_kornia"]
+from .jpeg import jpeg_differentiable
+
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -73,8 +75,7 @@ class Draw:
 
 def _on_rows(x: torch.Tensor, rows: list[int], fn) -> torch.Tensor:
     """``x`` with the images ``rows`` replaced by ``fn(index)`` (``index`` selects them from any
-    batch-first tensor): a step costs in proportion to the images it touches (the kornia codec
-    is most of a step's pipeline time, and touches about a third of them)."""
+    batch-first tensor): a step costs in proportion to the images it touches."""
     if len(rows) == x.shape[0]:
         return fn(slice(None))
     index = torch.as_tensor(rows, device=x.device)
@@ -111,8 +112,8 @@ class PhotoPipeline(nn.Module):
     jpeg_p, jpeg_quality : float, (int, int)
         JPEG compression at a quality in this range.
     jpeg_mode : {"differentiable", "straight_through"}
-        kornia's differentiable codec, or the real codec (PIL) forward with the gradient of the
-        identity backward.
+        The differentiable codec (:func:`briarpatch.jpeg.jpeg_differentiable`, kornia's codec as
+        matrix products), or the real codec (PIL) forward with the gradient of the identity backward.
     color_p, brightness, contrast : float, float, float
         Brightness and contrast changes up to these fractions.
     blur_p, blur_sigma : float, (float, float)
@@ -144,11 +145,6 @@ class PhotoPipeline(nn.Module):
         self.downscale_sigma, self.blur_sigma = tuple(downscale_sigma), tuple(blur_sigma)
         self.jpeg_quality, self.jpeg_mode = tuple(jpeg_quality), jpeg_mode
         self.brightness, self.contrast = float(brightness), float(contrast)
-        if jpeg_p and jpeg_mode == "differentiable":
-            try:
-                import kornia.enhance  # noqa: F401
-            except ImportError as exc:  # pragma: no cover - kornia is a dependency
-                raise ImportError("pipeline.jpeg_mode=differentiable needs kornia (pip install kornia)") from exc
 
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, *, generator: torch.Generator | None = None, device=None) -> Draw:
@@ -224,19 +220,7 @@ class PhotoPipeline(nn.Module):
         if self.jpeg_mode == "straight_through":
             coded = jpeg_pil(x.detach(), quality)
             return x + (coded - x.detach())  # the real codec forward, the identity's gradient backward
-        return jpeg_kornia(x, quality)
-
-
-def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """kornia's differentiable JPEG on a batch in [0, 1], one quality per image (the training stand-in)."""
-    from kornia.enhance import jpeg_codec_differentiable
-
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % 16, -w % 16  # the codec works on whole 16x16 macroblocks
-    padded = F.pad(x.clamp(0, 1), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x.clamp(0, 1)
-    if padded.shape[1] == 1:
-        padded = padded.expand(-1, 3, -1, -1)
-    return jpeg_codec_differentiable(padded, quality.clamp(min=1).to(x.dtype))[:, : x.shape[1], :h, :w]
+        return jpeg_differentiable(x, quality)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@
 On the first ``eval.robustness_size`` training and evaluation images, the clean S probe (logistic)
 is fit three ways and scored on the patched evaluation photos after JPEG:
 - fit on clean photos saved with the real codec (PIL) — the report's ``jpeg:Q`` channel;
-- the same probe, with the patched photos coded by kornia's differentiable codec, the stand-in
-  that ``pipeline.jpeg_mode=differentiable`` trains through: if it reads far lower than the real
+- the same probe, with the patched photos coded by the differentiable codec, the stand-in
+  that ``pipeline.jpeg_mode=differentiable`` trains through (``briarpatch.jpeg``): if it reads far lower than the real
   codec, the patch learned the stand-in, not JPEG;
 - fit on untouched and JPEG'd clean photos together, the mixture a training adversary sees: if it
   reads low, a probe specialised to JPEG'd photos finds what the mixture misses.
@@ -26,13 +26,14 @@ from omegaconf import open_dict
 from briarpatch import load_patch, pipeline
 from briarpatch.config import build, config_dir
 from briarpatch.evaluation import EvalSettings, clean_embeddings, embed_dataset, fit_probe, with_run_config
+from briarpatch.jpeg import jpeg_differentiable
 from briarpatch.metrics import leakage_scores
 
 
-def kornia_jpeg(x: torch.Tensor, quality) -> torch.Tensor:
+def stand_in_jpeg(x: torch.Tensor, quality) -> torch.Tensor:
     """The training pipeline's stand-in codec, rounded to 8 bits like a saved file."""
     quality = quality if isinstance(quality, torch.Tensor) else torch.full((x.shape[0],), float(quality))
-    return (pipeline.jpeg_kornia(x, quality).clamp(0, 1) * 255).round() / 255
+    return (jpeg_differentiable(x, quality) * 255).round() / 255
 
 
 def main(argv: list[str]) -> None:
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> None:
     patched = {None: embed(None, patched=True), channel: embed(channel, patched=True)}
     clean_test = embed(channel, patched=False)
     real_codec = pipeline.jpeg_pil
-    pipeline.jpeg_pil = kornia_jpeg  # apply_channel looks the codec up here at call time
+    pipeline.jpeg_pil = stand_in_jpeg  # apply_channel looks the codec up here at call time
     try:
         stand_in = embed(channel, patched=True)
     finally:
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> None:
           f"mixture probe {leak(mixture, patched[None]):.3f}")
     print(f"{channel}: probe fit on JPEG'd clean photos, on clean {leak(own[channel], clean_test):.3f}, "
           f"on patched (real codec) {leak(own[channel], patched[channel]):.3f}, "
-          f"on patched (kornia's stand-in) {leak(own[channel], stand_in):.3f}")
+          f"on patched (training's stand-in) {leak(own[channel], stand_in):.3f}")
     print(f"{channel}: mixture probe (untouched and JPEG'd clean photos), on patched (real codec) "
           f"{leak(mixture, patched[channel]):.3f}")
 

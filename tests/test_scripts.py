@@ -121,7 +121,7 @@ def test_jpeg_probe_reproduces_the_reports_jpeg_channel(tiny_cfg, tmp_path):
     out = _run("jpeg_probe.py", str(patch.parent), cache=tmp_path / "cache")  # the run's own data and encoder
     line = next(x for x in out.splitlines() if x.startswith("jpeg:75: probe fit on JPEG'd"))
     real = float(line.split("on patched (real codec) ")[1].split(",")[0])
-    stand_in = float(line.split("(kornia's stand-in) ")[1])
+    stand_in = float(line.split("(training's stand-in) ")[1])
     # The script's real-codec figure is the report's jpeg:75 channel (same photos, codec and probe),
     # printed to three decimals.
     assert abs(real - report["robustness"]["jpeg:75"]["non_adaptive_probe"]) <= 5e-4
