@@ -130,3 +130,12 @@ def test_jpeg_probe_reproduces_the_reports_jpeg_channel(tiny_cfg, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "jpeg_probe.py"), str(patch.parent), "--quality", "x"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "--quality needs a JPEG quality" in bad.stderr
+
+
+def test_bench_jpeg_times_both_codecs_side_by_side():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_jpeg.py"), "--rounds", "1", "--images", "2"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [x for x in out.stdout.splitlines() if "ratio" in x]
+    assert [x.split(":")[0] for x in lines] == ["codec alone, forward + backward", "pipeline per training step"]
+    assert all(float(x.rsplit("ratio ", 1)[1]) > 0 for x in lines)

@@ -1,0 +1,82 @@
+"""The training's differentiable JPEG against kornia's, and the photo pipeline with each, side by side.
+
+    python scripts/bench_jpeg.py [--rounds 6] [--images 12]
+
+Alternates the two in one process and prints medians (ms) and their ratio: the codec alone,
+forward + backward on ``--images`` photos of 128 px (about the number a step of the default
+pipeline compresses), then a training step's whole pipeline with each codec (the patched view
+forward + backward, and the clean view forward) on batches of 32 drawn by ``pipeline=robust``.
+Needs kornia (``pip install -e .[dev]``), the reference the codec is tested against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from briarpatch import pipeline
+from briarpatch.config import build, config_dir
+from briarpatch.jpeg import jpeg_differentiable
+
+
+def kornia_jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """kornia's codec as the pipeline called it before ``briarpatch.jpeg`` (128 px needs no padding)."""
+    from kornia.enhance import jpeg_codec_differentiable
+
+    return jpeg_codec_differentiable(x.clamp(0, 1), quality.to(x.dtype))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--images", type=int, default=12)
+    args = p.parse_args()
+    try:
+        import kornia  # noqa: F401
+    except ImportError:
+        sys.exit("error: this comparison needs kornia: pip install -e '.[dev]'")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        pipe = build(compose("train", overrides=["pipeline=robust"]).pipeline)
+    g = torch.Generator().manual_seed(0)
+    photos = torch.rand(32, 3, 128, 128, generator=g)
+    quality = torch.randint(60, 96, (args.images,), generator=g).float()
+    draws = [pipe.sample(32, generator=g) for _ in range(10)]
+
+    def codec_alone(codec):
+        x = photos[: args.images].clone().requires_grad_()
+        codec(x, quality).sum().backward()
+
+    def whole_pipeline(codec):
+        pipeline.jpeg_differentiable = codec  # the pipeline looks the codec up at call time
+        for d in draws:
+            x = photos.clone().requires_grad_()
+            pipe(x, d, clean=photos).sum().backward()
+            with torch.no_grad():
+                pipe(photos[d.changed], d.subset(d.changed))
+
+    codecs = {"kornia": kornia_jpeg, "matrix products": jpeg_differentiable}
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}; medians of {args.rounds} alternated rounds")
+    for what, fn, per in (("codec alone, forward + backward", codec_alone, 1),
+                          ("pipeline per training step", whole_pipeline, len(draws))):
+        times = {name: [] for name in codecs}
+        for r in range(args.rounds + 1):
+            for name, codec in codecs.items():
+                t = time.perf_counter()
+                fn(codec)
+                if r:  # the first round warms up
+                    times[name].append((time.perf_counter() - t) / per * 1000)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{what}: kornia {med['kornia']:.1f} ms, matrix products {med['matrix products']:.1f} ms, "
+              f"ratio {med['matrix products'] / med['kornia']:.2f}")
+    pipeline.jpeg_differentiable = jpeg_differentiable
+
+
+if __name__ == "__main__":
+    main()
