@@ -27,6 +27,29 @@ def _orthonormal(columns: torch.Tensor) -> torch.Tensor:
     return q * (diag > 1e-6 * diag.max().clamp_min(1e-12)).to(q.dtype)
 
 
+class _CleanCache:
+    """Clean embeddings of one split per example index (valid: the encoder is frozen), each
+    computed the first time its example is seen. Which ones are filled is kept on the host, like
+    the batch indices, so a lookup never waits for the device."""
+
+    def __init__(self, size: int):
+        self.rows: torch.Tensor | None = None  # allocated on the first batch's device
+        self.filled = np.zeros(size, dtype=bool)
+
+    def lookup(self, encoder, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        idx = index.cpu().numpy()
+        if idx.size and idx.max() >= len(self.filled):  # a split larger than announced: nothing to reuse
+            return encoder(images)
+        missing = np.flatnonzero(~self.filled[idx])
+        if len(missing):
+            fresh = encoder(images.index_select(0, torch.from_numpy(missing).to(images.device)))
+            if self.rows is None:
+                self.rows = fresh.new_zeros(len(self.filled), fresh.shape[1], dtype=torch.float32)
+            self.rows.index_copy_(0, torch.from_numpy(idx[missing]).to(self.rows.device), fresh.to(self.rows.dtype))
+            self.filled[idx[missing]] = True
+        return self.rows.index_select(0, torch.from_numpy(idx).to(self.rows.device)).to(images.dtype)
+
+
 class BriarPatchModule(pl.LightningModule):
     """Adversarial patch training with manual optimization.
 
@@ -50,9 +73,9 @@ class BriarPatchModule(pl.LightningModule):
     objective : PatchObjective
     patch_optimizer, adversary_optimizer : callable
         Partial optimizers (``params -> Optimizer``), as Hydra's ``_partial_: true`` builds them.
-    cache_size : int, optional
-        Number of training examples; when given, clean embeddings of untransformed images are
-        cached per example index (valid because the encoder is frozen).
+    cache_size, val_cache_size : int, optional
+        Number of training and of validation examples; when given, clean embeddings of
+        untransformed images are cached per example index (valid because the encoder is frozen).
     pipeline : PhotoPipeline, optional
         What happens to a photo between ``apply`` and the encoder (crops, JPEG, ...), drawn per
         image after the paste; ``None``: nothing.
@@ -83,7 +106,8 @@ class BriarPatchModule(pl.LightningModule):
     """
 
     def __init__(self, *, encoder: FrozenEncoder, patch: Patch, adversary: Adversary, objective: PatchObjective,
-                 patch_optimizer, adversary_optimizer, cache_size: int | None = None, pipeline=None,
+                 patch_optimizer, adversary_optimizer, cache_size: int | None = None,
+                 val_cache_size: int | None = None, pipeline=None,
                  sensitive_ema: float = 0.05, seed: int | None = None, num_classes: int = 2, keep: str = "ema",
                  ema_decay: float = 0.98, log_every: int = 10, patch_steps: int | None = None,
                  compile: bool = False):
@@ -114,11 +138,10 @@ class BriarPatchModule(pl.LightningModule):
         self.register_buffer("class_means", torch.zeros(k, self.num_classes, d))
         self.register_buffer("class_seen", torch.zeros(k, self.num_classes, dtype=torch.bool))
         self._batches = 0  # host copy of batches_done: decisions on the schedule never read the device
-        if cache_size:
-            self.register_buffer("_clean_cache", torch.zeros(cache_size, d), persistent=False)
-            self._cached = np.zeros(cache_size, dtype=bool)  # on the host, like the batch indices
-        else:
-            self._clean_cache = None
+        # Clean embeddings per example (the training split's untransformed photos, and the
+        # validation split, which every validation would otherwise embed again).
+        self._clean_cache = _CleanCache(cache_size) if cache_size else None
+        self._val_cache = _CleanCache(val_cache_size) if val_cache_size else None
         # One balanced-accuracy meter per adversary head (per ensemble member), clean and patched.
         self.parts = encoder.parts
         self.val_clean = nn.ModuleList(MulticlassAccuracy(num_classes=k, average="macro") for _ in self.parts)
@@ -155,17 +178,12 @@ class BriarPatchModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
-    def clean_embeddings(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        if self._clean_cache is None or index is None:
+    def clean_embeddings(self, images: torch.Tensor, index: torch.Tensor | None = None, *,
+                         split: str = "train") -> torch.Tensor:
+        cache = self._clean_cache if split == "train" else self._val_cache
+        if cache is None or index is None:
             return self.encoder(images)
-        idx = index.cpu().numpy()  # the data modules keep indices on the host: no sync
-        missing = np.flatnonzero(~self._cached[idx])
-        if len(missing):
-            rows = torch.from_numpy(idx[missing]).to(self._clean_cache.device)
-            todo = torch.from_numpy(missing).to(images.device)
-            self._clean_cache.index_copy_(0, rows, self.encoder(images.index_select(0, todo)).to(self._clean_cache.dtype))
-            self._cached[idx[missing]] = True
-        return self._clean_cache.index_select(0, torch.from_numpy(idx).to(self._clean_cache.device)).to(images.dtype)
+        return cache.lookup(self.encoder, images, index)
 
     @torch.no_grad()
     def _update_means(self, clean: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
@@ -303,7 +321,7 @@ class BriarPatchModule(pl.LightningModule):
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx):  # noqa: ARG002
         images, s = to_unit(batch["image"]), batch["s"]
-        clean = self.encoder(images)
+        clean = self.clean_embeddings(images, batch.get("index"), split="val")
         # Validation pastes what would be shipped, exactly as evaluation and `apply` do: fixed
         # placement, 8-bit pixels.
         pasted = quantize_8bit(paste_placed(images, self.current_pixels(), self.patch.mask, self.patch.placement))

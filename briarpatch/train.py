@@ -37,11 +37,12 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     if cfg.get("patch_steps") is None or cfg.patch_steps < 1:
         raise ValueError(f"patch_steps={cfg.get('patch_steps')} leaves the patch no step to train: "
                          "set patch_steps to the number of patch steps (e.g. 256)")
-    cache = len(datamodule.split("train")) if cfg.get("cache_clean_embeddings", True) else None
+    caching = cfg.get("cache_clean_embeddings", True)
+    cache, val_cache = (len(datamodule.split(k)) for k in ("train", "val")) if caching else (None, None)
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective, pipeline=pipeline,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "ema"),
+        cache_size=cache, val_cache_size=val_cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "ema"),
         ema_decay=cfg.get("patch_ema_decay", 0.98), log_every=cfg.trainer.get("log_every_n_steps", 10),
         patch_steps=cfg.patch_steps, compile=cfg.get("compile", False),
     )

@@ -205,3 +205,38 @@ def test_bf16_mixed_precision_trains_a_float32_patch(tiny_cfg):
     patch = load_patch(result["patch"])
     assert patch.pixels.dtype == torch.float32
     assert not torch.allclose(patch.pixels, torch.full_like(patch.pixels, 0.5)), "the patch did not move"
+
+
+def test_validation_embeds_each_clean_photo_once_and_reads_the_same(tiny_cfg):
+    from torch.utils.data import default_collate
+
+    from briarpatch.config import build
+    from briarpatch.data import to_unit
+    from briarpatch.train import build_module
+
+    cfg = tiny_cfg()
+    dm = build(cfg.data)
+    module = build_module(cfg, dm)
+    embedded = []
+    forward = module.encoder.forward
+    module.encoder.forward = lambda x: embedded.append(len(x)) or forward(x)
+    val = dm.split("val")
+    batch = default_collate([val[i] for i in range(len(val))])
+    readings = []
+    for _ in range(2):  # two validations of the same photos
+        embedded.clear()
+        module.validation_step(batch, 0)
+        readings.append([m.compute().item() for m in (*module.val_clean, *module.val_patched)])
+        for meter in (*module.val_clean, *module.val_patched):
+            meter.reset()
+        assert embedded == ([len(val), len(val)] if len(readings) == 1 else [len(val)])  # then patched only
+    assert readings[0] == readings[1]
+    # Uncached, the same figures.
+    module._val_cache = None
+    module.validation_step(batch, 0)
+    assert [m.compute().item() for m in (*module.val_clean, *module.val_patched)] == readings[0]
+    # A split larger than announced (a custom data module) is embedded as it comes, not misread.
+    fresh = build_module(cfg, dm)
+    fresh._val_cache.filled = fresh._val_cache.filled[:4]
+    images = to_unit(batch["image"])
+    torch.testing.assert_close(fresh.clean_embeddings(images, batch["index"], split="val"), fresh.encoder(images))
