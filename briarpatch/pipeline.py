@@ -316,11 +316,13 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
 
 
 def _pil_each(x: torch.Tensor, edit) -> torch.Tensor:
-    """``edit(i, image)`` on each image of a batch in [0, 1] as an 8-bit PIL image (threaded, see
-    :func:`_per_image`); the results, which must share one size, back as a CPU batch in [0, 1]."""
-    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    """``edit(i, image)`` on each image of a batch in [0, 1] (or of 8-bit levels, ``uint8``) as an
+    8-bit PIL image (threaded, see :func:`_per_image`); the results, which must share one size,
+    back as a CPU batch in [0, 1] (float32 for ``uint8`` input)."""
+    levels = x if x.dtype == torch.uint8 else x.detach().clamp(0, 1).mul_(255).round_().byte()
+    arr = levels.permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack(_per_image(lambda i: _gray_last(np.asarray(edit(i, _pil(arr[i])))), range(len(arr))))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype) / 255
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(torch.float32 if x.dtype == torch.uint8 else x.dtype) / 255
 
 
 def _resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -372,10 +374,11 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
     b, _, h, w = images.shape
     if name == "downscale_jpeg":
         factor, quality = int(args[0]), int(args[1])
-        big = F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
-        big = (big * 255).round() / 255  # the larger photo, as saved
-        if paste is not None:
-            big = paste(big)
+        # The larger photo, as saved (8-bit). In place: at 4x a float pass over the batch costs
+        # about as much as coding it.
+        big = F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False)
+        big = big.clamp_(0, 1).mul_(255).round_()
+        big = paste(big.div_(255)) if paste is not None else big.to(torch.uint8)
         from PIL import Image
 
         # Coded and downscaled in one pass per 8-bit image: the large photo is never turned back
