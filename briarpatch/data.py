@@ -64,6 +64,16 @@ class SplitDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"data.batch_size must be a whole number >= 1, got {value!r}")
+        self._batch_size = value
+
+    @property
     def num_workers(self) -> int:
         return self._num_workers
 
@@ -155,7 +165,11 @@ class SyntheticDataModule(SplitDataModule):
         self.max_in_memory = int(max_in_memory)
         self.image_size = image_size
         self.num_groups = num_groups
-        self.sizes = {"train": int(settings["train_size"]), "val": val_size, "test": test_size}
+        self.sizes = {"train": settings["train_size"], "val": val_size, "test": test_size}
+        for name, n in self.sizes.items():
+            least = 0 if name == "val" else 1  # no validation is allowed; no training or evaluation is not
+            if isinstance(n, bool) or not isinstance(n, int) or n < least:
+                raise ValueError(f"data.{name}_size must be a whole number >= {least}, got {n!r}")
         corr = float(settings["train_correlation"])
         self.correlations = {"train": corr, "val": corr, "test": test_correlation}
         self.seed = seed

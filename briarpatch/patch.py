@@ -47,6 +47,21 @@ def make_mask(shape: str, height: int, width: int, *, band: int = 0, insets=(0,)
     raise ValueError(f"unknown patch shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
+def _pixels(name: str, value, *, pair: bool = True) -> tuple[int, ...]:
+    """``value`` as whole pixel counts: a number (``pair``: used for both sides) or a list of them
+    (``pair``: height and width); a user's other value is a one-line error naming the setting."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value) if pair else (value,)
+    try:
+        out = tuple(int(v) for v in value)
+        if any(isinstance(v, bool) or int(v) != v for v in value) or (pair and len(out) != 2):
+            raise ValueError
+    except (TypeError, ValueError):
+        what = "a whole number of pixels or a pair [height, width]" if pair else "a list of whole numbers of pixels"
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    return out
+
+
 class Patch(nn.Module):
     """Learnable patch pixels with a shape mask and a placement policy.
 
@@ -102,9 +117,9 @@ class Patch(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        height, width = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        height, width = _pixels("patch.size", size)
         band = 0
-        insets = tuple(int(v) for v in insets)
+        insets = _pixels("patch.insets", insets, pair=False)
         if shape in WHOLE_IMAGE:
             band, height, width = height, int(image_size), int(image_size)
             deepest = max(insets) if shape == "frame" else 0

@@ -37,6 +37,18 @@ def test_single_group_is_a_clear_error():
         check_groups(torch.zeros(10, dtype=torch.long), split="train", group_names=["tint0", "tint1"])
 
 
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"train_size": -5}, "data.train_size must be a whole number >= 1, got -5"),
+    ({"test_size": 0}, "data.test_size must be a whole number >= 1, got 0"),
+    ({"val_size": 2.5}, "data.val_size must be a whole number >= 0, got 2.5"),
+    ({"batch_size": 0}, "data.batch_size must be a whole number >= 1, got 0"),
+])
+def test_split_and_batch_sizes_are_checked_when_the_data_module_is_built(kwargs, expected):
+    with pytest.raises(ValueError, match=expected):
+        SyntheticDataModule(image_size=16, **kwargs)
+    assert len(SyntheticDataModule(image_size=16, train_size=4, val_size=0, test_size=4).split("val")) == 0
+
+
 def test_datamodule_splits_differ_and_have_their_sizes():
     dm = SyntheticDataModule(image_size=16, train_size=30, val_size=10, test_size=20)
     assert [len(dm.split(s)) for s in ("train", "val", "test")] == [30, 10, 20]

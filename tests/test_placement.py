@@ -98,6 +98,18 @@ def test_frame_stretches_to_any_aspect():
     assert out[0, :, 6:34, 13:83].abs().max() == 0
 
 
+def test_sizes_that_are_not_pixel_counts_name_the_setting():
+    with pytest.raises(ValueError, match=r"patch.size must be a whole number of pixels or a pair \[height, width\], got 'abc'"):
+        Patch(size="abc", image_size=20, shape="square")
+    with pytest.raises(ValueError, match=r"patch.size must be .* got \[4, 5, 6\]"):
+        Patch(size=[4, 5, 6], image_size=20, shape="square")
+    with pytest.raises(ValueError, match=r"patch.insets must be a list of whole numbers of pixels, got \['a'\]"):
+        Patch(size=2, image_size=20, shape="frame", insets=["a"], random=False)
+    # One inset given as a number is a list of one.
+    assert torch.equal(Patch(size=2, image_size=20, shape="frame", insets=3, random=False).mask,
+                       Patch(size=2, image_size=20, shape="frame", insets=[3], random=False).mask)
+
+
 def test_frame_errors_name_the_fix():
     with pytest.raises(ValueError, match=r"bands \(patch.size=10 at patch.insets=\[0\]\) must fit in 20px"):
         Patch(size=10, image_size=20, shape="frame", random=False)
