@@ -81,7 +81,9 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=first)
-            return None
+            groups = [o for o in first if (Path(config_dir()) / o.split("=")[0].lstrip("+~")).is_dir()]
+            values = [o for o in parsed if not o.key_or_group.startswith("hydra")]
+            return _mistyped(compose(config_name=config_name, overrides=groups), values)
         except MissingConfigException as exc:
             import re
 
@@ -105,6 +107,24 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
             return str(exc).splitlines()[0]
         finally:
             GlobalHydra.instance().clear()
+
+
+def _mistyped(defaults: DictConfig, overrides) -> str | None:
+    """The first override (any value of a sweep) that puts text where the config, with the same
+    groups, holds a number: else it would fail deep inside a constructor, or in a sweep's later
+    job ("'<=' not supported between instances of 'float' and 'str'")."""
+    for o in overrides:
+        key = o.key_or_group
+        if key.endswith(".devices"):  # Lightning's devices also take "auto" and "0,1"
+            continue
+        default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        for value in (o.sweep_iterator() if o.is_sweep_override() else [o.value()]):
+            if isinstance(value, str) and value != "auto":
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                return f"{key} takes {kind} (default {default}), got {value!r}"
+    return None
 
 
 def remove_if_empty_run(run_dir) -> None:

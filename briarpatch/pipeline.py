@@ -312,6 +312,15 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
               "rotate": 1, "webp": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
+    # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
+    share = (lambda v: 0 < v <= 1, "a share of the image in (0, 1]")
+    quality = (lambda v: 1 <= v <= 100 and v == int(v), "a whole quality from 1 to 100")
+    factor = (lambda v: 1 <= v <= 16 and v == int(v), "a whole factor from 1 to 16")
+    rules = {"center_crop": [share], "random_resized_crop": [share], "jpeg": [quality], "webp": [quality],
+             "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")]}
+    for v, (ok, what) in zip(values, rules.get(name, [])):
+        if not ok(v):
+            raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
     return name, values
 
 

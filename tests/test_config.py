@@ -73,3 +73,19 @@ def test_the_synthetic_config_draws_the_default_member(tmp_path):
     assert cfg.data.member == "default"
     data = build(cfg.data)
     assert data.recipe == dict(RECIPE) and data.sizes["train"] == 2048 and data.correlations["train"] == 0.9
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["seed=abc"], "seed takes a whole number (default 0), got 'abc'"),
+    (["-m", "seed=0,x"], "seed takes a whole number (default 0), got 'x'"),  # every value of a sweep
+    (["optim.patch.lr=abc"], "optim.patch.lr takes a number (default 0.03), got 'abc'"),
+    # The default of the group chosen (social's JPEG share, not robust's).
+    (["pipeline=social", "pipeline.jpeg_p=high"], "pipeline.jpeg_p takes a number (default 0.8), got 'high'"),
+    (["data.num_workers=auto"], None),
+    (["trainer.devices=auto"], None),
+    (["-m", "optim.patch.lr=1e-3,0.01", "seed=null"], None),
+])
+def test_text_where_a_number_belongs_is_named_before_anything_runs(args, expected):
+    from briarpatch.config import check_overrides
+
+    assert check_overrides("train", args) == expected
