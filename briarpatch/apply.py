@@ -372,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default' for the shipped patch")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or quoted globs")
-    p.add_argument("--out", "-o", required=True, type=Path, help="output folder (created if missing)")
+    p.add_argument("--out", "-o", required=True, type=Path,
+                   help="output folder (created if missing); for one photo, an image file name also works "
+                        "(its extension sets the format)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--anchor", choices=list(ANCHORS), help="named position (default: the one it was trained at)")
     where.add_argument("--at", type=_parse_at, metavar="X,Y",
@@ -418,6 +420,16 @@ def cli(argv: list[str] | None = None) -> int:
         reason = "; ".join(problems) if problems else f"no JPEG, PNG, WebP, TIFF, BMP or GIF images in {where}"
         print(f"briarpatch apply: nothing to patch: {reason}", file=sys.stderr)
         return 2
+    # --out photo.png: a file name, for one photo (a folder of that name, if one exists, stays a folder).
+    to_file = out_dir.suffix.lower() in _SAVE_FORMAT and not out_dir.is_dir()
+    if to_file and (len(pairs) > 1 or problems):
+        print(f"briarpatch apply: --out {out_dir} names one file, but the inputs hold {len(pairs) + len(problems)} "
+              "photos: give a folder (--out patched/)", file=sys.stderr)
+        return 2
+    if to_file and args.format != "keep" and FORMATS[args.format][1] != _SAVE_FORMAT[out_dir.suffix.lower()]:
+        print(f"briarpatch apply: --format {args.format} contradicts --out {out_dir}: drop one, or name the file "
+              f"{out_dir.with_suffix(FORMATS[args.format][0]).name}", file=sys.stderr)
+        return 2
     inside = [i for i in args.inputs if Path(i).is_dir() and _is_within(out_dir, Path(i))]
     if inside and out_dir.exists():
         print(f"briarpatch apply: {out_dir} is inside {inside[0]}: its files (earlier outputs) are not inputs",
@@ -425,7 +437,10 @@ def cli(argv: list[str] | None = None) -> int:
     notice = synthetic_notice(patch)
     if notice and not args.quiet:
         print(notice, file=sys.stderr)
-    plans = plan_outputs(pairs, out_dir, args.format)
+    if to_file:
+        plans = [(pairs[0][0], out_dir, None)]
+    else:
+        plans = plan_outputs(pairs, out_dir, args.format)
     inputs = {src.resolve() for src, _ in pairs}
     written = skipped = 0
     failed = [(p, None) for p in problems]

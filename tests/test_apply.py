@@ -136,6 +136,25 @@ def test_inputs_are_never_overwritten_even_in_place(patch_file, tmp_path):
     assert (tmp_path / "x.png").read_bytes() == original
 
 
+def test_one_photo_can_go_to_a_file_name(patch_file, tmp_path, capsys):
+    _rgb(30, 30).save(tmp_path / "x.jpg")
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "patched.png"), "-q"]) == 0
+    with Image.open(tmp_path / "patched.png") as im:
+        assert im.format == "PNG" and im.size == (30, 30)  # a file, in the format its name says
+    # A folder of that name stays a folder.
+    (tmp_path / "dir.png").mkdir()
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "dir.png"), "-q"]) == 0
+    assert (tmp_path / "dir.png" / "x.jpg").is_file()
+    capsys.readouterr()
+    # Several photos, or a format that contradicts the name: one line, nothing written.
+    _rgb(30, 30).save(tmp_path / "y.jpg")
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg"), "--out", str(tmp_path / "o.jpg")]) == 2
+    assert "names one file, but the inputs hold 2 photos: give a folder" in capsys.readouterr().err
+    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "o.jpg"), "--format", "png"]) == 2
+    assert "--format png contradicts --out" in capsys.readouterr().err
+    assert not (tmp_path / "o.jpg").exists() and not (tmp_path / "o.png").exists()
+
+
 def test_dry_run_writes_nothing(patch_file, tmp_path, capsys):
     _rgb(30, 30).save(tmp_path / "x.png")
     assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
