@@ -172,7 +172,8 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     patch : BriarPatch
     image : PIL.Image.Image, numpy.ndarray or torch.Tensor
         A PIL image (any common mode; EXIF orientation is applied first), a ``uint8`` array
-        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or a float tensor ``(C, H, W)`` in [0, 1].
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or a float tensor ``(C, H, W)`` in [0, 1], or
+        a batch of them ``(B, C, H, W)`` (each image patched alone).
     keep_gray : bool
         Grayscale images stay grayscale (the patch is pasted as luma).
     **placement_changes
@@ -191,12 +192,15 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
                                     keep_gray=keep_gray, **placement_changes))
         return out.reshape(image.shape)
     if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
-            raise TypeError(f"tensor images must be float (C, H, W) with C = 1 or 3, got {tuple(image.shape)}")
+        if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3) or not image.is_floating_point():
+            raise TypeError(f"tensor images must be float (C, H, W) or a batch (B, C, H, W) with C = 1 or 3, "
+                            f"got {tuple(image.shape)}")
         low, high = float(image.min()), float(image.max())
         if low < 0 or high > 1:
             raise ValueError(f"tensor values must be pixels in [0, 1], got {low:.3g} to {high:.3g}: paste before "
                              "Normalize (on a PIL image, or on ToTensor()'s output), never on a normalized tensor")
+        if image.dim() == 4:
+            return torch.stack([paste_array(patch, one, **placement_changes) for one in image])
         return paste_array(patch, image, **placement_changes)
     raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float tensor")
 
