@@ -121,7 +121,7 @@ def _mistyped(defaults: DictConfig, overrides) -> str | None:
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
         for value in (o.sweep_iterator() if o.is_sweep_override() else [o.value()]):
-            if isinstance(value, str) and value != "auto":
+            if isinstance(value, str) and value != "auto" and not value.startswith("${"):  # "${...}": resolved later
                 kind = "a whole number" if isinstance(default, int) else "a number"
                 return f"{key} takes {kind} (default {default}), got {value!r}"
     return None

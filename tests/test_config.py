@@ -84,6 +84,7 @@ def test_the_synthetic_config_draws_the_default_member(tmp_path):
     (["data.num_workers=auto"], None),
     (["trainer.devices=auto"], None),
     (["-m", "optim.patch.lr=1e-3,0.01", "seed=null"], None),
+    (["patch_steps=${oc.env:STEPS,64}"], None),  # an interpolation, resolved when the config is read
 ])
 def test_text_where_a_number_belongs_is_named_before_anything_runs(args, expected):
     from briarpatch.config import check_overrides
