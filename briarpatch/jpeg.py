@@ -120,6 +120,14 @@ def jpeg_differentiable(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """Differentiable JPEG of a batch ``(B, C, H, W)`` in [0, 1] (C = 1 or 3), one quality per
     image in [1, 100]; the output's pixels are in [0, 1]. Any size: the codec pads to whole
     16 x 16 macroblocks by repeating the last row and column, as an encoder does, and crops back."""
+    # Computed in float32 at least, autocast off: in bfloat16 the DCT coefficients (up to about
+    # 1000) would round by up to 4, coarser than the quantisation steps at high quality.
+    out_dtype = x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        return _code(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, quality).to(out_dtype)
+
+
+def _code(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
     pad_h, pad_w = -h % 16, -w % 16
     x = x.clamp(0, 1)

@@ -42,3 +42,15 @@ def test_in_float32_it_stays_within_a_rounding_flip_of_kornia():
     # The matrices fold in another order, so float32 rounding can flip a coefficient that sits
     # on a quantisation boundary: a few pixels move by well under one 8-bit level.
     assert (out - ref).abs().mean() < 1e-5 and (out - ref).abs().max() < 1 / 255
+
+
+def test_autocast_and_half_precision_inputs_are_coded_in_float32():
+    x = F.avg_pool2d(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)), 3, 1, 1)
+    quality = torch.tensor([75.0, 95.0])
+    full = jpeg_differentiable(x, quality)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = jpeg_differentiable(x, quality)
+    assert under.dtype == torch.float32 and torch.equal(under, full)
+    half = jpeg_differentiable(x.bfloat16(), quality)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), jpeg_differentiable(x.bfloat16().float(), quality).bfloat16().float())
