@@ -54,6 +54,13 @@ def resolve_workers(value) -> int:
     return value
 
 
+def _whole_number(name: str, value, *, least: int) -> int:
+    """``value`` if it is a whole number >= ``least``, else a one-line error naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return value
+
+
 class SplitDataModule(pl.LightningDataModule):
     """Shared loaders for data modules that expose ``split(name)`` for train / val / test.
 
@@ -69,9 +76,7 @@ class SplitDataModule(pl.LightningDataModule):
 
     @batch_size.setter
     def batch_size(self, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"data.batch_size must be a whole number >= 1, got {value!r}")
-        self._batch_size = value
+        self._batch_size = _whole_number("data.batch_size", value, least=1)
 
     @property
     def num_workers(self) -> int:
@@ -166,10 +171,8 @@ class SyntheticDataModule(SplitDataModule):
         self.image_size = image_size
         self.num_groups = num_groups
         self.sizes = {"train": settings["train_size"], "val": val_size, "test": test_size}
-        for name, n in self.sizes.items():
-            least = 0 if name == "val" else 1  # no validation is allowed; no training or evaluation is not
-            if isinstance(n, bool) or not isinstance(n, int) or n < least:
-                raise ValueError(f"data.{name}_size must be a whole number >= {least}, got {n!r}")
+        for name, n in self.sizes.items():  # no validation is allowed; no training or evaluation is not
+            _whole_number(f"data.{name}_size", n, least=0 if name == "val" else 1)
         corr = float(settings["train_correlation"])
         self.correlations = {"train": corr, "val": corr, "test": test_correlation}
         self.seed = seed

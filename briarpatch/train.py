@@ -42,7 +42,8 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective, pipeline=pipeline,
         patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
-        cache_size=cache, val_cache_size=val_cache, seed=cfg.get("seed"), num_classes=num_classes, keep=cfg.get("keep_patch", "ema"),
+        cache_size=cache, val_cache_size=val_cache, seed=cfg.get("seed"), num_classes=num_classes,
+        keep=cfg.get("keep_patch", "ema"),
         ema_decay=cfg.get("patch_ema_decay", 0.98), log_every=cfg.trainer.get("log_every_n_steps", 10),
         patch_steps=cfg.patch_steps, compile=cfg.get("compile", False),
     )

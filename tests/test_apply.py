@@ -152,7 +152,8 @@ def test_one_photo_can_go_to_a_file_name(patch_file, tmp_path, capsys):
     capsys.readouterr()
     # Several photos, or a format that contradicts the name: one line, nothing written.
     _rgb(30, 30).save(tmp_path / "y.jpg")
-    assert cli([str(patch_file), str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg"), "--out", str(tmp_path / "o.jpg")]) == 2
+    two = [str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")]
+    assert cli([str(patch_file), *two, "--out", str(tmp_path / "o.jpg")]) == 2
     assert "names one file, but the inputs hold 2 photos: give a folder" in capsys.readouterr().err
     assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "o.jpg"), "--format", "png"]) == 2
     assert "--format png contradicts --out" in capsys.readouterr().err

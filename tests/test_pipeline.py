@@ -49,8 +49,10 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     with pytest.raises(ValueError, match="takes 1 argument"):
         parse_channel("jpeg")
     for spec, what in (("jpeg:500", "500 is not a whole quality from 1 to 100"), ("jpeg:0", "0 is not a whole"),
-                       ("center_crop:1.5", "1.5 is not a share of the image"), ("downscale_jpeg:2.5:85", "2.5 is not a whole factor"),
-                       ("downscale_jpeg:4:101", "101 is not a whole quality"), ("rotate:90", "90 is not an angle under 45")):
+                       ("center_crop:1.5", "1.5 is not a share of the image"),
+                       ("downscale_jpeg:2.5:85", "2.5 is not a whole factor"),
+                       ("downscale_jpeg:4:101", "101 is not a whole quality"),
+                       ("rotate:90", "90 is not an angle under 45")):
         with pytest.raises(ValueError, match=f"robustness channel '{spec}': {what}"):
             parse_channel(spec)
 

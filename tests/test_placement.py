@@ -99,7 +99,8 @@ def test_frame_stretches_to_any_aspect():
 
 
 def test_sizes_that_are_not_pixel_counts_name_the_setting():
-    with pytest.raises(ValueError, match=r"patch.size must be a whole number of pixels or a pair \[height, width\], got 'abc'"):
+    with pytest.raises(ValueError, match=r"patch.size must be a whole number of pixels or a pair \[height, width\], "
+                                         r"got 'abc'"):
         Patch(size="abc", image_size=20, shape="square")
     with pytest.raises(ValueError, match=r"patch.size must be .* got \[4, 5, 6\]"):
         Patch(size=[4, 5, 6], image_size=20, shape="square")
