@@ -34,7 +34,7 @@ class Adversary(nn.Module):
         Adversary optimizer steps per patch step.
     warmup_steps : int
         Training batches at the start in which only the adversary trains (the patch is left as
-        initialised), before the ``trainer.max_steps`` patch steps. With ``fit_on="clean"`` this
+        initialised), before the ``patch_steps`` patch steps. With ``fit_on="clean"`` this
         gives the patch a converged clean probe to fool from its first step, like the downstream
         models of the threat model, instead of one still learning to read S.
     balance : bool

@@ -122,6 +122,10 @@ def train(cfg: DictConfig) -> dict:
     dict
         ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
     """
+    for key in ("max_epochs", "max_steps"):  # the schedule is patch_steps: a value here would be replaced unsaid
+        if cfg.trainer.get(key) not in (None, -1):
+            raise ValueError(f"trainer.{key} is not used: the schedule is patch_steps (now {cfg.get('patch_steps')}); "
+                             f"set patch_steps=N instead")
     if cfg.get("evaluate_after_train", False):
         from .evaluation import EvalSettings
 

@@ -28,6 +28,7 @@ def _run(*args, cwd, env=None, timeout=600):
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),
     (["train", "data.member=nope"], "unknown suite member 'nope'; choose one of: default"),
     (["train", "data.train_size=-5"], "data.train_size must be a whole number >= 1, got -5"),
+    (["train", "trainer.max_epochs=12"], "trainer.max_epochs is not used: the schedule is patch_steps (now 512)"),
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
     (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),
     (["train", "eval.robustness_size=0"], "eval.robustness_size must be a positive number of images or null"),
