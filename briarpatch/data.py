@@ -48,10 +48,13 @@ def resolve_workers(value) -> int:
     needs a core), at most 8."""
     if value == "auto":
         return max(1, min(8, (os.cpu_count() or 2) - 1))
-    value = int(value)
-    if value < 0:
-        raise ValueError(f"data.num_workers must be >= 0 or 'auto', got {value}")
-    return value
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1  # text other than "auto": the same one-line error as a negative number
+    if number < 0:
+        raise ValueError(f"data.num_workers must be >= 0 or 'auto', got {value!r}")
+    return number
 
 
 def _whole_number(name: str, value, *, least: int) -> int:

@@ -141,16 +141,16 @@ def _code(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     ycc = torch.cat([ycc[:, :1] - 128.0, ycc[:, 1:] - 0.5], 1)
     qy, qc = _tables(quality.to(x.device).clamp(1, 100), x.dtype)
 
-    def code(plane, enc_h, enc_w, dec_h, dec_w, norm, table):
-        reps = (1, norm.shape[-2] // 8, norm.shape[-1] // 8)
-        step = table.repeat(*reps)
+    def code(plane, kind, table):
+        """Encode, quantise and decode luma (``kind="y"``) or the chroma planes (``"c"``)."""
+        norm = m[f"norm_{kind}"]
+        step = table.repeat(1, norm.shape[-2] // 8, norm.shape[-1] // 8)
         while step.dim() < plane.dim():
             step = step[:, None]
-        coef = (enc_h @ plane @ enc_w) * norm
-        return dec_h @ (_round(coef / step) * step * norm) @ dec_w
+        coef = (m[f"enc_{kind}_h"] @ plane @ m[f"enc_{kind}_w"]) * norm
+        return m[f"dec_{kind}_h"] @ (_round(coef / step) * step * norm) @ m[f"dec_{kind}_w"]
 
-    y = code(ycc[:, 0], m["enc_y_h"], m["enc_y_w"], m["dec_y_h"], m["dec_y_w"], m["norm_y"], qy)
-    chroma = code(ycc[:, 1:], m["enc_c_h"], m["enc_c_w"], m["dec_c_h"], m["dec_c_w"], m["norm_c"], qc)
+    y, chroma = code(ycc[:, 0], "y", qy), code(ycc[:, 1:], "c", qc)
     ycc = torch.cat([y[:, None] + 128.0, chroma + 0.5], 1)
     rgb = torch.einsum("ij,bjhw->bihw", m["to_rgb"], ycc)
     return rgb.clamp(0, 1)[:, :c, :h, :w]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from briarpatch.data import SyntheticDataModule, check_groups
+from briarpatch.data import SyntheticDataModule, check_groups, resolve_workers
 from briarpatch.synthetic import SUITE, make_synthetic
 
 
@@ -153,3 +153,10 @@ def test_each_way_of_showing_s_separates_the_groups(s_cue):
         stat = (x[:, 0] - x[:, 2]).flatten(1).gather(1, (x[:, 0] - x[:, 2]).abs().flatten(1).argmax(1, keepdim=True))[:, 0]
     gap = (stat[d.s == 0].mean() - stat[d.s == 1].mean()).abs()
     assert gap > 3 * stat.std() / (len(stat) ** 0.5)
+
+
+def test_num_workers_is_a_count_or_auto():
+    assert resolve_workers(0) == 0 and resolve_workers(3) == 3 and resolve_workers("auto") >= 1
+    for bad in (-1, "abc"):
+        with pytest.raises(ValueError, match=f"data.num_workers must be >= 0 or 'auto', got {bad!r}"):
+            resolve_workers(bad)
