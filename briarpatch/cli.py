@@ -6,6 +6,8 @@ import importlib.util
 import os
 import sys
 
+from ._memory import keep_freed_memory
+
 __all__ = ["main"]
 
 USAGE = """usage: briarpatch <command> [arguments]
@@ -43,6 +45,7 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()  # batches' large activations are reused, not mapped afresh (briarpatch/_memory.py)
     if "--debug" in argv:  # tracebacks instead of one-line errors, for Hydra's commands and ours
         argv = [a for a in argv if a != "--debug"]
         os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
+from ._memory import keep_freed_memory
 from .artifacts import save_patch, save_png
 from .config import build, config_dir, config_hash, report_user_error, user_errors
 from .data import check_groups
@@ -182,6 +183,7 @@ def main(cfg: DictConfig) -> float | None:
     status 2, and the run folder it would have used is removed; ``--debug`` or
     ``HYDRA_FULL_ERROR=1`` shows the traceback.
     """
+    keep_freed_memory()  # also here: DDP ranks and scripts/train.py start without the CLI
     try:
         result = train(cfg)
     except user_errors() as exc:
