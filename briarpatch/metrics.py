@@ -63,28 +63,68 @@ def fairness_summary(y_true, y_pred, sensitive) -> dict[str, float]:
 
 
 def group_table(y_true, y_pred, sensitive, *, group_names=None, n_boot: int = 0, seed: int = 0) -> dict:
-    """Per-group metrics with bootstrap confidence intervals (2.5 % and 97.5 %).
+    """Per-group metrics (Fairlearn's ``MetricFrame``) with bootstrap confidence intervals (2.5 %
+    and 97.5 %): Fairlearn's own resamples and quantiles, counted without pandas (``n_boot=200``
+    on 2048 photos: 0.16 s instead of 22 s; binary labels 0/1).
 
     Returns
     -------
     dict
         ``{group: {metric: value, metric + "_ci": [low, high]}}`` (CIs only when ``n_boot > 0``).
     """
-    sensitive = np.asarray(sensitive)
+    y_true, y_pred, sensitive = map(np.asarray, (y_true, y_pred, sensitive))
     if group_names is not None:
         sensitive = np.asarray([group_names[int(g)] for g in sensitive])
-    kwargs = {"n_boot": n_boot, "ci_quantiles": [0.025, 0.975], "random_state": seed} if n_boot else {}
     with tolerate_small_groups():
-        mf = MetricFrame(metrics=GROUP_METRICS, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred),
-                         sensitive_features=sensitive, **kwargs)
+        mf = MetricFrame(metrics=GROUP_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=sensitive)
     table = {str(g): {m: float(v) for m, v in row.items()} for g, row in mf.by_group.iterrows()}
     if n_boot:
-        low, high = mf.by_group_ci
-        for g in mf.by_group.index:
-            for m in GROUP_METRICS:
-                if m != "count":
-                    table[str(g)][f"{m}_ci"] = [float(low.loc[g, m]), float(high.loc[g, m])]
+        for g, cis in _bootstrap_ci(y_true, y_pred, sensitive, n_boot=n_boot, seed=seed).items():
+            table[str(g)].update({f"{m}_ci": ci for m, ci in cis.items()})
     return table
+
+
+def _bootstrap_ci(y_true, y_pred, sensitive, *, n_boot: int, seed: int, quantiles=(0.025, 0.975)) -> dict:
+    """``{group: {metric: [low, high]}}``: Fairlearn's bootstrap intervals of :data:`GROUP_METRICS`
+    for binary labels, computed from confusion counts.
+
+    ``MetricFrame(..., n_boot=n_boot, ci_quantiles=quantiles, random_state=seed)`` recomputes every
+    metric through pandas for each resample (20 s for 200 resamples of 2048 photos on 2 cores).
+    This draws the same resamples (the per-resample seeds Fairlearn draws, then pandas'
+    ``sample(frac=1, replace=True)``), counts each group's confusion matrix in one ``bincount``,
+    and takes the same quantiles, ignoring resamples that lack the group; tested equal to Fairlearn.
+    """
+    labels = np.unique(np.concatenate([y_true, y_pred]))
+    if not set(labels.tolist()) <= {0, 1}:
+        raise ValueError(f"per-group intervals need binary labels 0/1 (as Fairlearn's rates do), got {labels}")
+    groups, g = np.unique(sensitive, return_inverse=True)
+    n, k = len(y_true), len(groups)
+    seeds = np.random.default_rng(seed).integers(0, np.iinfo(np.uint32).max, size=n_boot, dtype=np.uint32)
+    rows = np.stack([np.random.RandomState(s).choice(n, size=n, replace=True) for s in seeds])  # (B, n)
+    cell = (g * 4 + np.asarray(y_true, dtype=np.int64) * 2 + np.asarray(y_pred, dtype=np.int64))[rows]
+    cell += (np.arange(n_boot) * k * 4)[:, None]
+    c = np.bincount(cell.ravel(), minlength=n_boot * k * 4).reshape(n_boot, k, 2, 2).astype(float)  # [b, g, true, pred]
+    total, pos, neg = c.sum((2, 3)), c[..., 1, :].sum(-1), c[..., 0, :].sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.stack([c[..., 0, 0] / neg, c[..., 1, 1] / pos])  # NaN for a class absent from the group
+        support = ~np.isnan(recall)
+        values = {
+            "accuracy": (c[..., 0, 0] + c[..., 1, 1]) / total,
+            # sklearn's balanced accuracy: the mean recall of the classes the group's labels hold
+            "balanced_accuracy": np.where(support, recall, 0).sum(0) / support.sum(0),
+            "selection_rate": c[..., :, 1].sum(-1) / total,
+            # Fairlearn's rates come from sklearn's row-normalised confusion matrix: 0 with no positives (negatives).
+            "tpr": np.nan_to_num(c[..., 1, 1] / pos), "fpr": np.nan_to_num(c[..., 0, 1] / neg),
+        }
+    absent = total == 0  # a resample without the group: no value, as in Fairlearn
+    out = {}
+    for j, group in enumerate(groups):
+        out[group] = {}
+        for m, v in values.items():
+            kept = v[~absent[:, j], j]
+            low, high = np.quantile(kept, quantiles) if len(kept) else (np.nan, np.nan)
+            out[group][m] = [float(low), float(high)]
+    return out
 
 
 def probe_separation(s_true, scores) -> dict[str, float] | None:

@@ -30,6 +30,30 @@ def test_fairness_scalars_match_hand_computed_values():
     assert table["a"]["count"] == 4 and len(table["a"]["selection_rate_ci"]) == 2
 
 
+@pytest.mark.parametrize("n,groups", [(600, 2), (25, 4)])
+def test_group_intervals_are_fairlearns_bootstrap(n, groups):
+    from fairlearn.metrics import MetricFrame
+
+    rng = np.random.default_rng(n)
+    y_true, y_pred = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    # Small groups (25 photos, 4 groups): resamples that lack a group or one of its classes.
+    s = rng.choice(groups, n, p=[0.85, *[0.15 / (groups - 1)] * (groups - 1)])
+    names = [f"g{i}" for i in range(groups)]
+    table = group_table(y_true, y_pred, s, group_names=names, n_boot=25, seed=3)
+    with metrics.tolerate_small_groups():
+        mf = MetricFrame(metrics=metrics.GROUP_METRICS, y_true=y_true, y_pred=y_pred,
+                         sensitive_features=np.asarray(names)[s], n_boot=25, ci_quantiles=[0.025, 0.975], random_state=3)
+    low, high = mf.by_group_ci
+    for g in mf.by_group.index:
+        for m in metrics.GROUP_METRICS:
+            assert table[g][m] == pytest.approx(mf.by_group.loc[g, m])
+            if m != "count":
+                np.testing.assert_allclose(table[g][f"{m}_ci"], [low.loc[g, m], high.loc[g, m]], rtol=1e-12)
+    # Fairlearn's rates also take labels -1/1; the counting here is for 0/1 and says so.
+    with pytest.raises(ValueError, match="binary labels 0/1"):
+        group_table([-1, 1, 1, -1], [-1, 1, -1, 1], [0, 0, 1, 1], n_boot=5)
+
+
 def test_leakage_scores_binary_and_multiclass():
     perfect = leakage_scores([0, 1, 1, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]))
     assert perfect == {"balanced_accuracy": 1.0, "auc": 1.0}
