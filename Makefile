@@ -10,8 +10,8 @@ MIN_FREE_MB ?= 6500
 
 .venv: $(STAMP)
 
-# pip byte-compiles one file at a time; compileall uses every core (installing took 1 min 49 s
-# instead of 2 min 21 s on 2 cores, docs/speed.md). It exits 1 on the few files written for newer
+# pip byte-compiles one file at a time; compileall uses every core (on 2 cores, alternated: 114 and
+# 125 s against 125 and 169 s, docs/speed.md). It exits 1 on the few files written for newer
 # Pythons (never imported here), hence the `|| true` and the silence.
 $(STAMP): pyproject.toml
 	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \

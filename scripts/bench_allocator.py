@@ -29,15 +29,15 @@ SETTINGS = {"kept (briarpatch's)": {}, "glibc defaults": {"MALLOC_PERTURB_": "0"
 
 def _run(cmd: list[str], env: dict) -> dict:
     """Wall, user, system seconds and peak resident memory (MiB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{err[-2000:]}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty child cannot fill it and stall
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode:
+            log.seek(0)
+            sys.exit(f"briarpatch {cmd[3]} failed ({proc.returncode}):\n{log.read().decode(errors='replace')[-2000:]}")
     return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024}
 
 

@@ -139,3 +139,13 @@ def test_bench_jpeg_times_both_codecs_side_by_side():
     lines = [x for x in out.stdout.splitlines() if "ratio" in x]
     assert [x.split(":")[0] for x in lines] == ["codec alone, forward + backward", "pipeline per training step"]
     assert all(float(x.rsplit("ratio ", 1)[1]) > 0 for x in lines)
+
+
+def test_bench_allocator_stops_at_a_failing_run_and_shows_why(tmp_path):
+    # Both settings' runs are real CLI processes; a mistake in the overrides stops the benchmark
+    # at the first one, with the CLI's own message (the full benchmark takes minutes: not run here).
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_allocator.py"), "--rounds", "1",
+                          "--patch-steps", "2", "--", "data.batch_size=0"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "briarpatch train failed (2)" in out.stderr and "data.batch_size" in out.stderr
