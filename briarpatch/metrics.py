@@ -96,7 +96,7 @@ def _bootstrap_ci(y_true, y_pred, sensitive, *, n_boot: int, seed: int, quantile
     """
     labels = np.unique(np.concatenate([y_true, y_pred]))
     if not set(labels.tolist()) <= {0, 1}:
-        raise ValueError(f"per-group intervals need binary labels 0/1 (as Fairlearn's rates do), got {labels}")
+        raise ValueError(f"per-group intervals count binary labels 0/1; got labels {labels.tolist()}")
     groups, g = np.unique(sensitive, return_inverse=True)
     n, k = len(y_true), len(groups)
     seeds = np.random.default_rng(seed).integers(0, np.iinfo(np.uint32).max, size=n_boot, dtype=np.uint32)
