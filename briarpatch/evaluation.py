@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
-from ._memory import keep_freed_memory
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
@@ -513,6 +512,5 @@ def translate_args(args: list[str]) -> list[str]:
 
 def main() -> None:
     """``briarpatch evaluate patch=PATH [overrides]``."""
-    keep_freed_memory()
     sys.argv = [sys.argv[0], *translate_args(sys.argv[1:])]
     _hydra_main()
