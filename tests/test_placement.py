@@ -133,3 +133,25 @@ def test_rings_and_grids_cover_what_they_say():
     assert grid.sum() == 20 * 20 - 16 * 16
     with pytest.raises(ValueError, match="covers the whole image"):
         Placement(size=1.0, stretch=True, random=True)
+
+
+@pytest.mark.parametrize("kw", [{"size": 1.0, "stretch": True}, {"size": 0.25, "anchor": "top_left"}])
+def test_one_box_for_the_batch_gives_each_images_pixels(kw):
+    # A fixed placement resamples the patch once for the batch: the same pixels, and to float
+    # rounding the same gradient, as one resampling per image.
+    placement = Placement(**kw)
+    images = torch.rand(6, 3, 32, 40)
+    pixels = torch.rand(3, 32, 32, requires_grad=True)
+    mask = make_mask("frame", 32, 32, band=2, insets=[4]) if placement.stretch else torch.ones(1, 32, 32)
+    weights = torch.randn(6, 3, 32, 40)
+    outs, grads = [], []
+    for batch in (1, 6):
+        boxes = sample_boxes(placement, batch=batch, height=32, width=40, patch_hw=(32, 32))
+        out = paste(images, pixels, mask, boxes, whole_image=placement.stretch)
+        (grad,) = torch.autograd.grad((out * weights).sum(), pixels)
+        outs.append(out)
+        grads.append(grad)
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one box per image"):
+        paste(images, pixels, mask, sample_boxes(placement, batch=2, height=32, width=40, patch_hw=(32, 32)))
