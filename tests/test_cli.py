@@ -1,21 +1,17 @@
 """The `briarpatch` command as a newcomer meets it: one-line errors, no stray run folders, short logs."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from .conftest import TINY
+from .processes import run_python
 
 pytestmark = pytest.mark.slow
 
 
 def _run(*args, cwd, env=None, timeout=600):
-    import os
-
-    return subprocess.run([sys.executable, "-m", "briarpatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+    return run_python(["-m", "briarpatch.cli", *args], cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -43,6 +39,18 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
     assert not list(tmp_path.iterdir()), "a user error left files behind"
+
+
+def test_a_new_interpreter_also_prints_one_line(tmp_path):
+    # The tests above fork from a process that has imported the library (tests/processes.py); a
+    # warning raised while importing would show only in a new interpreter, as a user starts one.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "data.train_size=-5"], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "data.train_size must be a whole number >= 1" in out.stderr and not list(tmp_path.iterdir())
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -1,22 +1,20 @@
 """The analysis scripts run end to end on tiny data and print what they promise."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from briarpatch.train import train
 
 from .conftest import ROOT
+from .processes import run_python
 
 DATA = ["data.image_size=32", "data.train_size=48", "data.val_size=16", "data.test_size=48"]
 
 
 def _run(script, *args, cache=None):
     extra = [f"eval.cache_dir={cache}"] if cache is not None else []
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args, *extra],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = run_python([str(ROOT / "scripts" / script), *args, *extra], timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -90,8 +88,8 @@ def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop
 
     run(tmp_path / "long" / "grain" / "seed0", 8, 0.55, vals=[0.8, 0.7, 0.75, 0.6])
     run(tmp_path / "short" / "grain" / "seed0", 4, 0.62)
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "schedule_curves.py"), str(tmp_path / "fig.png"),
-                          str(tmp_path / "long"), str(tmp_path / "short")], capture_output=True, text=True, cwd=ROOT)
+    out = run_python([str(ROOT / "scripts" / "schedule_curves.py"), str(tmp_path / "fig.png"),
+                          str(tmp_path / "long"), str(tmp_path / "short")], cwd=ROOT)
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("| grain |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
@@ -109,8 +107,7 @@ def test_probe_logits_draws_every_way_for_a_run(tiny_cfg, tmp_path):
     assert set(lines) == {"clean", "patched", "gray", "random"}
     assert lines["patched"].split(":")[1] != lines["random"].split(":")[1]  # the control replaced the patch
     assert figure.stat().st_size > 10_000
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(tmp_path)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    bad = run_python([str(ROOT / "scripts" / "probe_logits.py"), str(figure), str(tmp_path)], timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "is not a training run folder" in bad.stderr
 
 
@@ -127,14 +124,12 @@ def test_jpeg_probe_reproduces_the_reports_jpeg_channel(tiny_cfg, tmp_path):
     assert abs(real - report["robustness"]["jpeg:75"]["non_adaptive_probe"]) <= 5e-4
     assert 0.0 <= stand_in <= 1.0
     assert "mixture probe (untouched and JPEG'd clean photos), on patched (real codec)" in out
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "jpeg_probe.py"), str(patch.parent), "--quality", "x"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    bad = run_python([str(ROOT / "scripts" / "jpeg_probe.py"), str(patch.parent), "--quality", "x"], timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "--quality needs a JPEG quality" in bad.stderr
 
 
 def test_bench_jpeg_times_both_codecs_side_by_side():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_jpeg.py"), "--rounds", "1", "--images", "2"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = run_python([str(ROOT / "scripts" / "bench_jpeg.py"), "--rounds", "1", "--images", "2"], timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [x for x in out.stdout.splitlines() if "ratio" in x]
     assert [x.split(":")[0] for x in lines] == ["codec alone, forward + backward", "pipeline per training step"]
@@ -144,8 +139,16 @@ def test_bench_jpeg_times_both_codecs_side_by_side():
 def test_bench_allocator_stops_at_a_failing_run_and_shows_why(tmp_path):
     # Both settings' runs are real CLI processes; a mistake in the overrides stops the benchmark
     # at the first one, with the CLI's own message (the full benchmark takes minutes: not run here).
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_allocator.py"), "--rounds", "1",
-                          "--patch-steps", "2", "--", "data.batch_size=0"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = run_python([str(ROOT / "scripts" / "bench_allocator.py"), "--rounds", "1",
+                          "--patch-steps", "2", "--", "data.batch_size=0"], timeout=300, cwd=tmp_path)
     assert out.returncode != 0
     assert "briarpatch train failed (2)" in out.stderr and "data.batch_size" in out.stderr
+
+
+def test_bench_paste_compares_both_ways_on_the_same_pixels():
+    out = run_python([str(ROOT / "scripts" / "bench_paste.py"), "--rounds", "1", "--batch", "4", "--size", "32"],
+                     timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ratios = [float(x.rsplit("ratio ", 1)[1]) for x in out.stdout.splitlines() if "ratio" in x]
+    assert len(ratios) == 2 and all(r > 0 for r in ratios)
+    assert "pasted pixels equal: True" in out.stdout

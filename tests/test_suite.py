@@ -78,13 +78,10 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
 
     assert "| default (seed 0 only) |" in markdown(suite_table(out, members=["default"], seeds=[0, 1]))
     # Two recipes side by side (here the same folder twice): one row per member and seed both ran.
-    import subprocess
-    import sys
-
     from .conftest import ROOT
+    from .processes import run_python
 
-    compared = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_suites.py"), str(out), str(out)],
-                              capture_output=True, text=True, cwd=ROOT)
+    compared = run_python([str(ROOT / "scripts" / "compare_suites.py"), str(out), str(out)], cwd=ROOT)
     assert compared.returncode == 0, compared.stderr
     rows = [line for line in compared.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
     assert len(rows) == 2 and all("| 0 |" in row for row in rows)
@@ -94,8 +91,7 @@ def test_the_suite_runs_end_to_end_writes_its_table_and_continues(tmp_path):
     assert summary.endswith(f"every target met on {met} of 2 runs")
     # The same runs as points of the trade-off, with the box the targets leave.
     fig = out / "frontier.png"
-    drawn = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier.py"), str(fig), f"a={out}", f"b={out}"],
-                           capture_output=True, text=True, cwd=ROOT)
+    drawn = run_python([str(ROOT / "scripts" / "frontier.py"), str(fig), f"a={out}", f"b={out}"], cwd=ROOT)
     assert drawn.returncode == 0, drawn.stderr
     rows = [line.split("|")[1:-1] for line in drawn.stdout.splitlines() if line.startswith(("| default |", "| grain |"))]
     assert [(r[0].strip(), r[2].strip()) for r in rows] == [("default", "a"), ("default", "b"), ("grain", "a"), ("grain", "b")]

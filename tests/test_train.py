@@ -1,8 +1,5 @@
 """Short training runs through the real composed configs."""
 
-import subprocess
-import sys
-
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -11,6 +8,7 @@ from briarpatch import load_patch
 from briarpatch.train import train
 
 from .conftest import ROOT
+from .processes import run_python
 
 
 @pytest.mark.parametrize("shape", ["frame", "square"])
@@ -64,8 +62,6 @@ def test_resume_from_checkpoint(tiny_cfg, tmp_path):
 def test_killed_run_resumed_ends_with_the_same_patch(tiny_cfg, tmp_path):
     """Kill -9 in the middle of epoch 2 of 3, resume from last.ckpt: same patch as never stopping."""
     import signal
-    import subprocess
-    import sys
 
     from .conftest import ROOT, TINY
 
@@ -73,11 +69,10 @@ def test_killed_run_resumed_ends_with_the_same_patch(tiny_cfg, tmp_path):
     full = train(tiny_cfg(*common, f"run_dir={tmp_path}/full"))
 
     run = tmp_path / "killed"
-    killed = subprocess.run(
-        [sys.executable, "-m", "briarpatch.cli", "train", *TINY, *common, f"hydra.run.dir={run}",
+    killed = run_python(
+        ["-m", "briarpatch.cli", "train", *TINY, *common, f"hydra.run.dir={run}",
          f"eval.cache_dir={tmp_path / 'cache'}", "+callbacks.kill._target_=tests.ddp_helpers.KillAt",
-         "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+         "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2"], timeout=600, cwd=ROOT)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run / "patch.safetensors").exists()
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -189,11 +184,9 @@ def test_other_objectives_and_adversaries_train(tiny_cfg, fit_on, objective, adv
 
 
 def test_cli_prints_composed_config_and_help():
-    out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "--cfg", "job", "patch.size=40"],
-                         capture_output=True, text=True, check=True, cwd=ROOT / "tests")
+    out = run_python(["-m", "briarpatch.cli", "train", "--cfg", "job", "patch.size=40"], check=True, cwd=ROOT / "tests")
     assert "size: 40" in out.stdout and "efficientnet_lite0" in out.stdout
-    help_out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "--help"],
-                              capture_output=True, text=True, check=True, cwd=ROOT / "tests")
+    help_out = run_python(["-m", "briarpatch.cli", "train", "--help"], check=True, cwd=ROOT / "tests")
     assert "encoder: efficientnet_lite0, efficientnet_lite1" in help_out.stdout.replace("\n", " ") or \
         "encoder:" in help_out.stdout
 
