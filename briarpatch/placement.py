@@ -235,8 +235,7 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
     grid = F.affine_grid(theta, [n, c + 1, height, width], align_corners=False)
     sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border" if whole_image else "zeros",
                             align_corners=False)
-    # One box: the same resampled patch for every image (the same pixels as one resampling per
-    # image; on a 2-core CPU the default frame's paste took 35 ms of a training step, now 8).
+    # One box: the same resampled patch for every image (the same pixels as one resampling each).
     sampled = sampled.expand(b, -1, -1, -1)
     colour, alpha = sampled[:, :c], sampled[:, c:]
     return images * (1 - alpha) + colour
@@ -244,10 +243,17 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
 
 def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one box per image of the batch from ``placement`` (one for all of them when it is
-    fixed), then :func:`paste`."""
+    """Draw one box per image of the batch from ``placement``, then :func:`paste`.
+
+    A fixed placement pastes without a gradient (evaluation, ``apply``, validation) from one box
+    for the whole batch: the same pixels at a quarter of the cost. Where the gradient flows to the
+    pixels (training) every image keeps its own box: one box sums the gradient before the
+    resampling instead of after, and that rounding alone moved a trained patch as far as another
+    seed does (docs/speed.md).
+    """
     b, _, height, width = images.shape
-    batch = b if placement.random else 1
+    shared = not placement.random and not (torch.is_grad_enabled() and pixels.requires_grad)
+    batch = 1 if shared else b
     boxes = sample_boxes(placement, batch=batch, height=height, width=width, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
     return paste(images, pixels, mask, boxes, whole_image=placement.stretch)

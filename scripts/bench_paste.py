@@ -3,10 +3,12 @@
     python scripts/bench_paste.py [--patch default] [--batch 32] [--size 128] [--rounds 10]
 
 A fixed placement (the shipped frame, any patch that is not placed at random) gives every image
-of a batch the same box, so :func:`briarpatch.placement.paste` resamples the patch once and blends
-it into every image. Both ways are timed alternately in one process, forward alone (evaluation,
-``apply``) and forward + backward to the pixels (a training step's paste, with a random weighting
-as its loss); the pasted pixels must be equal, the gradients equal to float rounding.
+of a batch the same box, so :func:`briarpatch.placement.paste` can resample the patch once and blend
+it into every image: evaluation, ``apply`` and validation do. Both ways are timed alternately in
+one process, forward alone and forward + backward to the pixels (a training step's paste, a random
+weighting as its loss). The pasted pixels must be equal. The gradients differ by float rounding,
+and that is why training keeps one box per image: the rounding alone moved a trained patch as far
+as another seed does (docs/speed.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from briarpatch.patch import Patch, make_mask
-from briarpatch.placement import ANCHORS, Placement, paste, sample_boxes
+from briarpatch.placement import ANCHORS, Placement, paste, paste_placed, sample_boxes
 
 
 def _paste_fixed(images, pixels, mask, **kw):
@@ -155,3 +155,20 @@ def test_one_box_for_the_batch_gives_each_images_pixels(kw):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="one box per image"):
         paste(images, pixels, mask, sample_boxes(placement, batch=2, height=32, width=40, patch_hw=(32, 32)))
+
+
+def test_training_keeps_one_box_per_image_and_its_exact_gradient():
+    # paste_placed shares one box only where no gradient flows to the pixels: a training step's
+    # gradient stays bit for bit what one resampling per image gives.
+    placement = Placement(size=1.0, stretch=True)
+    images = torch.rand(8, 3, 64, 64)  # at 32 px both sums happened to round alike
+    pixels = torch.rand(3, 64, 64, requires_grad=True)
+    mask = make_mask("frame", 64, 64, band=2, insets=[8])
+    weights = torch.randn(8, 3, 64, 64)
+    (trained,) = torch.autograd.grad((paste_placed(images, pixels, mask, placement) * weights).sum(), pixels)
+    boxes = sample_boxes(placement, batch=8, height=64, width=64, patch_hw=(64, 64))
+    (per_image,) = torch.autograd.grad((paste(images, pixels, mask, boxes, whole_image=True) * weights).sum(), pixels)
+    assert torch.equal(trained, per_image)
+    with torch.no_grad():
+        assert torch.equal(paste_placed(images, pixels, mask, placement),
+                           paste(images, pixels, mask, boxes, whole_image=True))
