@@ -10,6 +10,7 @@ its thread pools afresh. Where forkserver is unavailable, the calls fall back to
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import runpy
@@ -64,6 +65,7 @@ def _child(argv: list[str], cwd: str, env: dict, out_path: str, err_path: str) -
         traceback.print_exc()
         code = 1
     finally:
+        atexit._run_exitfuncs()  # what the interpreter runs at exit (multiprocessing's children skip it)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
