@@ -53,6 +53,20 @@ def test_a_new_interpreter_also_prints_one_line(tmp_path):
     assert "data.train_size must be a whole number >= 1" in out.stderr and not list(tmp_path.iterdir())
 
 
+def test_help_and_version_answer_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, briarpatch.cli; briarpatch.cli.main(['--help']); briarpatch.cli.main(['--version']); "
+            "print('torch imported:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "commands:" in out.stdout and "briarpatch 0." in out.stdout, out.stderr
+    assert out.stdout.strip().endswith("torch imported: False")
+    from briarpatch import load_patch  # the package's names are still there, imported on first use
+
+    assert callable(load_patch)
+
+
 def test_debug_shows_the_traceback(tmp_path):
     out = _run("train", "encoder.name=foo", "--debug", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr and "unknown encoder 'foo'" in out.stderr
