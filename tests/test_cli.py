@@ -1,6 +1,8 @@
 """The `briarpatch` command as a newcomer meets it: one-line errors, no stray run folders, short logs."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,11 @@ pytestmark = pytest.mark.slow
 
 def _run(*args, cwd, env=None, timeout=600):
     return run_python(["-m", "briarpatch.cli", *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def _new_interpreter(*argv, cwd, timeout=600):
+    """``python *argv`` in a new interpreter, as a user starts one (not forked: import-time effects show)."""
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -44,22 +51,15 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
     # The tests above fork from a process that has imported the library (tests/processes.py); a
     # warning raised while importing would show only in a new interpreter, as a user starts one.
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "briarpatch.cli", "train", "data.train_size=-5"], capture_output=True,
-                         text=True, timeout=600, cwd=tmp_path)
+    out = _new_interpreter("-m", "briarpatch.cli", "train", "data.train_size=-5", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
     assert "data.train_size must be a whole number >= 1" in out.stderr and not list(tmp_path.iterdir())
 
 
 def test_help_and_version_answer_without_importing_torch(tmp_path):
-    import subprocess
-    import sys
-
     code = ("import sys, briarpatch.cli; briarpatch.cli.main(['--help']); briarpatch.cli.main(['--version']); "
             "print('torch imported:', 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = _new_interpreter("-c", code, cwd=tmp_path, timeout=120)
     assert out.returncode == 0 and "commands:" in out.stdout and "briarpatch 0." in out.stdout, out.stderr
     assert out.stdout.strip().endswith("torch imported: False")
     from briarpatch import load_patch  # the package's names are still there, imported on first use

@@ -89,7 +89,7 @@ def test_schedule_curves_reads_validation_by_patch_step_and_finds_the_early_stop
     run(tmp_path / "long" / "grain" / "seed0", 8, 0.55, vals=[0.8, 0.7, 0.75, 0.6])
     run(tmp_path / "short" / "grain" / "seed0", 4, 0.62)
     out = run_python([str(ROOT / "scripts" / "schedule_curves.py"), str(tmp_path / "fig.png"),
-                          str(tmp_path / "long"), str(tmp_path / "short")], cwd=ROOT)
+                      str(tmp_path / "long"), str(tmp_path / "short")], cwd=ROOT)
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("| grain |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
@@ -140,7 +140,7 @@ def test_bench_allocator_stops_at_a_failing_run_and_shows_why(tmp_path):
     # Both settings' runs are real CLI processes; a mistake in the overrides stops the benchmark
     # at the first one, with the CLI's own message (the full benchmark takes minutes: not run here).
     out = run_python([str(ROOT / "scripts" / "bench_allocator.py"), "--rounds", "1",
-                          "--patch-steps", "2", "--", "data.batch_size=0"], timeout=300, cwd=tmp_path)
+                      "--patch-steps", "2", "--", "data.batch_size=0"], timeout=300, cwd=tmp_path)
     assert out.returncode != 0
     assert "briarpatch train failed (2)" in out.stderr and "data.batch_size" in out.stderr
 
