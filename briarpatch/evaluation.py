@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
+from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
@@ -42,7 +42,6 @@ from .placement import paste_placed, quantize_8bit
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
            "evaluate_run", "check_compatible", "control_patches", "main"]
 
-log = logging.getLogger(__name__)
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
 
@@ -175,8 +174,9 @@ def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_si
         start += len(emb)
     if out is None:
         raise ValueError("cannot embed an empty dataset")
-    if progress and not bar:
-        print(f"[evaluate] {desc}: {len(out)} images, {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    if progress:
+        stage(f"[evaluate] {desc}: {len(out)} images, {time.perf_counter() - began:.0f} s", file=sys.stderr,
+              show=not bar)
     return out
 
 
@@ -209,7 +209,8 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
         try:
             cached = np.load(path, allow_pickle=False).astype(np.float64)
             if cached.shape[0] == len(dataset):
-                log.debug("%s embeddings from cache %s", what, path)
+                if settings.progress:  # the run's log file keeps every stage; the screen only the work
+                    stage(f"[evaluate] embedding {what}: {len(cached)} images, from the cache", show=False)
                 return cached
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
@@ -449,7 +450,7 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     print_summary(report)
     if out_dir is not None:
         write_report(report, Path(out_dir))
-        print(f"report written to {Path(out_dir) / 'report.md'} (figures and report.json beside it)")
+        stage(f"report written to {Path(out_dir) / 'report.md'} (figures and report.json beside it)")
     return report
 
 
@@ -491,7 +492,7 @@ def evaluate(cfg: DictConfig, overrides=()) -> dict:
         pl.seed_everything(cfg.seed, verbose=False)
     cfg, source = with_run_config(cfg, overrides)
     if source is not None:
-        print(f"data and encoder of the patch's training run ({source})", file=sys.stderr)
+        stage(f"data and encoder of the patch's training run ({source})", file=sys.stderr)
     return evaluate_run(cfg, patch_path=cfg.patch_path, out_dir=Path(cfg.run_dir) / "report")
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from ._memory import keep_freed_memory
+from ._runlog import stage
 from .artifacts import save_patch, save_png
 from .config import build, config_dir, config_hash, report_user_error, user_errors
 from .data import check_groups
@@ -74,11 +75,12 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
 
 
 class EpochLog(pl.Callback):
-    """One line per validation when the output is not a terminal (a log file, CI): no progress
-    bar redraws, just where training is and what the adversary reads."""
+    """One line per validation in the run's log file and, when the output is not a terminal (a
+    log, CI), on it too: no progress bar redraws, just where training is and what the adversary
+    reads. ``show=False``: the log file only (a terminal has the progress bar)."""
 
-    def __init__(self, patch_steps: int):
-        self.patch_steps, self.start = patch_steps, time.perf_counter()
+    def __init__(self, patch_steps: int, *, show: bool = True):
+        self.patch_steps, self.show, self.start = patch_steps, show, time.perf_counter()
 
     def on_validation_end(self, trainer, module):
         if trainer.sanity_checking:
@@ -87,8 +89,9 @@ class EpochLog(pl.Callback):
         what = "warm-up" if module._in_warmup() else f"patch step {trainer.global_step}/{self.patch_steps}"
         scores = ", ".join(f"{k} {float(m[f'val/adv_bacc_{k}']):.3f}" for k in ("clean", "patched")
                            if f"val/adv_bacc_{k}" in m)
-        print(f"[train] epoch {trainer.current_epoch}, {what}: adversary on validation images {scores} "
-              f"({time.perf_counter() - self.start:.0f} s)", flush=True)
+        if trainer.is_global_zero:
+            stage(f"[train] epoch {trainer.current_epoch}, {what}: adversary on validation images {scores} "
+                  f"({time.perf_counter() - self.start:.0f} s)", show=self.show)
 
 
 @contextlib.contextmanager
@@ -146,10 +149,9 @@ def train(cfg: DictConfig) -> dict:
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
     batches = -(-len(datamodule.split("train")) // datamodule.batch_size)
     every = min(cfg.trainer.get("log_every_n_steps", 50), batches)
-    # On a terminal a progress bar; in a log one line per epoch.
+    # On a terminal a progress bar; in a log one line per epoch; in the run's log file both ways.
     bar = bool(cfg.trainer.get("enable_progress_bar", True)) and _interactive()
-    if cfg.trainer.get("enable_progress_bar", True) and not bar:
-        callbacks.append(EpochLog(cfg.patch_steps))
+    callbacks.append(EpochLog(cfg.patch_steps, show=bool(cfg.trainer.get("enable_progress_bar", True)) and not bar))
     with quiet_lightning():
         trainer: pl.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, log_every_n_steps=every,
                                     enable_progress_bar=bar)
@@ -166,7 +168,7 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         _write_artifact(cfg, module, datamodule, run_dir)
-        print(f"patch written to {result['patch']}", flush=True)
+        stage(f"patch written to {result['patch']}")
         if cfg.get("evaluate_after_train", False):
             from .evaluation import evaluate_run
 

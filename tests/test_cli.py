@@ -98,6 +98,11 @@ def test_a_smoke_run_logs_one_line_per_stage_and_evaluate_reads_its_run(tmp_path
     for noise in ("Tip:", "GPU available", "exists and is not empty", "log_every_n_steps"):
         assert noise not in log
 
+    # The run folder's log keeps the same stages (and the cached ones the screen leaves out).
+    kept = (run / "train.log").read_text()
+    for line in ("[train] epoch 0", "patch written to", "[evaluate] embedding clean train: ",
+                 "[evaluate] embedding patched test through jpeg:75", "report written to"):
+        assert line in kept, kept
     report = run / "report" / "report.md"
     assert "Patch `" in report.read_text() and "efficientnet_lite0" in report.read_text()
     evaluated = _run("evaluate", f"patch={run}", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=0",
@@ -105,5 +110,7 @@ def test_a_smoke_run_logs_one_line_per_stage_and_evaluate_reads_its_run(tmp_path
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert f"training run ({run / 'config.yaml'})" in evaluated.stderr
     assert f"report written to {tmp_path / 'eval' / 'report' / 'report.md'}" in evaluated.stdout
+    kept = (tmp_path / "eval" / "evaluation.log").read_text()
+    assert "training run (" in kept and "embedding clean test: 48 images, from the cache" in kept, kept
     data = json.loads((tmp_path / "eval" / "report" / "report.json").read_text())["data"]
     assert data["image_size"] == 32 and data["sizes"]["test"] == 48  # the run's data, not the default's
