@@ -27,9 +27,11 @@ __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_
 
 DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+KINDS = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP")}
+# GIF is read, not written: its 256 colours would change the photo (a patched GIF is written as .png).
 _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-                ".bmp": "BMP", ".gif": "PNG"}
+                ".bmp": "BMP"}
 
 
 # ----------------------------------------------------------------------------- core
@@ -233,7 +235,8 @@ class ImageTooLarge(ValueError):
 
 
 def open_image(path: Path, *, max_pixels: int):
-    """Open and decode an image, refusing decompression bombs before decoding."""
+    """Open and decode an image, refusing decompression bombs before decoding, and animations and
+    multi-page files (patching their first frame alone would pass for patching the file)."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -246,6 +249,11 @@ def open_image(path: Path, *, max_pixels: int):
             if img.width * img.height > max_pixels:
                 raise ImageTooLarge(f"{img.width}x{img.height} = {img.width * img.height} pixels is more than "
                                     f"--max-pixels {max_pixels}; raise it if you trust this file")
+            # A camera's MPO JPEG holds the photo first and previews or depth maps after it: a photo.
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1 and img.format != "MPO":
+                raise ValueError(f"{frames} frames (an animation or a multi-page file): only still images are "
+                                 "patched; save the frame you want as an image of its own")
             img.load()
             return img.copy()  # detached from the file, which is closed here
 
@@ -261,10 +269,11 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
     """Expand files, folders (recursive, symlinked folders not followed) and globs.
 
     ``skip``: a folder whose files are never inputs (the output folder: earlier runs' outputs
-    are not photos to patch again). Returns ``(source, relative output path)`` pairs and
-    problems found while collecting.
+    are not photos to patch again). Returns ``(source, relative output path)`` pairs, problems
+    found while collecting, and the files of the folders that are not images by their suffix
+    (hidden files aside).
     """
-    pairs, problems = [], []
+    pairs, problems, left_out = [], [], []
     skip = skip.resolve() if skip is not None else None
     skipped = lambda p: skip is not None and (Path(p).resolve() == skip or skip in Path(p).resolve().parents)  # noqa: E731
     for item in inputs:
@@ -283,11 +292,13 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
                     src = Path(dirpath) / name
                     if src.suffix.lower() in IMAGE_SUFFIXES:
                         pairs.append((src, src.relative_to(root)))
+                    elif not name.startswith("."):
+                        left_out.append(src)
         elif Path(item).is_file():
             pairs.append((Path(item), Path(Path(item).name)))
         else:
             problems.append(f"{item}: no such file or folder")
-    return pairs, problems
+    return pairs, problems, left_out
 
 
 def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
@@ -418,11 +429,15 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"briarpatch apply: {exc}", file=sys.stderr)
         return 2
     out_dir: Path = args.out
-    pairs, problems = collect_inputs(args.inputs, skip=out_dir)
+    pairs, problems, left_out = collect_inputs(args.inputs, skip=out_dir)
     if not pairs:
         where = ", ".join(args.inputs)
-        reason = "; ".join(problems) if problems else f"no JPEG, PNG, WebP, TIFF, BMP or GIF images in {where}"
+        reason = "; ".join(problems) if problems else f"no {KINDS} images in {where}"
         print(f"briarpatch apply: nothing to patch: {reason}", file=sys.stderr)
+        return 2
+    if out_dir.suffix.lower() == ".gif" and not out_dir.is_dir():
+        print(f"briarpatch apply: --out {out_dir}: patched photos are not written as GIF (its 256 colours would "
+              f"change the photo); name it {out_dir.with_suffix('.png').name}", file=sys.stderr)
         return 2
     # --out photo.png: a file name, for one photo (a folder of that name, if one exists, stays a folder).
     to_file = out_dir.suffix.lower() in _SAVE_FORMAT and not out_dir.is_dir()
@@ -441,6 +456,10 @@ def cli(argv: list[str] | None = None) -> int:
     notice = synthetic_notice(patch)
     if notice and not args.quiet:
         print(notice, file=sys.stderr)
+    if left_out and not args.quiet:
+        names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        print(f"left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} not named as {KINDS} images "
+              f"({names})", file=sys.stderr)
     if to_file:
         plans = [(pairs[0][0], out_dir, None)]
     else:

@@ -166,6 +166,37 @@ def test_dry_run_writes_nothing(patch_file, tmp_path, capsys):
     assert not (tmp_path / "o").exists() and "would write" in capsys.readouterr().out
 
 
+def test_animations_are_refused_gifs_become_png_and_other_files_are_named(patch_file, tmp_path, capsys):
+    """Patching an animation's first frame alone would pass for patching it; a camera's MPO JPEG
+    (the photo, then previews or depth maps) is a photo; a GIF is read, written as PNG."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    frames = [_rgb(40, 30, 0), _rgb(40, 30, 1)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(src / "pages.tiff", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "camera.jpg", format="MPO", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "still.gif")
+    (src / "notes.txt").write_text("not a photo")
+    (src / ".DS_Store").write_bytes(b"\0")
+    def fmt(path):
+        with Image.open(path) as im:
+            return im.format, getattr(im, "n_frames", 1)
+
+    assert fmt(src / "camera.jpg") == ("MPO", 2)
+    assert cli([str(patch_file), str(src), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "written 2, skipped 0 (already exist), failed 3" in captured.out
+    for name in ("anim.gif", "anim.webp", "pages.tiff"):
+        assert f"{name}: 2 frames (an animation or a multi-page file)" in captured.err
+    assert "left out 1 file not named as JPEG, PNG, WebP, TIFF, BMP or GIF images (notes.txt)" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["camera.jpg", "still.png"]
+    assert fmt(out / "still.png") == ("PNG", 1) and fmt(out / "camera.jpg") == ("JPEG", 1)
+    # Asked for by name, a GIF is one line and nothing written.
+    assert cli([str(patch_file), str(src / "still.gif"), "--out", str(tmp_path / "o.gif"), "-q"]) == 2
+    assert "not written as GIF" in capsys.readouterr().err and not (tmp_path / "o.gif").exists()
+
+
 def test_decompression_bombs_are_refused(patch_file, tmp_path, capsys):
     Image.new("RGB", (400, 300)).save(tmp_path / "big.png")
     assert cli([str(patch_file), str(tmp_path / "big.png"), "--out", str(tmp_path / "o"), "-q",
