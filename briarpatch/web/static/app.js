@@ -57,6 +57,8 @@
     if (!kind) throw new Error("not a JPEG, PNG or WebP image");
     let head;
     try { head = BP.headerSize(bytes, kind); } catch (e) { throw new Error(`the ${kind.toUpperCase()} file is damaged or truncated`); }
+    const frames = BP.frameCount(bytes, kind);
+    if (frames > 1) throw new Error(`${frames} frames (an animation): only still images are patched; save the frame you want as an image of its own`);
     if (head.width * head.height > BP.MAX_PIXELS) {
       throw new Error(`${head.width}×${head.height} is more than ${BP.MAX_PIXELS / 1e6} megapixels; refused before decoding`);
     }

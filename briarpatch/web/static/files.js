@@ -69,6 +69,30 @@
     throw new Error("not an image");
   };
 
+  // Frames of an animated PNG (acTL) or WebP (ANMF chunks); 1 for a still image. Patching the
+  // first frame alone would pass for patching the animation, so the page refuses them (as apply does).
+  BP.frameCount = function (bytes, kind) {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (kind === "png") {
+      for (let pos = 8; pos + 12 <= bytes.length;) {
+        const len = dv.getUint32(pos), type = String.fromCharCode(...bytes.subarray(pos + 4, pos + 8));
+        if (type === "acTL" && pos + 12 <= bytes.length) return Math.max(1, dv.getUint32(pos + 8));
+        if (type === "IDAT" || type === "IEND") break;
+        pos += 12 + len;
+      }
+      return 1;
+    }
+    if (kind === "webp" && String.fromCharCode(...bytes.subarray(12, 16)) === "VP8X" && (bytes[20] & 0x02)) {
+      let frames = 0;
+      for (let pos = 12; pos + 8 <= bytes.length;) {
+        if (String.fromCharCode(...bytes.subarray(pos, pos + 4)) === "ANMF") frames++;
+        pos += 8 + dv.getUint32(pos + 4, true) + (dv.getUint32(pos + 4, true) & 1);
+      }
+      return Math.max(frames, 2);
+    }
+    return 1;
+  };
+
   // --------------------------------------------------------------------- EXIF orientation
   // Orientation tag of a TIFF-structured EXIF block (PNG eXIf chunk), 1 when absent.
   function exifOrientation(bytes) {
