@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import sys
 import warnings
@@ -198,6 +199,8 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
             raise TypeError(f"tensor images must be float (C, H, W) or a batch (B, C, H, W) with C = 1 or 3, "
                             f"got {tuple(image.shape)}")
         low, high = float(image.min()), float(image.max())
+        if math.isnan(low) or math.isnan(high):  # min and max are NaN when any pixel is
+            raise ValueError("tensor holds NaN: pixels must be numbers in [0, 1]")
         if low < 0 or high > 1:
             raise ValueError(f"tensor values must be pixels in [0, 1], got {low:.3g} to {high:.3g}: paste before "
                              "Normalize (on a PIL image, or on ToTensor()'s output), never on a normalized tensor")

@@ -336,3 +336,7 @@ def test_the_transform_refuses_a_normalized_tensor(patch_file):
     assert ok.shape == (3, 30, 40)
     with pytest.raises(ValueError, match="paste before Normalize"):
         transform(torch.randn(3, 30, 40))
+    broken = torch.rand(3, 30, 40)
+    broken[0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="tensor holds NaN"):
+        transform(broken)
