@@ -155,7 +155,11 @@ def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
         raise exc
     if run_dir is not None:
         remove_if_empty_run(run_dir)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else exc.__class__.__name__
+    if text.startswith("Caught ") and "Original Traceback" in str(exc):
+        # Raised in a DataLoader worker: the original message is the traceback's last line.
+        text = lines[-1].split(": ", 1)[-1]
     if exc.__class__.__name__ == "MissingMandatoryValue":
         key = getattr(exc, "full_key", "") or text
         text = f"{key} must be set (add {key}=...)"

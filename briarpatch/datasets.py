@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 from .data import SplitDataModule
 
-__all__ = ["TableDataModule", "TableDataset", "celeba", "utkface", "fairface", "waterbirds", "manifest"]
+__all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
+           "manifest"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -64,6 +65,42 @@ def _stratified_split(s: np.ndarray, y: np.ndarray, *, seed: int, fractions=(0.7
     return split
 
 
+class UnreadableImage(ValueError):
+    """A listed image that looked like one when the dataset was built but does not decode (truncated, damaged)."""
+
+
+# The first bytes of the formats datasets ship in (JPEG, PNG, GIF, BMP, TIFF; WebP below).
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _unreadable(paths) -> dict[str, str]:
+    """The paths that are not images (empty, an error page saved as .jpg, another kind of file),
+    with the reason.
+
+    The first bytes are compared with the usual formats' signatures (about 10 us a file, where
+    opening it with PIL costs 250 us: 50 s for CelebA's 200k photos); a file that matches none is
+    asked of PIL. A damaged body is found when the image is decoded (:class:`UnreadableImage`).
+    """
+    from PIL import Image
+
+    bad = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            bad[path] = exc.strerror or exc.__class__.__name__
+            continue
+        if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            continue
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - the header is parsed on open; size proves it
+        except Exception as exc:  # noqa: BLE001 - any failure to read makes the file unusable
+            bad[path] = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return bad
+
+
 class TableDataset(Dataset):
     """Images listed in a table, decoded and resized when read."""
 
@@ -78,12 +115,16 @@ class TableDataset(Dataset):
     def __getitem__(self, i):
         from PIL import Image, ImageOps
 
-        with Image.open(self.paths[i]) as img:
-            # A JPEG is decoded at the smallest power-of-two scale still at least twice the training
-            # size on its shorter side (the DCT does the first downscaling, several times faster).
-            img.draft("RGB", (2 * self.image_size, 2 * self.image_size))
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img = ImageOps.fit(img, (self.image_size, self.image_size), Image.BILINEAR)  # centre crop + resize
+        try:
+            with Image.open(self.paths[i]) as img:
+                # A JPEG is decoded at the smallest power-of-two scale still at least twice the training
+                # size on its shorter side (the DCT does the first downscaling, several times faster).
+                img.draft("RGB", (2 * self.image_size, 2 * self.image_size))
+                img = ImageOps.exif_transpose(img).convert("RGB")
+                img = ImageOps.fit(img, (self.image_size, self.image_size), Image.BILINEAR)  # centre crop + resize
+        except OSError as exc:  # its first bytes looked right, the rest does not decode
+            raise UnreadableImage(f"{self.paths[i]} cannot be decoded ({exc}): remove it from the dataset's "
+                                  "list, or replace the file") from None
         image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
         return {"image": image, "y": self.y[i], "s": self.s[i], "index": i}
 
@@ -117,7 +158,17 @@ class TableDataModule(SplitDataModule):
             if frac > max_missing:
                 raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; check data.root")
             log.warning("%s; skipping them", msg)
-            table = table[exists]
+        # A file that is not an image would stop training at its first batch: left out here, counted
+        # with the missing ones against data.max_missing.
+        bad = _unreadable(table.loc[exists, "path"])
+        if bad:
+            path, why = next(iter(bad.items()))
+            msg = f"{len(bad)} of {len(table)} listed images cannot be read (e.g. {path}: {why})"
+            if (missing + len(bad)) / len(table) > max_missing:
+                raise ValueError(f"{msg}; with the missing ones more than data.max_missing={max_missing}: "
+                                 "replace or unlist them, or raise data.max_missing to skip them")
+            log.warning("%s; skipping them", msg)
+        table = table[exists & ~table["path"].isin(bad)]
         self.name, self.image_size, self.batch_size = name, image_size, batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.group_names, self.target_names = list(group_names), list(target_names)
@@ -144,6 +195,16 @@ class TableDataModule(SplitDataModule):
 
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
             split, root, **kwargs) -> TableDataModule:
+    # A row without a label cannot be trained or scored on: left out, and said so.
+    blank = (y_values.isna() | s_values.isna()).to_numpy()
+    if blank.all():
+        raise ValueError(f"no row has both a {target!r} and a {sensitive!r} value; check data.target and data.sensitive")
+    if blank.any():
+        log.warning("%d of %d rows have no %r or %r value (e.g. %s); skipping them", int(blank.sum()), len(blank),
+                    target, sensitive, frame["path"].to_numpy()[blank][0])
+        keep = ~blank
+        frame, y_values, s_values = frame[keep], y_values[keep], s_values[keep]
+        split = None if split is None else np.asarray(split)[keep]
     y, target_names = _encode(y_values.rename(target), threshold=target_threshold, role=f"target {target!r}")
     s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
     if split is None:

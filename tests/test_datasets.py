@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from briarpatch.config import build
@@ -187,3 +188,38 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="the train split of manifest:manifest.csv is empty"):
         build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
                                     "data.sensitive=group", "data.split_column=split", "data.limit=0"]).data)
+
+
+def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path, caplog, capsys):
+    """A file that is not an image and a row without a label are skipped with a warning (counted
+    against data.max_missing), not met at the first batch; a body that does not decode names its file."""
+    from briarpatch.config import report_user_error
+    from briarpatch.datasets import UnreadableImage
+
+    path = make_manifest(tmp_path, split=True)
+    (tmp_path / "imgs" / "3.jpg").write_bytes(b"not an image")
+    frame = pd.read_csv(path)
+    frame.loc[5, "label"] = None
+    frame.to_csv(path, index=False)
+    over = ["data=manifest", f"data.manifest={path}", "data.target=label", "data.sensitive=group",
+            "data.split_column=split"]
+    with pytest.raises(ValueError, match=r"1 of 59 listed images cannot be read \(e.g. .*3.jpg: cannot identify"):
+        build(compose_cfg("train", over).data)
+    dm = build(compose_cfg("train", [*over, "data.max_missing=0.05"]).data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N - 2
+    assert "1 of 60 rows have no 'label' or 'group' value" in caplog.text and "cannot be read" in caplog.text
+
+    # A header that reads and a body that does not (a truncated download): the file is named.
+    whole = (tmp_path / "imgs" / "7.jpg").read_bytes()
+    (tmp_path / "imgs" / "7.jpg").write_bytes(whole[:len(whole) // 2])
+    dataset = build(compose_cfg("train", [*over, "data.max_missing=0.05"]).data).split("train")
+    at = [str(p) for p in dataset.paths].index(str(tmp_path / "imgs" / "7.jpg"))
+    with pytest.raises(UnreadableImage, match=r"7.jpg cannot be decoded \(image file is truncated"):
+        dataset[at]
+    # Raised in a DataLoader worker, it is still one line naming the file.
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [at]), num_workers=1)
+    with pytest.raises(UnreadableImage) as caught:
+        next(iter(loader))
+    assert report_user_error("briarpatch train", caught.value) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("briarpatch train: ") and "7.jpg cannot be decoded" in err and len(err.splitlines()) == 1
