@@ -223,3 +223,25 @@ def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path
     assert report_user_error("briarpatch train", caught.value) == 2
     err = capsys.readouterr().err
     assert err.startswith("briarpatch train: ") and "7.jpg cannot be decoded" in err and len(err.splitlines()) == 1
+
+
+def test_cached_embeddings_are_not_served_for_replaced_photos(tmp_path):
+    """The embedding cache is keyed by describe(): a photo replaced in place, or a list that names
+    other files, gets a new key; the same files keep theirs."""
+    from briarpatch.encoders import build_encoder
+    from briarpatch.evaluation import _cache_key
+
+    path = make_manifest(tmp_path, split=True)
+    over = ["data=manifest", f"data.manifest={path}", "data.target=label", "data.sensitive=group",
+            "data.split_column=split", "data.image_size=32"]
+    encoder = build_encoder("efficientnet_lite0", input_size=32)
+    key = lambda: _cache_key(encoder, build(compose_cfg("train", over).data), "test", None)  # noqa: E731
+    before = key()
+    assert key() == before
+    _jpeg(tmp_path / "imgs" / "50.jpg", 12345)  # a test-split photo replaced by another
+    assert key() != before
+    replaced = key()
+    frame = pd.read_csv(path)
+    frame.loc[frame["path"] == "imgs/51.jpg", "path"] = "imgs/1.jpg"  # the list now names another file
+    frame.to_csv(path, index=False)
+    assert key() not in (before, replaced)
