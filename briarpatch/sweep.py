@@ -67,7 +67,8 @@ def pareto_mask(accuracy: np.ndarray, dp: np.ndarray) -> np.ndarray:
 
 
 def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
-    """Swept keys, and one row per setting with mean and std over seeds."""
+    """Swept keys, and one row per setting: mean and std over seeds, and each seed's value
+    (``<metric>_per_seed``, in the order of ``seeds``)."""
     keys = sorted({k for r in runs for k in r["config"]})
     swept = [k for k in keys if len({r["config"].get(k) for r in runs}) > 1
              and not any(k == p or k.startswith(p) for p in _IGNORED)]
@@ -76,12 +77,15 @@ def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
         groups.setdefault(tuple(r["config"].get(k) for k in swept), []).append(r)
     rows = []
     for setting, members in groups.items():
+        members = sorted(members, key=lambda r: ((0, r["seed"], "") if isinstance(r["seed"], int)
+                                                 else (1, 0, str(r["seed"])), r["label"]))
         row = {"setting": dict(zip(swept, (json.loads(v) if v is not None else None for v in setting))),
-               "runs": len(members), "seeds": sorted(str(m["seed"]) for m in members)}
+               "runs": len(members), "seeds": [str(m["seed"]) for m in members]}
         for m in METRICS:
             vals = np.array([r[m] for r in members])
             row[m] = float(vals.mean())
             row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{m}_per_seed"] = [float(v) for v in vals]
         rows.append(row)
     mask = pareto_mask(np.array([r["accuracy"] for r in rows]), np.array([r["dp_difference"] for r in rows]))
     for row, optimal in zip(rows, mask):
@@ -132,18 +136,27 @@ def sweep_report(root, out=None) -> dict:
                                 "run `briarpatch train -m ...` with evaluate_after_train=true first")
     swept, rows = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
-    fmt = lambda r, m: f"{r[m]:.3f} ± {r[m + '_std']:.3f}"  # noqa: E731
-    head = ["setting", "runs", "accuracy", "DP diff", "non-adaptive", "adaptive", "Pareto"]
+    def fmt(r, m):
+        # A few seeds are shown one by one (they disagree more often than a std suggests); many as mean ± std.
+        each = r[f"{m}_per_seed"]
+        if len(each) == 1:
+            return f"{each[0]:.3f}"
+        if len(each) <= 5:
+            return f"{r[m]:.3f} ({' / '.join(f'{v:.3f}' for v in each)})"
+        return f"{r[m]:.3f} ± {r[m + '_std']:.3f}"
+
+    head = ["setting", "seeds", "accuracy", "DP diff", "non-adaptive", "adaptive", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         setting = ", ".join(f"{k}={v}" for k, v in r["setting"].items()) or "(single setting)"
-        lines.append(f"| {setting} | {r['runs']} | {fmt(r, 'accuracy')} | {fmt(r, 'dp_difference')} | "
+        lines.append(f"| {setting} | {' / '.join(r['seeds'])} | {fmt(r, 'accuracy')} | {fmt(r, 'dp_difference')} | "
                      f"{fmt(r, 'non_adaptive_bacc')} | {fmt(r, 'adaptive_bacc')} | {'yes' if r['pareto'] else ''} |")
     seeds = sorted({str(r["seed"]) for r in runs})
     what = ", ".join(swept) if swept else f"the seed only ({len(seeds)} seeds: {', '.join(seeds)})" if len(seeds) > 1 \
         else "nothing (one setting, one seed)"
     md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} runs; swept: {what} "
-                    "(mean ± std over seeds). Leakage columns: logistic S probe balanced accuracy, non-adaptive "
+                    "(each cell: the mean over seeds, then each seed's value in the order of the seeds column; "
+                    "mean ± std past five seeds). Leakage columns: logistic S probe balanced accuracy, non-adaptive "
                     "(fit on clean) and adaptive (refit on patched).", "", *lines, "", "![Pareto](pareto.png)", ""])
     with atomic_path(out / "sweep_report.md") as tmp:
         tmp.write_text(md)

@@ -25,9 +25,14 @@ def test_sweep_of_three_runs_gives_table_and_pareto_figure(tiny_cfg, tmp_path, c
     assert rows[0.0]["runs"] == 2 and rows[0.0]["seeds"] == ["0", "1"] and rows[1.0]["runs"] == 1
     runs = {r["dir"].rsplit("/", 1)[1]: r for r in data["runs"]}
     assert rows[0.0]["accuracy"] == pytest.approx((runs["0"]["accuracy"] + runs["1"]["accuracy"]) / 2)
+    assert rows[0.0]["accuracy_per_seed"] == [runs["0"]["accuracy"], runs["1"]["accuracy"]]
     assert any(r["pareto"] for r in data["rows"])
     assert (tmp_path / "sweep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert "objective.utility_weight=0.0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # Each seed's figure is in the table, not only their mean.
+    line = next(ln for ln in out.splitlines() if ln.startswith("| objective.utility_weight=0.0 |"))
+    probes = " / ".join(f"{runs[k]['non_adaptive_bacc']:.3f}" for k in ("0", "1"))
+    assert "| 0 / 1 |" in line and f"({probes})" in line, line
 
 
 def test_empty_directory_is_a_clear_error(tmp_path, capsys):
