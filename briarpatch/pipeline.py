@@ -284,7 +284,7 @@ def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int, *, fmt: str = "JPEG")
 # ----------------------------------------------------------------------------- evaluation channels
 #: The channels every evaluation report measures by default.
 DEFAULT_CHANNELS = ("identity", "center_crop:0.875", "center_crop:0.95", "random_resized_crop:0.8", "jpeg:75",
-                    "downscale_jpeg:4:85", "hflip")
+                    "downscale_jpeg:4:85", "hflip", "aspect:4:3")
 CHANNELS = {
     "identity": "nothing happens to the photo",
     "center_crop": "centre crop keeping this share of each side, resized back (center_crop:0.875)",
@@ -295,6 +295,8 @@ CHANNELS = {
     "rotate": "rotated this many degrees and cropped to the largest upright box of its aspect, "
               "resized back: a photo straightened in an editor (rotate:5)",
     "webp": "saved as WebP at this quality (webp:75)",
+    "aspect": "patched as a photo of this aspect (aspect:4:3 landscape, aspect:3:4 portrait) whose shorter side "
+              "is resized and centre square cropped, the standard preprocessing: the image is that square",
 }
 
 
@@ -309,15 +311,17 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
-              "rotate": 1, "webp": 1}
+              "rotate": 1, "webp": 1, "aspect": 2}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
     share = (lambda v: 0 < v <= 1, "a share of the image in (0, 1]")
     quality = (lambda v: 1 <= v <= 100 and v == int(v), "a whole quality from 1 to 100")
     factor = (lambda v: 1 <= v <= 16 and v == int(v), "a whole factor from 1 to 16")
+    side = (lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64")
     rules = {"center_crop": [share], "random_resized_crop": [share], "jpeg": [quality], "webp": [quality],
-             "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")]}
+             "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
+             "aspect": [side, side]}
     for v, (ok, what) in zip(values, rules.get(name, [])):
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
@@ -393,6 +397,17 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         # Coded and downscaled in one pass per 8-bit image: the large photo is never turned back
         # into floats in between (the same pixels as jpeg_pil, then a resize; tested).
         return _pil_each(big, lambda i, im: _coded(im, quality).resize((w, h), Image.BILINEAR))
+    if name == "aspect":
+        # The photo the owner patched: wider (or taller) than the image, which is its centre
+        # crop; its sides (replicated from the image's edges) are cut off again by that crop, so
+        # only where the patch's bands land depends on them. Resizing the shorter side is left
+        # out: the photo is taken at the model's scale (downscale_jpeg measures resampling).
+        ratio = args[0] / args[1]
+        big_h, big_w = (h, max(w, round(h * ratio))) if ratio >= w / h else (max(h, round(w / ratio)), w)
+        top, left = (big_h - h) // 2, (big_w - w) // 2
+        photo = F.pad(images, (left, big_w - w - left, top, big_h - h - top), mode="replicate")
+        photo = paste(photo) if paste is not None else photo
+        return photo[..., top:top + h, left:left + w].contiguous()
     x = paste(images) if paste is not None else images
     if name == "identity":
         return x

@@ -72,6 +72,33 @@ def test_rotate_turns_the_photo_and_keeps_no_corner_fill(h, w):
     assert (down / across).item() == pytest.approx(np.tan(np.radians(10)), abs=0.03)
 
 
+@pytest.mark.parametrize("spec, wide", [("aspect:4:3", True), ("aspect:16:9", True), ("aspect:3:4", False)])
+def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide):
+    """aspect:W:H is apply on a W:H photo whose centre square is the image, then the standard
+    centre crop: the bands along the long sides stay, those along the short sides are cut off."""
+    from briarpatch.placement import paste_placed, quantize_8bit
+
+    patch = load_patch("default")
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 128, 128))).float()[None] / 255
+    assert torch.equal(apply_channel(spec, image), image)  # clean: the image itself
+    pasted = apply_channel(spec, image, paste=lambda im: quantize_8bit(paste_placed(im, patch.pixels, patch.mask,
+                                                                                     patch.placement)))
+    # The owner's photo, patched with the public API (8-bit), then cut to its centre square.
+    a, b = (int(v) for v in spec.split(":")[1:])
+    h, w = (128, round(128 * a / b)) if wide else (round(128 * b / a), 128)
+    top, left = (h - 128) // 2, (w - 128) // 2
+    photo = F.pad(image, (left, w - 128 - left, top, h - 128 - top), mode="replicate")
+    owner = np.asarray(patch.apply(Image.fromarray((photo[0].permute(1, 2, 0) * 255).round().byte().numpy())))
+    seen = torch.from_numpy(owner[top:top + 128, left:left + 128].copy()).permute(2, 0, 1).float()[None] / 255
+    assert (pasted - seen).abs().max() <= 1 / 255 + 1e-6
+    changed = (pasted - image).abs().amax(1)[0] > 0
+    lines = changed.all(1) if wide else changed.all(0)  # bands across the whole crop
+    assert lines.nonzero().flatten().tolist() == [12, 13, 14, 15, 112, 113, 114, 115]
+    assert not (changed.all(0) if wide else changed.all(1)).any()  # the other two bands are gone
+    with pytest.raises(ValueError, match="'aspect:4:0': 0 is not a whole number from 1 to 64"):
+        parse_channel("aspect:4:0")
+
+
 def test_the_patch_is_pasted_where_its_owner_pastes_it():
     """downscale_jpeg pastes on the 4x photo; every other channel on the photo before its journey."""
     x = _ramp(32, 32)
