@@ -14,7 +14,7 @@ from .data import to_unit
 from .encoders import FrozenEncoder
 from .objectives import PatchObjective
 from .patch import Patch
-from .placement import paste_placed, quantize_8bit
+from .placement import paste_in_photo, paste_placed, quantize_8bit
 
 __all__ = ["BriarPatchModule"]
 
@@ -256,6 +256,11 @@ class BriarPatchModule(pl.LightningModule):
                 pasted = self.patch(images, random=True, generator=gen)
                 if self.pipeline is not None:
                     draw = self.pipeline.sample(len(images), generator=gen, device=images.device)
+                    if "aspect" in draw.steps:  # patched as on a wider photo, seen through its centre crop
+                        rows = torch.as_tensor(draw.steps["aspect"], device=images.device)
+                        wide = paste_in_photo(images.index_select(0, rows), self.patch.pixels, self.patch.mask,
+                                              self.patch.train_placement, aspect=draw.aspect, generator=gen)
+                        pasted = pasted.index_copy(0, rows, wide)
                     pasted = self.pipeline(pasted, draw, clean=images)
                 patched = self.encoder(pasted)
         clean = self.clean_embeddings(images, index)

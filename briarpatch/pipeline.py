@@ -42,8 +42,10 @@ class Draw:
     soften: torch.Tensor     # (B,) blur sigma of the patch's contribution (downscale from a larger photo), px
     blur: torch.Tensor       # (B,) blur sigma of the whole image, px
     quality: torch.Tensor    # (B,) JPEG quality, 0 = not compressed
-    changed: list[int]       # images the draw changes
-    steps: dict = field(default_factory=dict)  # step -> the images it touches: "soften", "jpeg", "colour", "warp", "blur"
+    changed: list[int]       # images the draw changes (their clean view included)
+    steps: dict = field(default_factory=dict)  # step -> the images it touches: "soften", "jpeg", "colour", "warp",
+    #                                             "blur", and "aspect" (patched as on a wider photo: see below)
+    aspect: float = 1.0      # width / height of the photo the "aspect" images were patched on (one per batch)
 
     _FIELDS = ("theta", "gain", "contrast", "soften", "blur", "quality")
 
@@ -64,7 +66,8 @@ class Draw:
         device = torch.device(device)
         move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else \
             (lambda t: t.to(device))
-        return Draw(*(move(getattr(self, k)) for k in self._FIELDS), changed=self.changed, steps=self.steps)
+        return Draw(*(move(getattr(self, k)) for k in self._FIELDS), changed=self.changed, steps=self.steps,
+                    aspect=self.aspect)
 
     def subset(self, rows) -> "Draw":
         """The draws of images ``rows`` (host indices), re-indexed from 0."""
@@ -118,6 +121,11 @@ class PhotoPipeline(nn.Module):
         Brightness and contrast changes up to these fractions.
     blur_p, blur_sigma : float, (float, float)
         A slight blur of the whole image.
+    aspect_p, aspect_range : float, (float, float)
+        The photo was wider (or, half the time, taller) than the image, by a ratio drawn once per
+        batch in this range, and the image is its centre crop: the patch is pasted as on that
+        photo (the bands along its short sides fall outside the crop). The training step pastes
+        these images (:func:`briarpatch.placement.paste_in_photo`); their clean view is the image.
     """
 
     def __init__(self, *, p_identity: float = 0.25, crop_p: float = 0.0, crop_scale=(0.7, 1.0),
@@ -125,11 +133,12 @@ class PhotoPipeline(nn.Module):
                  flip_p: float = 0.0, rotation_p: float = 0.0, rotation_degrees: float = 5.0,
                  downscale_p: float = 0.0, downscale_sigma=(0.3, 0.7), jpeg_p: float = 0.0,
                  jpeg_quality=(60, 95), jpeg_mode: str = "differentiable", color_p: float = 0.0,
-                 brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0)):
+                 brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0),
+                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9)):
         super().__init__()
         probs = {"p_identity": p_identity, "crop_p": crop_p, "center_crop_p": center_crop_p, "flip_p": flip_p,
                  "rotation_p": rotation_p, "downscale_p": downscale_p, "jpeg_p": jpeg_p, "color_p": color_p,
-                 "blur_p": blur_p}
+                 "blur_p": blur_p, "aspect_p": aspect_p}
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
@@ -137,6 +146,8 @@ class PhotoPipeline(nn.Module):
             raise ValueError(f"pipeline.jpeg_mode must be 'differentiable' or 'straight_through', got {jpeg_mode!r}")
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1 and 0 < center_crop_scale[0] <= center_crop_scale[1] <= 1):
             raise ValueError("pipeline.crop_scale and pipeline.center_crop_scale must be ranges within (0, 1]")
+        if not 1 <= aspect_range[0] <= aspect_range[1] <= 4:
+            raise ValueError(f"pipeline.aspect_range must be a range within [1, 4], got {list(aspect_range)}")
         if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
             raise ValueError(f"pipeline.jpeg_quality must be a range within [1, 100], got {list(jpeg_quality)}")
         self.p = probs
@@ -145,6 +156,7 @@ class PhotoPipeline(nn.Module):
         self.downscale_sigma, self.blur_sigma = tuple(downscale_sigma), tuple(blur_sigma)
         self.jpeg_quality, self.jpeg_mode = tuple(jpeg_quality), jpeg_mode
         self.brightness, self.contrast = float(brightness), float(contrast)
+        self.aspect_range = tuple(aspect_range)
 
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, *, generator: torch.Generator | None = None, device=None) -> Draw:
@@ -180,6 +192,12 @@ class PhotoPipeline(nn.Module):
         quality = torch.where(on("jpeg_p"), torch.randint(self.jpeg_quality[0], self.jpeg_quality[1] + 1, (n,),
                                                           generator=g).float(), torch.zeros(n))
         draw = Draw.of(theta=theta, gain=gain, contrast=contrast, soften=soften, blur=blur, quality=quality)
+        if p["aspect_p"] > 0:  # drawn last, and only when on: the other draws stay those of a run without it
+            rows = on("aspect_p").nonzero().flatten().tolist()
+            ratio = math.exp(float(_uniform(math.log(self.aspect_range[0]), math.log(self.aspect_range[1]), 1, g)))
+            if rows and ratio > 1:
+                draw.steps["aspect"] = rows
+                draw.aspect = 1 / ratio if float(torch.rand(1, generator=g)) < 0.5 else ratio  # portrait half the time
         return draw.to(device) if device is not None else draw
 
     # ------------------------------------------------------------------ applying

@@ -259,6 +259,23 @@ def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor,
     return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
 
 
+def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
+                   aspect: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Paste as on a photo of ``aspect`` (width / height) whose centre crop ``images`` are: the
+    patch goes where it would on the whole photo, and what falls outside the crop is cut off.
+
+    The same pixels as padding the image to that photo, :func:`paste_placed` and cropping back
+    (the evaluation channel ``aspect:W:H`` does exactly that), up to half a pixel of centring.
+    """
+    b, _, height, width = images.shape
+    big_h, big_w = (height, max(width, round(height * aspect))) if aspect >= width / height else \
+        (max(height, round(width / aspect)), width)
+    boxes = sample_boxes(placement, batch=b, height=big_h, width=big_w, patch_hw=tuple(pixels.shape[-2:]),
+                         generator=generator, device=images.device)
+    boxes = Boxes(boxes.cx - (big_w - width) / 2, boxes.cy - (big_h - height) / 2, boxes.w, boxes.h, boxes.angle)
+    return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
+
+
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     """Round [0, 1] pixels to 8-bit levels, as a saved image would have them."""
     return (images * 255).round() / 255

@@ -99,6 +99,32 @@ def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide)
         parse_channel("aspect:4:0")
 
 
+def test_training_pastes_a_wider_photo_as_the_aspect_channel_does(tiny_cfg, tmp_path):
+    """pipeline.aspect_p: the training paste of a photo wider or taller than the image, cut to its
+    centre, is the evaluation channel's (pad, paste, crop) without the 8-bit rounding."""
+    from briarpatch.placement import paste_in_photo, paste_placed
+
+    patch = load_patch("default")
+    image = torch.rand(2, 3, 128, 128)
+    for spec, aspect in (("aspect:3:2", 1.5), ("aspect:2:3", 2 / 3)):  # even margins: no half-pixel centring
+        channel = apply_channel(spec, image, paste=lambda im: paste_placed(im, patch.pixels, patch.mask,
+                                                                           patch.placement))
+        trained = paste_in_photo(image, patch.pixels, patch.mask, patch.placement, aspect=aspect)
+        assert (trained - channel).abs().max() < 1e-5
+    pipeline = PhotoPipeline(aspect_p=1.0, p_identity=0.0)
+    draws = [pipeline.sample(16, generator=torch.Generator().manual_seed(i)) for i in range(20)]
+    assert all(len(d.steps["aspect"]) == 16 and not d.changed for d in draws)  # their clean view: the image
+    ratios = [d.aspect for d in draws]
+    assert min(ratios) < 1 < max(ratios) and all(4 / 3 - 1e-6 <= max(r, 1 / r) <= 16 / 9 + 1e-6 for r in ratios)
+    # The first draws are those of a run without it (a recipe without aspect_p is unchanged).
+    assert torch.equal(PhotoPipeline().sample(16, generator=torch.Generator().manual_seed(0)).theta,
+                       PhotoPipeline(aspect_p=0.5).sample(16, generator=torch.Generator().manual_seed(0)).theta)
+    common = ["evaluate_after_train=false", "pipeline=robust", "pipeline.p_identity=0", "patch.insets=[8]"]
+    plain = train(tiny_cfg(*common, f"run_dir={tmp_path}/plain"))
+    wide = train(tiny_cfg(*common, "pipeline.aspect_p=1.0", f"run_dir={tmp_path}/wide"))
+    assert not torch.equal(load_patch(plain["patch"]).pixels, load_patch(wide["patch"]).pixels)
+
+
 def test_the_patch_is_pasted_where_its_owner_pastes_it():
     """downscale_jpeg pastes on the 4x photo; every other channel on the photo before its journey."""
     x = _ramp(32, 32)
