@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_placed", "quantize_8bit", "sample_boxes"]
+__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_in_photo", "paste_placed", "quantize_8bit", "sample_boxes"]
 
 #: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
 ANCHORS: dict[str, tuple[float, float]] = {
