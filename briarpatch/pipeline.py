@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .jpeg import jpeg_differentiable
+from .placement import photo_size
 
 __all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil"]
 
@@ -420,8 +421,7 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         # crop; its sides (replicated from the image's edges) are cut off again by that crop, so
         # only where the patch's bands land depends on them. Resizing the shorter side is left
         # out: the photo is taken at the model's scale (downscale_jpeg measures resampling).
-        ratio = args[0] / args[1]
-        big_h, big_w = (h, max(w, round(h * ratio))) if ratio >= w / h else (max(h, round(w / ratio)), w)
+        big_h, big_w = photo_size(h, w, args[0] / args[1])
         top, left = (big_h - h) // 2, (big_w - w) // 2
         photo = F.pad(images, (left, big_w - w - left, top, big_h - h - top), mode="replicate")
         photo = paste(photo) if paste is not None else photo

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_in_photo", "paste_placed", "quantize_8bit", "sample_boxes"]
+__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_in_photo", "paste_placed", "photo_size", "quantize_8bit",
+           "sample_boxes"]
 
 #: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
 ANCHORS: dict[str, tuple[float, float]] = {
@@ -259,6 +260,14 @@ def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor,
     return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
 
 
+def photo_size(height: int, width: int, aspect: float) -> tuple[int, int]:
+    """``(height, width)`` of the photo of ``aspect`` (width / height) whose centre crop an image
+    of ``height x width`` is: as wide (or tall) as the aspect says, the other side the image's."""
+    if aspect >= width / height:
+        return height, max(width, round(height * aspect))
+    return max(height, round(width / aspect)), width
+
+
 def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
                    aspect: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Paste as on a photo of ``aspect`` (width / height) whose centre crop ``images`` are: the
@@ -268,8 +277,7 @@ def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tenso
     (the evaluation channel ``aspect:W:H`` does exactly that), up to half a pixel of centring.
     """
     b, _, height, width = images.shape
-    big_h, big_w = (height, max(width, round(height * aspect))) if aspect >= width / height else \
-        (max(height, round(width / aspect)), width)
+    big_h, big_w = photo_size(height, width, aspect)
     boxes = sample_boxes(placement, batch=b, height=big_h, width=big_w, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
     boxes = Boxes(boxes.cx - (big_w - width) / 2, boxes.cy - (big_h - height) / 2, boxes.w, boxes.h, boxes.angle)
