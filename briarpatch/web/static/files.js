@@ -76,7 +76,7 @@
     if (kind === "png") {
       for (let pos = 8; pos + 12 <= bytes.length;) {
         const len = dv.getUint32(pos), type = String.fromCharCode(...bytes.subarray(pos + 4, pos + 8));
-        if (type === "acTL" && pos + 12 <= bytes.length) return Math.max(1, dv.getUint32(pos + 8));
+        if (type === "acTL") return Math.max(1, dv.getUint32(pos + 8));
         if (type === "IDAT" || type === "IEND") break;
         pos += 12 + len;
       }
@@ -85,8 +85,9 @@
     if (kind === "webp" && String.fromCharCode(...bytes.subarray(12, 16)) === "VP8X" && (bytes[20] & 0x02)) {
       let frames = 0;
       for (let pos = 12; pos + 8 <= bytes.length;) {
+        const size = dv.getUint32(pos + 4, true);
         if (String.fromCharCode(...bytes.subarray(pos, pos + 4)) === "ANMF") frames++;
-        pos += 8 + dv.getUint32(pos + 4, true) + (dv.getUint32(pos + 4, true) & 1);
+        pos += 8 + size + (size & 1); // chunks are padded to an even size
       }
       return Math.max(frames, 2);
     }
