@@ -36,7 +36,7 @@ from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
 from .metrics import fairness_summary, group_table, leakage_scores, probe_separation, tolerate_small_groups
-from .pipeline import apply_channel, parse_channel
+from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
@@ -373,14 +373,17 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
     kw = _embed_kwargs(settings)
     out = {}
     for channel in settings.robustness:
-        if channel == "identity" and main is not None:
+        if parse_channel(channel)[0] in CLEAN_UNCHANGED and main is not None:
+            # The clean photo comes back as it was: the main protocol's clean embeddings, not a second pass.
             x_train, x_clean = main["clean_train"][:n_train], main["clean_test"][:n_test]
-            x_patched = main["patched_test"][:n_test]
         else:
             x_train = clean_embeddings(encoder, datamodule, "train", settings=settings, weights=weights,
                                        channel=channel, limit=n_train)
             x_clean = clean_embeddings(encoder, datamodule, "test", settings=settings, weights=weights,
                                        channel=channel, limit=n_test)
+        if channel == "identity" and main is not None:
+            x_patched = main["patched_test"][:n_test]
+        else:
             x_patched = embed_dataset(encoder, torch.utils.data.Subset(test_ds, range(n_test)), patch=patch,
                                       channel=channel, seed=settings.seed, desc=f"embedding patched test through {channel}",
                                       **kw)

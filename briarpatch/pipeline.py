@@ -27,7 +27,7 @@ from torch import nn
 from .jpeg import jpeg_differentiable
 from .placement import photo_size
 
-__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "parse_channel", "apply_channel", "jpeg_pil"]
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "parse_channel", "apply_channel", "jpeg_pil"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -317,6 +317,9 @@ CHANNELS = {
     "aspect": "patched as a photo of this aspect (aspect:4:3 landscape, aspect:3:4 portrait) whose shorter side "
               "is resized and centre square cropped, the standard preprocessing: the image is that square",
 }
+#: Channels that give back the clean photo untouched (``aspect``'s wider photo is cut back to the
+#: image): their clean embeddings are the main protocol's.
+CLEAN_UNCHANGED = frozenset({"identity", "aspect"})
 
 
 def parse_channel(spec: str) -> tuple[str, list[float]]:

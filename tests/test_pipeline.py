@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from briarpatch import load_patch
-from briarpatch.pipeline import DEFAULT_CHANNELS, PhotoPipeline, _pil_each, apply_channel, jpeg_pil, parse_channel
+from briarpatch.pipeline import (CLEAN_UNCHANGED, DEFAULT_CHANNELS, PhotoPipeline, _pil_each, apply_channel, jpeg_pil,
+                                 parse_channel)
 from briarpatch.synthetic import make_synthetic
 from briarpatch.train import train
 
@@ -80,7 +81,8 @@ def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide)
 
     patch = load_patch("default")
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 128, 128))).float()[None] / 255
-    assert torch.equal(apply_channel(spec, image), image)  # clean: the image itself
+    assert torch.equal(apply_channel(spec, image), image)  # clean: the image itself (CLEAN_UNCHANGED)
+    assert parse_channel(spec)[0] in CLEAN_UNCHANGED
     pasted = apply_channel(spec, image, paste=lambda im: quantize_8bit(paste_placed(im, patch.pixels, patch.mask,
                                                                                      patch.placement)))
     # The owner's photo, patched with the public API (8-bit), then cut to its centre square.
@@ -195,11 +197,15 @@ def test_resume_with_the_pipeline_ends_with_the_same_patch(tiny_cfg, tmp_path):
     torch.testing.assert_close(load_patch(resumed["patch"]).pixels, load_patch(full["patch"]).pixels, rtol=0, atol=1e-5)
 
 
-def test_every_report_has_its_robustness_section(tiny_cfg):
-    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85]")
+def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
+    from briarpatch import evaluation
+
+    embedded, embed = [], evaluation.embed_dataset
+    monkeypatch.setattr(evaluation, "embed_dataset", lambda *a, **kw: embedded.append(kw["desc"]) or embed(*a, **kw))
+    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3]")
     report = train(cfg)["report"]
     channels = report["robustness"]
-    assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85"]
+    assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85", "aspect:4:3"]
     for r in channels.values():
         for side in ("clean", "patched"):
             assert 0 <= r[side]["accuracy"] <= 1 and 0 <= r[side]["demographic_parity_difference"] <= 1
@@ -210,6 +216,11 @@ def test_every_report_has_its_robustness_section(tiny_cfg):
     md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
     assert "What survives the photo's journey" in md and "center_crop:0.875" in md
     assert (Path(cfg.run_dir) / "report" / "robustness.png").is_file()
+    # aspect's clean photo is the image: the main protocol's clean embeddings, not embedded again.
+    for key in ("clean", "clean_probe"):
+        assert channels["aspect:4:3"][key] == channels["identity"][key]
+    assert "embedding clean train through jpeg:75" in embedded and "embedding patched test through aspect:4:3" in embedded
+    assert not [d for d in embedded if d.startswith("embedding clean") and "aspect" in d]
     assert set(DEFAULT_CHANNELS) >= set(channels)
     # By default the channel probes see every photo the main probe sees (fewer make a weaker probe).
     assert saved["settings"]["robustness"]["n_train"] == saved["settings"]["n_train"] == cfg.data.train_size
