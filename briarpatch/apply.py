@@ -21,7 +21,7 @@ import torch
 
 from ._atomic import atomic_path
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
-from .placement import ANCHORS, paste, sample_boxes
+from .placement import ANCHORS, centre_square_box, paste, sample_boxes
 
 __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_image_size", "ImageTooSmall", "cli",
            "DEFAULT_MAX_PIXELS"]
@@ -92,16 +92,21 @@ def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> 
         raise ImageTooSmall(f"{width}x{height} is too small for this patch: its finest part would be under one pixel "
                             f"wide; the smallest image it covers is {min_w}x{min_h}")
     boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
-    ex, ey = boxes.extent()
-    x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
-    y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]))) - 1)
-    x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]))) + 2)
-    y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]))) + 2)
+    pastes = [(boxes, placement.stretch)]
+    square = centre_square_box(height, width) if placement.centre_square else None
+    if square is not None:  # the unstretched copy on the centre square, over the stretched one
+        pastes.append((square, False))
     out = image.clone()
-    if x1 > x0 and y1 > y0:
-        region = image[None, :, y0:y1, x0:x1]
-        out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0),
-                                     whole_image=placement.stretch)[0]
+    for boxes, whole_image in pastes:
+        ex, ey = boxes.extent()
+        x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
+        y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]))) - 1)
+        x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]))) + 2)
+        y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]))) + 2)
+        if x1 > x0 and y1 > y0:
+            region = out[None, :, y0:y1, x0:x1]
+            out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0),
+                                         whole_image=whole_image)[0]
     return out
 
 

@@ -84,6 +84,10 @@ class Patch(nn.Module):
         (``[0]``: one band at the edge, which a centre crop removes; ``[0, 16]``: two rings).
     spacing : int
         ``shape="grid"``: distance between the grid's lines, in training pixels.
+    centre_square : bool
+        Frame or grid: on a photo that is not square, ``apply`` also pastes the patch unstretched
+        on its centre square, where a model that centre-crops looks
+        (:class:`briarpatch.placement.Placement`). Training images are square: nothing changes there.
     init : {"gray", "random"}
     anchor : str
         Named anchor used by evaluation and ``apply`` (and in training when ``random=False``).
@@ -114,6 +118,7 @@ class Patch(nn.Module):
         margin: float = 0.0,
         insets=(0,),
         spacing: int = 32,
+        centre_square: bool = False,
         seed: int | None = None,
     ):
         super().__init__()
@@ -132,6 +137,9 @@ class Patch(nn.Module):
             if random or margin:
                 raise ValueError(f"a {shape} always covers the whole image, so random placement and margins do "
                                  "not apply: pass random=False, margin=0 (patch.random=false patch.margin=0)")
+        if centre_square and not band:
+            raise ValueError(f"patch.centre_square is for a frame or grid, which cover the whole image, not a {shape}: "
+                             "set patch.centre_square=false")
         if height < 1 or width < 1:
             raise ValueError(f"patch size must be positive, got {height}x{width}")
         if max(height, width) > image_size:
@@ -159,6 +167,7 @@ class Patch(nn.Module):
             scale_range=tuple(scale_range),
             rotation_range=tuple(rotation_range),
             stretch=bool(band),
+            centre_square=bool(centre_square),
         )
 
     @property

@@ -303,7 +303,7 @@ def jpeg_pil(x: torch.Tensor, quality: torch.Tensor | int, *, fmt: str = "JPEG")
 # ----------------------------------------------------------------------------- evaluation channels
 #: The channels every evaluation report measures by default.
 DEFAULT_CHANNELS = ("identity", "center_crop:0.875", "center_crop:0.95", "random_resized_crop:0.8", "jpeg:75",
-                    "downscale_jpeg:4:85", "hflip", "aspect:4:3")
+                    "downscale_jpeg:4:85", "hflip", "aspect:4:3", "squash:4:3")
 CHANNELS = {
     "identity": "nothing happens to the photo",
     "center_crop": "centre crop keeping this share of each side, resized back (center_crop:0.875)",
@@ -316,6 +316,8 @@ CHANNELS = {
     "webp": "saved as WebP at this quality (webp:75)",
     "aspect": "patched as a photo of this aspect (aspect:4:3 landscape, aspect:3:4 portrait) whose shorter side "
               "is resized and centre square cropped, the standard preprocessing: the image is that square",
+    "squash": "patched as a photo of this aspect (the image stretched to it), then the whole photo resized to the "
+              "model's square input, no crop (squash:4:3)",
 }
 #: Channels that give back the clean photo untouched (``aspect``'s wider photo is cut back to the
 #: image): their clean embeddings are the main protocol's.
@@ -333,7 +335,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
-              "rotate": 1, "webp": 1, "aspect": 2}
+              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
@@ -343,7 +345,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     side = (lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64")
     rules = {"center_crop": [share], "random_resized_crop": [share], "jpeg": [quality], "webp": [quality],
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
-             "aspect": [side, side]}
+             "aspect": [side, side], "squash": [side, side]}
     for v, (ok, what) in zip(values, rules.get(name, [])):
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
@@ -419,6 +421,15 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         # Coded and downscaled in one pass per 8-bit image: the large photo is never turned back
         # into floats in between (the same pixels as jpeg_pil, then a resize; tested).
         return _pil_each(big, lambda i, im: _coded(im, quality).resize((w, h), Image.BILINEAR))
+    if name == "squash":
+        # The photo the owner patched: the image stretched to W:H (PIL, as saved), patched there
+        # as `apply` patches it; the model resizes the whole photo to its square input.
+        from PIL import Image
+
+        big_h, big_w = photo_size(h, w, args[0] / args[1])
+        photo = _pil_each(images, lambda i, im: im.resize((big_w, big_h), Image.BILINEAR))
+        photo = paste(photo) if paste is not None else photo
+        return _pil_each(photo, lambda i, im: im.resize((w, h), Image.BILINEAR))
     if name == "aspect":
         # The photo the owner patched: wider (or taller) than the image, which is its centre
         # crop; its sides (replicated from the image's edges) are cut off again by that crop, so

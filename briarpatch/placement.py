@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ANCHORS", "Boxes", "Placement", "paste", "paste_in_photo", "paste_placed", "photo_size", "quantize_8bit",
-           "sample_boxes"]
+__all__ = ["ANCHORS", "Boxes", "Placement", "centre_square_box", "paste", "paste_in_photo", "paste_placed", "photo_size",
+           "quantize_8bit", "sample_boxes"]
 
 #: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
 ANCHORS: dict[str, tuple[float, float]] = {
@@ -60,6 +60,12 @@ class Placement:
     stretch : bool
         The box is the whole image, whatever its aspect (a frame): ``size``, ``anchor``,
         ``x``/``y`` and ``margin`` do not apply and ``size`` must be 1.
+    centre_square : bool
+        With ``stretch``: on an image that is not square, the patch is pasted a second time,
+        unstretched, on its centre square (:func:`centre_square_box`). A model that squashes the
+        whole photo to its input size sees the stretched copy; one that resizes the shorter side
+        and cuts the centre square (torchvision's, timm's and CLIP's preprocessing) sees the
+        square copy whole, instead of two of the four bands (docs/robustness.md).
     """
 
     size: float
@@ -73,6 +79,7 @@ class Placement:
     scale_range: tuple[float, float] = field(default=(1.0, 1.0))
     rotation_range: tuple[float, float] = field(default=(0.0, 0.0))
     stretch: bool = False
+    centre_square: bool = False
 
     def __post_init__(self):
         if not (0.0 < self.size <= 1.0):
@@ -89,6 +96,8 @@ class Placement:
         if self.stretch and (self.random or self.size != 1.0 or self.x is not None or self.margin):
             raise ValueError("a stretched placement (a frame) covers the whole image: it takes no random placement, "
                              "size, position or margin")
+        if self.centre_square and not self.stretch:
+            raise ValueError("centre_square is for a patch stretched over the whole image (a frame or grid)")
         object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
         object.__setattr__(self, "rotation_range", tuple(float(v) for v in self.rotation_range))
 
@@ -242,6 +251,23 @@ def paste(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, boxes:
     return images * (1 - alpha) + colour
 
 
+def centre_square_box(height: int, width: int, *, device=None) -> Boxes | None:
+    """The box of a ``height x width`` image's centre square, on whole pixels (where a centre
+    crop of the shorter side starts: the ``aspect:W:H`` channel's crop); ``None`` for a square image."""
+    if height == width:
+        return None
+    side = min(height, width)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    one = lambda v: torch.full((1,), float(v), device=device)  # noqa: E731
+    return Boxes(one(x0 + (side - 1) / 2), one(y0 + (side - 1) / 2), one(side), one(side), one(0.0))
+
+
+def _paste_centre_square(images, pixels, mask, placement: Placement) -> torch.Tensor:
+    """The second, unstretched copy of a ``centre_square`` placement (nothing on square images)."""
+    box = centre_square_box(*images.shape[-2:], device=images.device) if placement.centre_square else None
+    return images if box is None else paste(images, pixels, mask, box)
+
+
 def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one box per image of the batch from ``placement``, then :func:`paste`.
@@ -257,7 +283,8 @@ def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor,
     batch = 1 if shared else b
     boxes = sample_boxes(placement, batch=batch, height=height, width=width, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
-    return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
+    return _paste_centre_square(paste(images, pixels, mask, boxes, whole_image=placement.stretch), pixels, mask,
+                                placement)
 
 
 def photo_size(height: int, width: int, aspect: float) -> tuple[int, int]:
@@ -274,14 +301,16 @@ def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tenso
     patch goes where it would on the whole photo, and what falls outside the crop is cut off.
 
     The same pixels as padding the image to that photo, :func:`paste_placed` and cropping back
-    (the evaluation channel ``aspect:W:H`` does exactly that), up to half a pixel of centring.
+    at whole pixels (the evaluation channel ``aspect:W:H`` does exactly that).
     """
     b, _, height, width = images.shape
     big_h, big_w = photo_size(height, width, aspect)
+    top, left = (big_h - height) // 2, (big_w - width) // 2
     boxes = sample_boxes(placement, batch=b, height=big_h, width=big_w, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
-    boxes = Boxes(boxes.cx - (big_w - width) / 2, boxes.cy - (big_h - height) / 2, boxes.w, boxes.h, boxes.angle)
-    return paste(images, pixels, mask, boxes, whole_image=placement.stretch)
+    pasted = paste(images, pixels, mask, boxes.shifted(left, top), whole_image=placement.stretch)
+    box = centre_square_box(big_h, big_w, device=images.device) if placement.centre_square else None
+    return pasted if box is None else paste(pasted, pixels, mask, box.shifted(left, top))
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:

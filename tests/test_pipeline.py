@@ -74,12 +74,18 @@ def test_rotate_turns_the_photo_and_keeps_no_corner_fill(h, w):
 
 
 @pytest.mark.parametrize("spec, wide", [("aspect:4:3", True), ("aspect:16:9", True), ("aspect:3:4", False)])
-def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide):
+@pytest.mark.parametrize("centre_square", [True, False])
+def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide, centre_square):
     """aspect:W:H is apply on a W:H photo whose centre square is the image, then the standard
-    centre crop: the bands along the long sides stay, those along the short sides are cut off."""
+    centre crop. The stretched frame alone leaves the bands along the long sides (the others are
+    cut off); with its centre-square copy (the shipped patch) the crop holds the whole frame."""
+    import dataclasses
+
     from briarpatch.placement import paste_placed, quantize_8bit
 
     patch = load_patch("default")
+    assert patch.placement.centre_square
+    patch = dataclasses.replace(patch, placement=dataclasses.replace(patch.placement, centre_square=centre_square))
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 128, 128))).float()[None] / 255
     assert torch.equal(apply_channel(spec, image), image)  # clean: the image itself (CLEAN_UNCHANGED)
     assert parse_channel(spec)[0] in CLEAN_UNCHANGED
@@ -94,11 +100,38 @@ def test_a_non_square_photo_is_what_apply_writes_then_centre_cropped(spec, wide)
     seen = torch.from_numpy(owner[top:top + 128, left:left + 128].copy()).permute(2, 0, 1).float()[None] / 255
     assert (pasted - seen).abs().max() <= 1 / 255 + 1e-6
     changed = (pasted - image).abs().amax(1)[0] > 0
-    lines = changed.all(1) if wide else changed.all(0)  # bands across the whole crop
-    assert lines.nonzero().flatten().tolist() == [12, 13, 14, 15, 112, 113, 114, 115]
-    assert not (changed.all(0) if wide else changed.all(1)).any()  # the other two bands are gone
+    changed = changed if wide else changed.T  # rows: along the long sides
+    bands = [12, 13, 14, 15, 112, 113, 114, 115]
+    assert changed.all(1).nonzero().flatten().tolist() == bands  # lines across the whole crop
+    # Columns covered between the long sides' bands (the crop's edge may catch a stretched band's rim).
+    across = changed[16:112, 4:124].all(0).nonzero().flatten() + 4
+    assert across.tolist() == (bands if centre_square else [])
+    if centre_square:  # the crop sees the trained frame; the stretched bands run on past its corners
+        square = quantize_8bit(paste_placed(image, patch.pixels, patch.mask, patch.placement))
+        inner = (..., slice(12, 116)) if wide else (..., slice(12, 116), slice(None))
+        assert (pasted[inner] - square[inner]).abs().max() <= 1 / 255 + 1e-6
     with pytest.raises(ValueError, match="'aspect:4:0': 0 is not a whole number from 1 to 64"):
         parse_channel("aspect:4:0")
+
+
+def test_squash_is_apply_on_a_stretched_photo_resized_whole():
+    """squash:W:H: the image stretched to a W:H photo, patched with the public API, and the whole
+    photo resized to the model's square; the centre-square copy lies inside it."""
+    from briarpatch.placement import paste_placed, quantize_8bit
+
+    patch = load_patch("default")
+    image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 128, 128))).float()[None] / 255
+    clean = apply_channel("squash:4:3", image)
+    pasted = apply_channel("squash:4:3", image, paste=lambda im: quantize_8bit(paste_placed(im, patch.pixels, patch.mask,
+                                                                                            patch.placement)))
+    photo = Image.fromarray((image[0].permute(1, 2, 0) * 255).round().byte().numpy()).resize((171, 128), Image.BILINEAR)
+    owner = patch.apply(photo).resize((128, 128), Image.BILINEAR)
+    seen = torch.from_numpy(np.asarray(owner).copy()).permute(2, 0, 1).float()[None] / 255
+    assert (pasted - seen).abs().max() <= 1 / 255 + 1e-6
+    assert not torch.equal(clean, image)  # resampled there and back: the clean side is embedded afresh
+    changed = (pasted - clean).abs().amax(1)[0] > 1 / 255
+    assert changed[16:112, 12:16].all(0).any() and changed[16:112, 24:28].all(0).any()  # stretched band, square copy
+    assert parse_channel("squash:16:9")[0] not in CLEAN_UNCHANGED
 
 
 def test_training_pastes_a_wider_photo_as_the_aspect_channel_does(tiny_cfg, tmp_path):

@@ -172,3 +172,31 @@ def test_training_keeps_one_box_per_image_and_its_exact_gradient():
     with torch.no_grad():
         assert torch.equal(paste_placed(images, pixels, mask, placement),
                            paste(images, pixels, mask, boxes, whole_image=True))
+
+
+def test_centre_square_copy_only_on_non_square_images_and_as_apply_pastes_it():
+    """A frame's centre-square copy: nothing changes on square images (training), and on a
+    non-square one the library's batch paste and apply's windowed paste give the same pixels."""
+    import dataclasses
+
+    from briarpatch import load_patch
+    from briarpatch.apply import paste_array
+    from briarpatch.patch import Patch
+    from briarpatch.placement import Placement, centre_square_box, paste_placed
+
+    with pytest.raises(ValueError, match="centre_square is for a patch stretched"):
+        Placement(size=0.3, centre_square=True)
+    with pytest.raises(ValueError, match="set patch.centre_square=false"):
+        Patch(size=16, shape="square", random=False, centre_square=True)
+    assert centre_square_box(64, 64) is None
+    box = centre_square_box(64, 101)
+    assert (box.cx.item() - (box.w.item() - 1) / 2, box.w.item()) == (18, 64)  # whole pixels, as the crop cuts
+    patch = load_patch("default")
+    plain = dataclasses.replace(patch.placement, centre_square=False)
+    square = torch.rand(2, 3, 128, 128)
+    assert torch.equal(paste_placed(square, patch.pixels, patch.mask, patch.placement),
+                       paste_placed(square, patch.pixels, patch.mask, plain))
+    wide = torch.rand(1, 3, 90, 160)
+    both = paste_placed(wide, patch.pixels, patch.mask, patch.placement)
+    assert not torch.equal(both, paste_placed(wide, patch.pixels, patch.mask, plain))
+    torch.testing.assert_close(paste_array(patch, wide[0]), both[0], rtol=0, atol=1e-4)  # float rounding

@@ -35,6 +35,14 @@
     return { cx: BP.roundHalfEven(x0) + (w - 1) / 2, cy: BP.roundHalfEven(y0) + (h - 1) / 2, w: w, h: h };
   };
 
+  // centre_square_box(): the centre square of a non-square image, on whole pixels; null if square.
+  BP.centreSquareBox = function (height, width) {
+    if (height === width) return null;
+    const side = Math.min(height, width);
+    const x0 = Math.floor((width - side) / 2), y0 = Math.floor((height - side) / 2);
+    return { cx: x0 + (side - 1) / 2, cy: y0 + (side - 1) / 2, w: side, h: side };
+  };
+
   // The smallest image the patch still covers visibly: its finest part (a frame's band, a grid's
   // line) at least one pixel wide (briarpatch.apply.min_image_size).
   BP.minImageSize = function (patch) {
@@ -63,8 +71,7 @@
   // Uint16Array at max 65535). A generator: it yields the share of rows done, so a caller can
   // keep the page responsive between chunks.
   BP.paste = function* (img, patch, rowsPerChunk) {
-    const W = img.width, H = img.height, C = img.channels, max = img.max;
-    const colours = img.colours;
+    const W = img.width, H = img.height, colours = img.colours;
     const pw = patch.width, ph = patch.height, plane = pw * ph;
     const mask = patch.mask, pix = patch.pixels;
     // Premultiplied source planes: the patch's colour (luma for gray images) times its mask.
@@ -82,8 +89,21 @@
         src.push(p);
       }
     }
-    const box = BP.box(patch.placement, ph, pw, H, W);
-    const border = !!patch.placement.stretch;
+    // paste_array: the placement's box, then (centre_square, a non-square image) the unstretched
+    // copy on the centre square over it.
+    const passes = [{ box: BP.box(patch.placement, ph, pw, H, W), border: !!patch.placement.stretch }];
+    const square = patch.placement.centre_square ? BP.centreSquareBox(H, W) : null;
+    if (square) passes.push({ box: square, border: false });
+    for (let p = 0; p < passes.length; p++) {
+      const steps = pasteBox(img, src, mask, pw, ph, passes[p].box, passes[p].border, rowsPerChunk);
+      for (let r = steps.next(); !r.done; r = steps.next()) yield (p + r.value) / passes.length;
+    }
+    return 1;
+  };
+
+  function* pasteBox(img, src, mask, pw, ph, box, border, rowsPerChunk) {
+    const W = img.width, H = img.height, C = img.channels, max = img.max;
+    const colours = img.colours;
     // Only the region under the patch is touched (paste_array's window).
     const ex = box.w / 2, ey = box.h / 2;
     const x0 = Math.max(0, Math.floor(box.cx - ex) - 1), x1 = Math.min(W, Math.ceil(box.cx + ex) + 2);
@@ -123,8 +143,7 @@
       }
       if ((y - y0 + 1) % chunk === 0) yield (y - y0 + 1) / (y1 - y0);
     }
-    return 1;
-  };
+  }
 
   // --------------------------------------------------------------------- patches
   function base64ToBytes(text) {
