@@ -1,8 +1,8 @@
 """How long the page takes per large photo, in headless Chromium (Debian's chromium + chromium-driver).
 
-    python scripts/bench_web.py [--megapixels 12,24] [--format jpeg|png] [--repeats 3]
+    python scripts/bench_web.py [--megapixels 12,24] [--format jpeg|png] [--repeats 3] [--patch FILE]
 
-Exports the shipped patch's page to a temporary folder, opens it from disk, gives it generated
+Exports the page with the shipped patch (or --patch) to a temporary folder, opens it from disk, gives it generated
 JPEG photos of each size (4:3) and reads the time the page reports for each (decode, paste,
 encode, from file to downloadable result), and whether the page stayed responsive: the longest
 gap between two animation frames while it worked (a frozen page would show the whole time).
@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--megapixels", default="12,24")
     p.add_argument("--format", default="jpeg", choices=("jpeg", "png"), help="what the page writes")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--patch", default="default", help="the patch file the page is exported with")
     args = p.parse_args()
 
     from selenium import webdriver
@@ -44,7 +45,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="briarpatch-bench-web-"))
     try:
-        export_site(load_patch("default"), work / "site")
+        export_site(load_patch(args.patch), work / "site")
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
