@@ -14,7 +14,7 @@ from .data import to_unit
 from .encoders import FrozenEncoder
 from .objectives import PatchObjective
 from .patch import Patch
-from .placement import paste_in_photo, paste_placed, paste_squashed, quantize_8bit
+from .placement import paste_in_photo, paste_placed, quantize_8bit
 
 __all__ = ["BriarPatchModule"]
 
@@ -261,11 +261,6 @@ class BriarPatchModule(pl.LightningModule):
                         wide = paste_in_photo(images.index_select(0, rows), self.patch.pixels, self.patch.mask,
                                               self.patch.train_placement, aspect=draw.aspect, generator=gen)
                         pasted = pasted.index_copy(0, rows, wide)
-                    if "squash" in draw.steps:  # a wider photo resized whole: the centre-square copy squeezed
-                        rows = torch.as_tensor(draw.steps["squash"], device=images.device)
-                        squeezed = paste_squashed(images.index_select(0, rows), self.patch.pixels, self.patch.mask,
-                                                  self.patch.train_placement, aspect=draw.squash, generator=gen)
-                        pasted = pasted.index_copy(0, rows, squeezed)
                     pasted = self.pipeline(pasted, draw, clean=images)
                 patched = self.encoder(pasted)
         clean = self.clean_embeddings(images, index)

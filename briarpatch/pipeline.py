@@ -47,7 +47,6 @@ class Draw:
     steps: dict = field(default_factory=dict)  # step -> the images it touches: "soften", "jpeg", "colour", "warp",
     #                                             "blur", and "aspect" (patched as on a wider photo: see below)
     aspect: float = 1.0      # width / height of the photo the "aspect" images were patched on (one per batch)
-    squash: float = 1.0      # likewise for the "squash" images (a photo the model resized whole)
 
     _FIELDS = ("theta", "gain", "contrast", "soften", "blur", "quality")
 
@@ -69,7 +68,7 @@ class Draw:
         move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else \
             (lambda t: t.to(device))
         return Draw(*(move(getattr(self, k)) for k in self._FIELDS), changed=self.changed, steps=self.steps,
-                    aspect=self.aspect, squash=self.squash)
+                    aspect=self.aspect)
 
     def subset(self, rows) -> "Draw":
         """The draws of images ``rows`` (host indices), re-indexed from 0."""
@@ -128,11 +127,6 @@ class PhotoPipeline(nn.Module):
         batch in this range, and the image is its centre crop: the patch is pasted as on that
         photo (the bands along its short sides fall outside the crop). The training step pastes
         these images (:func:`briarpatch.placement.paste_in_photo`); their clean view is the image.
-    squash_p : float
-        The photo was wider or taller (a ratio in ``aspect_range``, once per batch) and the model
-        resized it whole to the image's size: the patch's centre-square copy
-        (``patch.centre_square``) lands squeezed at the centre (:func:`briarpatch.placement.paste_squashed`);
-        their clean view is the image. Nothing changes for a patch without that copy.
     """
 
     def __init__(self, *, p_identity: float = 0.25, crop_p: float = 0.0, crop_scale=(0.7, 1.0),
@@ -141,11 +135,11 @@ class PhotoPipeline(nn.Module):
                  downscale_p: float = 0.0, downscale_sigma=(0.3, 0.7), jpeg_p: float = 0.0,
                  jpeg_quality=(60, 95), jpeg_mode: str = "differentiable", color_p: float = 0.0,
                  brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0),
-                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9), squash_p: float = 0.0):
+                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9)):
         super().__init__()
         probs = {"p_identity": p_identity, "crop_p": crop_p, "center_crop_p": center_crop_p, "flip_p": flip_p,
                  "rotation_p": rotation_p, "downscale_p": downscale_p, "jpeg_p": jpeg_p, "color_p": color_p,
-                 "blur_p": blur_p, "aspect_p": aspect_p, "squash_p": squash_p}
+                 "blur_p": blur_p, "aspect_p": aspect_p}
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
@@ -205,13 +199,6 @@ class PhotoPipeline(nn.Module):
             if rows and ratio > 1:
                 draw.steps["aspect"] = rows
                 draw.aspect = 1 / ratio if float(torch.rand(1, generator=g)) < 0.5 else ratio  # portrait half the time
-        if p["squash_p"] > 0:  # after aspect's, and only when on
-            taken = set(draw.steps.get("aspect", []))
-            rows = [i for i in on("squash_p").nonzero().flatten().tolist() if i not in taken]
-            ratio = math.exp(float(_uniform(math.log(self.aspect_range[0]), math.log(self.aspect_range[1]), 1, g)))
-            if rows and ratio > 1:
-                draw.steps["squash"] = rows
-                draw.squash = 1 / ratio if float(torch.rand(1, generator=g)) < 0.5 else ratio
         return draw.to(device) if device is not None else draw
 
     # ------------------------------------------------------------------ applying

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ANCHORS", "Boxes", "Placement", "centre_square_box", "paste", "paste_in_photo", "paste_placed",
-           "paste_squashed", "photo_size", "quantize_8bit", "sample_boxes"]
+__all__ = ["ANCHORS", "Boxes", "Placement", "centre_square_box", "paste", "paste_in_photo", "paste_placed", "photo_size",
+           "quantize_8bit", "sample_boxes"]
 
 #: Named anchors as fractions of the free space (0 = left/top, 1 = right/bottom).
 ANCHORS: dict[str, tuple[float, float]] = {
@@ -311,25 +311,6 @@ def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tenso
     pasted = paste(images, pixels, mask, boxes.shifted(left, top), whole_image=placement.stretch)
     box = centre_square_box(big_h, big_w, device=images.device) if placement.centre_square else None
     return pasted if box is None else paste(pasted, pixels, mask, box.shifted(left, top))
-
-
-def paste_squashed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
-                   aspect: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Paste as on a photo of ``aspect`` (width / height) that a model resizes whole to the
-    images' size: the stretched patch lands as on the image, and a ``centre_square`` copy lands
-    on the photo's centre square squeezed to the image's scale (what the ``squash:W:H`` channel
-    shows the model, without its two resamplings)."""
-    out = paste_placed(images, pixels, mask, replace(placement, centre_square=False), generator=generator)
-    if not placement.centre_square:
-        return out
-    height, width = images.shape[-2:]
-    big_h, big_w = photo_size(height, width, aspect)
-    box = centre_square_box(big_h, big_w, device=images.device)
-    if box is None:
-        return out
-    sx, sy = width / big_w, height / big_h  # photo pixel centres to image pixel centres
-    return paste(out, pixels, mask, Boxes((box.cx + 0.5) * sx - 0.5, (box.cy + 0.5) * sy - 0.5, box.w * sx,
-                                          box.h * sy, box.angle))
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
