@@ -31,7 +31,7 @@ $(DEV): $(STAMP)
 	touch $(DEV)
 
 # Train a patch on the embedded default (synthetic benchmark, EfficientNet-Lite0), evaluate it, print the table.
-# The photo-journey probes see 1024 photos instead of all 2048 to keep the demo within ten minutes
+# The photo-journey probes see 1024 photos instead of all 2048 to keep the demo near ten minutes
 # on 2 cores; its report says they are a lower bound (`briarpatch evaluate patch=outputs/demo` measures all).
 demo: $(STAMP)
 	$(BIN)/briarpatch train hydra.run.dir=outputs/demo eval.robustness_size=1024

@@ -27,7 +27,8 @@ from torch import nn
 from .jpeg import jpeg_differentiable
 from .placement import photo_size
 
-__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "parse_channel", "apply_channel", "jpeg_pil"]
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "parse_channel", "apply_channel",
+           "jpeg_pil"]
 
 
 # ----------------------------------------------------------------------------- training
