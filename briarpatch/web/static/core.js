@@ -111,13 +111,47 @@
     const tx = taps(W, box.cx, box.w, pw, border), ty = taps(H, box.cy, box.h, ph, border);
     const data = img.data, colour = new Float64Array(colours);
     const chunk = rowsPerChunk || 64;
+    // A frame or grid covers a few columns of most rows: visit only the image columns whose taps
+    // reach a covered patch column. firstX[c + 1]: the first x whose left tap is at least c (taps
+    // never decrease along x).
+    const firstX = new Int32Array(pw + 2);
+    for (let c = -1, x = 0; c <= pw; c++) {
+      while (x < W && tx.i0[x] < c) x++;
+      firstX[c + 1] = x;
+    }
+    const rowRuns = new Map(); // patch row pair r0, r0 + 1 -> merged [start, end) image x runs
+    function runsOf(r0) {
+      if (rowRuns.has(r0)) return rowRuns.get(r0);
+      const cols = [];
+      for (const r of [r0, r0 + 1]) {
+        if (r < 0 || r >= ph) continue;
+        for (let c = 0; c < pw; c++) {
+          if (mask[r * pw + c] === 0) continue;
+          let e = c;
+          while (e < pw && mask[r * pw + e] !== 0) e++;
+          cols.push([c - 1, e]); // a left tap at c - 1 reaches column c
+          c = e;
+        }
+      }
+      cols.sort((a, b) => a[0] - b[0]);
+      const runs = [];
+      for (const [s, e] of cols) {
+        const xs = Math.max(x0, firstX[s + 1]), xe = Math.min(x1, firstX[e + 1]);
+        if (xe <= xs) continue;
+        const last = runs[runs.length - 1];
+        if (last && xs <= last[1]) last[1] = Math.max(last[1], xe);
+        else runs.push([xs, xe]);
+      }
+      rowRuns.set(r0, runs);
+      return runs;
+    }
     for (let y = y0; y < y1; y++) {
       const r0 = ty.i0[y], fy = ty.frac[y];
       const okR0 = r0 >= 0 && r0 < ph, okR1 = r0 + 1 >= 0 && r0 + 1 < ph;
       const wR0 = okR0 ? 1 - fy : 0, wR1 = okR1 ? fy : 0;
       if (wR0 === 0 && wR1 === 0) continue;
       const base0 = r0 * pw, base1 = (r0 + 1) * pw;
-      for (let x = x0; x < x1; x++) {
+      for (const [xs, xe] of runsOf(r0)) for (let x = xs; x < xe; x++) {
         const c0 = tx.i0[x], fx = tx.frac[x];
         const okC0 = c0 >= 0 && c0 < pw, okC1 = c0 + 1 >= 0 && c0 + 1 < pw;
         const w00 = okR0 && okC0 ? wR0 * (1 - fx) : 0, w01 = okR0 && okC1 ? wR0 * fx : 0;
