@@ -21,7 +21,7 @@ import torch
 
 from ._atomic import atomic_path
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
-from .placement import ANCHORS, centre_square_box, paste, sample_boxes
+from .placement import ANCHORS, paste, sample_boxes
 
 __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_image_size", "ImageTooSmall", "cli",
            "DEFAULT_MAX_PIXELS"]
@@ -93,7 +93,7 @@ def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> 
                             f"wide; the smallest image it covers is {min_w}x{min_h}")
     boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
     pastes = [(boxes, placement.stretch)]
-    square = centre_square_box(height, width) if placement.centre_square else None
+    square = placement.square_copy_box(height, width)
     if square is not None:  # the unstretched copy on the centre square, over the stretched one
         pastes.append((square, False))
     out = image.clone()

@@ -104,6 +104,11 @@ class Placement:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def square_copy_box(self, height: int, width: int, *, device=None) -> "Boxes | None":
+        """Where a ``centre_square`` placement's second copy goes on a ``height x width`` image:
+        :func:`centre_square_box`, or ``None`` (no copy, or a square image)."""
+        return centre_square_box(height, width, device=device) if self.centre_square else None
+
     def fixed(self, **changes) -> "Placement":
         """The same placement without randomness (what evaluation and ``apply`` use)."""
         return replace(self, random=False, **changes)
@@ -262,12 +267,6 @@ def centre_square_box(height: int, width: int, *, device=None) -> Boxes | None:
     return Boxes(one(x0 + (side - 1) / 2), one(y0 + (side - 1) / 2), one(side), one(side), one(0.0))
 
 
-def _paste_centre_square(images, pixels, mask, placement: Placement) -> torch.Tensor:
-    """The second, unstretched copy of a ``centre_square`` placement (nothing on square images)."""
-    box = centre_square_box(*images.shape[-2:], device=images.device) if placement.centre_square else None
-    return images if box is None else paste(images, pixels, mask, box)
-
-
 def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor, placement: Placement, *,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one box per image of the batch from ``placement``, then :func:`paste`.
@@ -283,8 +282,9 @@ def paste_placed(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor,
     batch = 1 if shared else b
     boxes = sample_boxes(placement, batch=batch, height=height, width=width, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
-    return _paste_centre_square(paste(images, pixels, mask, boxes, whole_image=placement.stretch), pixels, mask,
-                                placement)
+    pasted = paste(images, pixels, mask, boxes, whole_image=placement.stretch)
+    square = placement.square_copy_box(height, width, device=images.device)
+    return pasted if square is None else paste(pasted, pixels, mask, square)
 
 
 def photo_size(height: int, width: int, aspect: float) -> tuple[int, int]:
@@ -309,8 +309,8 @@ def paste_in_photo(images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tenso
     boxes = sample_boxes(placement, batch=b, height=big_h, width=big_w, patch_hw=tuple(pixels.shape[-2:]),
                          generator=generator, device=images.device)
     pasted = paste(images, pixels, mask, boxes.shifted(left, top), whole_image=placement.stretch)
-    box = centre_square_box(big_h, big_w, device=images.device) if placement.centre_square else None
-    return pasted if box is None else paste(pasted, pixels, mask, box.shifted(left, top))
+    square = placement.square_copy_box(big_h, big_w, device=images.device)
+    return pasted if square is None else paste(pasted, pixels, mask, square.shifted(left, top))
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
