@@ -17,7 +17,9 @@ __all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "load_patch"
            "save_png", "synthetic_notice"]
 
 FORMAT = "briarpatch"
-FORMAT_VERSION = "1"
+# 2: a placement may carry ``centre_square`` (a frame's second copy on a non-square photo's centre
+# square). A reader refuses files newer than it knows rather than paste them some other way.
+FORMAT_VERSION = "2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 MAX_PATCH_BYTES = 64 * 1024 * 1024  # a patch is a few kB to a few MB; refuse to read anything huge
 
@@ -182,6 +184,10 @@ def load_patch(path) -> BriarPatch:
                              "is this the patch.safetensors written by `briarpatch train`?") from None
     if meta.get("format") != FORMAT or not {"pixels", "mask"} <= tensors.keys():
         raise PatchFileError(f"{path}: a safetensors file, but not a briarpatch patch (no briarpatch metadata)")
+    version = meta.get("format_version", "1")
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise PatchFileError(f"{path}: written by a newer briarpatch (patch format {version}; this one reads "
+                             f"formats up to {FORMAT_VERSION}): upgrade briarpatch to use it")
     pixels, mask = tensors["pixels"].float(), tensors["mask"].float()
     if pixels.dim() != 3 or pixels.shape[0] != 3 or mask.shape != (1, *pixels.shape[1:]):
         raise PatchFileError(f"{path}: patch tensors have unexpected shapes {tuple(pixels.shape)} / {tuple(mask.shape)}")

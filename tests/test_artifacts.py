@@ -42,3 +42,30 @@ def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path):
         load_patch(foreign)
     with pytest.raises(PatchFileError, match="no such patch file"):
         load_patch(tmp_path / "missing.safetensors")
+
+
+def _with_version(path, version):
+    """A copy of a patch file whose header says another format version (None: no version key)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file as save
+
+    with safe_open(str(path), "pt") as fh:
+        meta = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta.pop("format_version")
+    if version is not None:
+        meta["format_version"] = version
+    out = path.with_name(f"v{version}.safetensors")
+    save(tensors, out, metadata=meta)
+    return out
+
+
+def test_files_of_a_newer_format_are_refused_and_older_ones_read(tmp_path):
+    path = _save(tmp_path / "p.safetensors")
+    for version in ("3", "2.1", "x"):
+        with pytest.raises(PatchFileError, match="written by a newer briarpatch.*upgrade briarpatch") as err:
+            load_patch(_with_version(path, version))
+        assert "\n" not in str(err.value)
+    # Files of format 1 (and the earliest, without the key) hold placements this version still reads.
+    for version in ("1", None):
+        assert load_patch(_with_version(path, version)).placement.anchor == "top_left"

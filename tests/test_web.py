@@ -19,11 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
+import briarpatch
 from briarpatch import load_patch
 from briarpatch.apply import cli as apply_cli
-from briarpatch.artifacts import save_patch
+from briarpatch.artifacts import FORMAT_VERSION, save_patch
 from briarpatch.placement import Placement
 from briarpatch.web import export_site
+from tests.test_artifacts import _with_version
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -223,6 +225,15 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     browser.find_element("id", "patch-file").send_keys(str(bad))
     _wait(browser, lambda: "not a usable patch" in browser.find_element("id", "patch-error").text)
+    # A file of a newer format is refused as load_patch() refuses it, not pasted some other way.
+    newer = _with_version(corner, "3")
+    browser.find_element("id", "patch-file").send_keys(str(newer))
+    _wait(browser, lambda: "written by a newer briarpatch" in browser.find_element("id", "patch-error").text)
+
+
+def test_the_page_reads_the_format_the_library_writes():
+    core = (Path(briarpatch.__file__).parent / "web" / "static" / "core.js").read_text()
+    assert f"BP.PATCH_FORMAT = {FORMAT_VERSION};" in core
 
 
 def _free_port() -> int:

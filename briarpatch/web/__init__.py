@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path
-from ..artifacts import BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
+from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
 
@@ -37,7 +37,7 @@ def _b64(values) -> str:
 def patch_payload(patch: BriarPatch) -> dict:
     """The patch as the page reads it: float32 pixel planes and mask in base64, placement, metadata."""
     _, h, w = patch.pixels.shape
-    return {"format": "briarpatch-web", "version": 1, "width": int(w), "height": int(h),
+    return {"format": "briarpatch-web", "version": int(FORMAT_VERSION), "width": int(w), "height": int(h),
             "pixels": _b64(patch.pixels.numpy()), "mask": _b64(patch.mask.numpy()),
             "placement": patch.placement.to_dict(), "metadata": patch.metadata}
 

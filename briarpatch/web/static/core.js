@@ -215,9 +215,19 @@
     return p;
   }
 
+  // A newer file may place its pixels in a way this page does not know: refused, as load_patch() does.
+  BP.PATCH_FORMAT = 2; // briarpatch.artifacts.FORMAT_VERSION
+  function checkFormat(version) {
+    if (!/^[0-9]+$/.test(String(version)) || Number(version) > BP.PATCH_FORMAT) {
+      throw new Error("written by a newer briarpatch (patch format " + version + "; this page reads formats up to " +
+        BP.PATCH_FORMAT + "): open the page of a newer briarpatch (briarpatch web)");
+    }
+  }
+
   // A patch exported by `briarpatch export-web` (patch.json): float32 planes in base64.
   BP.patchFromJSON = function (obj) {
     if (obj.format !== "briarpatch-web") throw new Error("not a briarpatch patch (patch.json from export-web)");
+    checkFormat(obj.version === undefined ? 1 : obj.version);
     const f32 = (b64) => { const b = base64ToBytes(b64); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); };
     return checkPatch({
       width: obj.width, height: obj.height, pixels: f32(obj.pixels), mask: f32(obj.mask),
@@ -235,6 +245,7 @@
     const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
     const meta = header.__metadata__ || {};
     if (meta.format !== "briarpatch") throw new Error("a safetensors file, but not a briarpatch patch");
+    checkFormat(meta.format_version || "1");
     const tensor = (name) => {
       const t = header[name];
       if (!t || t.dtype !== "F32") throw new Error("the patch has no float32 tensor " + name);
