@@ -36,16 +36,22 @@ _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
 
 
 # ----------------------------------------------------------------------------- core
-_API_NAMES = {"anchor": "anchor=", "size": "size=", "margin": "margin=", "x": "x=/y=", "y": "x=/y=", "unit": "unit="}
-_CLI_NAMES = {"anchor": "--anchor", "size": "--size", "margin": "--margin", "x": "--at", "y": "--at", "unit": "--at"}
+_API_NAMES = {"anchor": "anchor=", "size": "size=", "margin": "margin=", "x": "x=/y=", "y": "x=/y=", "unit": "unit=",
+              "centre_square": "centre_square="}
+_CLI_NAMES = {"anchor": "--anchor", "size": "--size", "margin": "--margin", "x": "--at", "y": "--at", "unit": "--at",
+              "centre_square": "--no-square-copy"}
 
 
 def _placement(patch: BriarPatch, changes: dict, *, names: dict = _API_NAMES):
     changes = {k: v for k, v in changes.items() if v is not None}
-    if patch.placement.stretch and changes:
-        given = sorted({names[k] for k in changes})
+    moved = sorted({names[k] for k in changes if k != "centre_square"})
+    if patch.placement.stretch and moved:
         raise ValueError(f"this patch covers the whole image (a {patch.metadata.get('shape', 'frame')}), so its place "
-                         f"and size are fixed: leave out {', '.join(given)}")
+                         f"and size are fixed: leave out {', '.join(moved)}")
+    # The centre-square copy belongs to patches that cover the whole image; one can be told to skip it.
+    if changes.get("centre_square") and not patch.placement.stretch:
+        raise ValueError(f"only a patch that covers the whole image (a frame) has a centre-square copy: "
+                         f"leave out {names['centre_square']}")
     return patch.placement.fixed(**changes)
 
 
@@ -405,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_fraction, help="patch side as a fraction of the image's shorter side "
                                                   "(default: the fraction it was trained at)")
     p.add_argument("--margin", type=float, help="gap to the border, fraction of the shorter side (default 0)")
+    p.add_argument("--no-square-copy", dest="centre_square", action="store_false", default=None,
+                   help="a frame: do not paste its second copy on a non-square photo's centre square. Only for "
+                        "photos a model resizes whole to a square, without cropping (the copy costs that model "
+                        "10-13 accuracy points); a model that crops to the centre square then loses the frame")
     p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
@@ -428,7 +438,7 @@ def cli(argv: list[str] | None = None) -> int:
     except (PatchFileError, FileNotFoundError) as exc:
         print(f"briarpatch apply: {exc}", file=sys.stderr)
         return 2
-    changes = {"anchor": args.anchor, "size": args.size, "margin": args.margin}
+    changes = {"anchor": args.anchor, "size": args.size, "margin": args.margin, "centre_square": args.centre_square}
     if args.at is not None:
         changes.update(x=args.at[0], y=args.at[1], unit=args.at[2])
     try:

@@ -1,5 +1,6 @@
 """`briarpatch apply` and the Python API, on fixtures made here (no network)."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -271,6 +272,36 @@ def test_frame_patch_borders_any_photo_and_refuses_placement_options(tmp_path, c
     with pytest.raises(ValueError, match="leave out anchor=, size=") as info:  # the API names its own arguments
         load_patch(path).apply(_rgb(48, 32), anchor="center", size=0.5)
     assert "--" not in str(info.value)
+
+
+def test_no_square_copy_leaves_out_the_frames_centre_square_copy(tmp_path):
+    from briarpatch.placement import paste_placed
+
+    frame = Patch(size=2, image_size=16, shape="frame", insets=[3], random=False, centre_square=True)
+    with torch.no_grad():
+        frame.pixels.copy_(torch.rand(frame.pixels.shape, generator=torch.Generator().manual_seed(0)))
+    assert frame.placement.centre_square
+    path = tmp_path / "frame.safetensors"
+    save_patch(path, pixels=frame.pixels.detach(), mask=frame.mask, placement=frame.placement, metadata={})
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
+    assert cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "both"), "--quiet"]) == 0
+    assert cli([str(path), str(tmp_path / "in"), "--out", str(tmp_path / "one"), "--quiet", "--no-square-copy"]) == 0
+    both, one = (np.asarray(_open(tmp_path / d / "a.png")).astype(int) for d in ("both", "one"))
+    # Only the centre square (columns 8 to 40) differs: there the copy lies over the stretched frame.
+    differ = np.nonzero((both != one).any(axis=(0, 2)))[0]
+    assert len(differ) > 8 and differ.min() >= 8 and differ.max() < 40
+    # The API's centre_square=False pastes what the library pastes without the copy.
+    photo = torch.from_numpy(np.asarray(_open(tmp_path / "in" / "a.png")).copy()).permute(2, 0, 1).float() / 255
+    plain = dataclasses.replace(frame.placement, centre_square=False)
+    expect = paste_placed(photo[None], frame.pixels.detach(), frame.mask, plain)[0]
+    torch.testing.assert_close(load_patch(path).apply(photo, centre_square=False), expect, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(one, np.asarray(_open(tmp_path / "one" / "a.png")))
+    corner = tmp_path / "corner.safetensors"
+    square = Patch(size=4, image_size=16, shape="square", random=False)
+    save_patch(corner, pixels=square.pixels.detach(), mask=square.mask, placement=square.placement, metadata={})
+    with pytest.raises(ValueError, match="only a patch that covers the whole image.*leave out centre_square="):
+        load_patch(corner).apply(photo, centre_square=True)
 
 
 def test_an_image_the_patch_cannot_cover_is_a_reported_failure(tmp_path, capsys):
