@@ -152,3 +152,14 @@ def test_bench_paste_compares_both_ways_on_the_same_pixels():
     ratios = [float(x.rsplit("ratio ", 1)[1]) for x in out.stdout.splitlines() if "ratio" in x]
     assert len(ratios) == 2 and all(r > 0 for r in ratios)
     assert "pasted pixels equal: True" in out.stdout
+
+
+def test_owner_save_prints_every_save_and_lossless_ones_agree(tmp_path):
+    out = _run("owner_save.py", "default", *DATA, cache=tmp_path / "cache")
+    rows = {line[:50].strip(): [float(v) for v in line[50:].split()] for line in out.splitlines()[2:]}
+    assert list(rows) == ["clean (untouched)", "patched, PNG (lossless)", "patched, JPEG 95, 4:2:0 colour (PIL's default)",
+                          "patched, JPEG 95, 4:4:4 colour (what apply writes)", "patched, WebP 95 (lossy, always 4:2:0)",
+                          "patched, WebP lossless"]
+    assert all(len(v) == 3 and 0.0 <= min(v) and max(v) <= 1.0 for v in rows.values())
+    # Two lossless files hold the same pixels, so the same figures; the patch changes them.
+    assert rows["patched, PNG (lossless)"] == rows["patched, WebP lossless"] != rows["clean (untouched)"]
