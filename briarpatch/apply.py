@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "photos a model resizes whole to a square, without cropping (the copy costs that model "
                         "10-13 accuracy points); a model that crops to the centre square then loses the frame")
     p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4)")
+    p.add_argument("--quality", type=int, default=95,
+                   help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
     p.add_argument("--strip-metadata", action="store_true", help="drop EXIF, ICC profile and DPI from outputs")

@@ -68,8 +68,8 @@ class BriarPatch:
         Returns the same kind of object. Keyword arguments move and resize a corner patch
         (``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``); a frame or a grid always covers
         the whole image (``centre_square=False`` leaves out a frame's copy on a non-square photo's
-        centre square: only for a model that resizes the whole photo to a square). A patch trained on the synthetic benchmark warns once
-        (:class:`SyntheticPatchWarning`).
+        centre square: only for a model that resizes the whole photo to a square). A patch trained
+        on the synthetic benchmark warns once (:class:`SyntheticPatchWarning`).
         """
         from .apply import apply_patch
 
