@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .placement import Placement, paste_placed
-
-# JPEG's RGB -> YCbCr (full range, BT.601), for the colour planes a codec stores at half resolution.
-_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 __all__ = ["Patch", "make_mask"]
 
@@ -123,7 +119,6 @@ class Patch(nn.Module):
         insets=(0,),
         spacing: int = 32,
         centre_square: bool = False,
-        chroma_block: int = 1,
         seed: int | None = None,
     ):
         super().__init__()
@@ -161,7 +156,6 @@ class Patch(nn.Module):
         else:
             raise ValueError(f"unknown patch init {init!r}; choose 'gray' or 'random'")
         self.pixels = nn.Parameter(pixels)
-        self.chroma_block = int(chroma_block)
         self.shape = shape
         self.image_size = int(image_size)
         self.train_placement = Placement(
@@ -184,15 +178,6 @@ class Patch(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         """Keep pixels displayable: clamp to [0, 1] after each optimizer step."""
-        if self.chroma_block > 1:
-            k, m = self.chroma_block, self.mask
-            ycc = torch.einsum("ij,jhw->ihw", _YCC.to(self.pixels), self.pixels)
-            num = F.avg_pool2d((ycc[1:] * m)[None], k, ceil_mode=True)[0]
-            den = F.avg_pool2d(m[None], k, ceil_mode=True)[0].clamp_min(1e-6)
-            h, w = m.shape[-2:]
-            chroma = (num / den).repeat_interleave(k, 1).repeat_interleave(k, 2)[:, :h, :w]
-            ycc = torch.cat([ycc[:1], chroma])
-            self.pixels.copy_(torch.einsum("ij,jhw->ihw", torch.linalg.inv(_YCC).to(self.pixels), ycc))
         self.pixels.clamp_(0.0, 1.0)
 
     def forward(self, images: torch.Tensor, *, random: bool | None = None, generator=None) -> torch.Tensor:
