@@ -40,7 +40,7 @@ from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
-           "evaluate_run", "check_compatible", "control_patches", "main"]
+           "evaluate_run", "check_compatible", "control_patches", "patch_config", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -481,6 +481,19 @@ def with_run_config(cfg: DictConfig, overrides=()) -> tuple[DictConfig, Path | N
         mine = [o for o in overrides if o.lstrip("+~").startswith(("data.", "encoder."))]
         cfg.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in mine if not o.startswith("~")]))
     return cfg, source
+
+
+def patch_config(patch_path, overrides=()) -> DictConfig:
+    """The ``briarpatch evaluate`` config for ``patch_path`` outside a Hydra run (the analysis
+    scripts start here): Hydra ``overrides`` applied, then the data and encoder of the patch's own
+    training run (:func:`with_run_config`)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"patch_path={patch_path}", *overrides])
+    with open_dict(cfg):
+        cfg.run_dir = "unused"
+    return with_run_config(cfg, overrides)[0]
 
 
 def evaluate(cfg: DictConfig, overrides=()) -> dict:

@@ -16,16 +16,15 @@ The untouched channel is printed beside them for reference.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from briarpatch import load_patch, pipeline
-from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, clean_embeddings, embed_dataset, fit_probe, with_run_config
+from briarpatch.config import build
+from briarpatch.evaluation import EvalSettings, clean_embeddings, embed_dataset, fit_probe, patch_config
 from briarpatch.jpeg import jpeg_differentiable
 from briarpatch.metrics import leakage_scores
 
@@ -39,20 +38,15 @@ def stand_in_jpeg(x: torch.Tensor, quality) -> torch.Tensor:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
-    quality = 75
-    if "--quality" in argv:
-        at = argv.index("--quality")
-        try:
-            quality = int(argv[at + 1])
-        except (IndexError, ValueError):
-            sys.exit("--quality needs a JPEG quality from 1 to 100, e.g. --quality 75")
-        argv = argv[:at] + argv[at + 2:]
-    path, overrides = argv[0], argv[1:]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"patch_path={path}", *overrides])
-    with open_dict(cfg):
-        cfg.run_dir = "unused"
-    cfg, _ = with_run_config(cfg, overrides)
+    parser = argparse.ArgumentParser(usage=__doc__)
+    parser.add_argument("patch")
+    parser.add_argument("--quality", type=int, default=75, metavar="Q",
+                        help="a JPEG quality from 1 to 100, e.g. --quality 75")
+    args, overrides = parser.parse_known_args(argv)
+    path, quality = args.patch, args.quality
+    if not 1 <= quality <= 100:
+        parser.error(f"--quality {quality}: a quality runs from 1 to 100")
+    cfg = patch_config(path, overrides)
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
     settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False, robustness_size=cfg.eval.robustness_size)
     train_ds, test_ds = data.split("train"), data.split("test")

@@ -11,19 +11,18 @@ then saved each way (clean: the untouched evaluation photos).
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import warnings
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from PIL import Image
 
 from briarpatch import SyntheticPatchWarning, load_patch
-from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe, with_run_config
+from briarpatch.config import build
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe, patch_config
 from briarpatch.metrics import fairness_summary, leakage_scores
 
 # name -> PIL save arguments (format first); "{q}" is the quality.
@@ -62,20 +61,15 @@ class Saved(torch.utils.data.Dataset):
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
-    quality = 95
-    if "--quality" in argv:
-        at = argv.index("--quality")
-        try:
-            quality = int(argv[at + 1])
-        except (IndexError, ValueError):
-            sys.exit("--quality needs a JPEG/WebP quality from 1 to 100, e.g. --quality 90")
-        argv = argv[:at] + argv[at + 2:]
-    path, overrides = argv[0], argv[1:]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"patch_path={path}", *overrides])
-    with open_dict(cfg):
-        cfg.run_dir = "unused"
-    cfg, _ = with_run_config(cfg, overrides)
+    parser = argparse.ArgumentParser(usage=__doc__)
+    parser.add_argument("patch")
+    parser.add_argument("--quality", type=int, default=95, metavar="Q",
+                        help="a JPEG/WebP quality from 1 to 100, e.g. --quality 90")
+    args, overrides = parser.parse_known_args(argv)
+    path, quality = args.patch, args.quality
+    if not 1 <= quality <= 100:
+        parser.error(f"--quality {quality}: a quality runs from 1 to 100")
+    cfg = patch_config(path, overrides)
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
     warnings.simplefilter("ignore", SyntheticPatchWarning)  # a benchmark's patch, measured on its benchmark
     settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False)

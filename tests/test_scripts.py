@@ -125,7 +125,7 @@ def test_jpeg_probe_reproduces_the_reports_jpeg_channel(tiny_cfg, tmp_path):
     assert 0.0 <= stand_in <= 1.0
     assert "mixture probe (untouched and JPEG'd clean photos), on patched (real codec)" in out
     bad = run_python([str(ROOT / "scripts" / "jpeg_probe.py"), str(patch.parent), "--quality", "x"], timeout=60, cwd=ROOT)
-    assert bad.returncode != 0 and "--quality needs a JPEG quality" in bad.stderr
+    assert bad.returncode == 2 and "argument --quality: invalid int value" in bad.stderr
 
 
 def test_bench_jpeg_times_both_codecs_side_by_side():
