@@ -315,6 +315,8 @@ CHANNELS = {
     "rotate": "rotated this many degrees and cropped to the largest upright box of its aspect, "
               "resized back: a photo straightened in an editor (rotate:5)",
     "webp": "saved as WebP at this quality (webp:75)",
+    "shift": "moved this many pixels right and down, the photo's edge repeated into the gap: a crop or "
+             "a padding one pixel off (shift:1)",
     "aspect": "patched as a photo of this aspect (aspect:4:3 landscape, aspect:3:4 portrait) whose shorter side "
               "is resized and centre square cropped, the standard preprocessing: the image is that square",
     "squash": "patched as a photo of this aspect (the image stretched to it), then the whole photo resized to the "
@@ -336,7 +338,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
-              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2}
+              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
@@ -346,7 +348,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     side = (lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64")
     rules = {"center_crop": [share], "random_resized_crop": [share], "jpeg": [quality], "webp": [quality],
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
-             "aspect": [side, side], "squash": [side, side]}
+             "aspect": [side, side], "squash": [side, side],
+             "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")]}
     for v, (ok, what) in zip(values, rules.get(name, [])):
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
@@ -452,6 +455,9 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         return jpeg_pil(x, int(args[0]), fmt="WEBP")
     if name == "rotate":
         return _rotate_crop(x, args[0])
+    if name == "shift":
+        k = int(args[0])
+        return F.pad(x, (k, 0, k, 0), mode="replicate")[..., :h, :w]
     if name == "center_crop":
         side = args[0]
         cw, ch = w * side, h * side

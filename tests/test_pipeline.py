@@ -43,6 +43,9 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
         big = (F.interpolate(photos, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1) * 255).round() / 255
         by_steps = _pil_each(jpeg_pil(big, 85), lambda i, im: im.resize(photos.shape[-2:][::-1], Image.BILINEAR))
         assert torch.equal(apply_channel("downscale_jpeg:4:85", photos), by_steps)
+    moved = apply_channel("shift:3", x)
+    assert torch.equal(moved[..., 3:, 3:], x[..., :-3, :-3])  # the photo, 3 px right and down
+    assert torch.equal(moved[..., :3, 3:], x[..., :1, :-3].expand(-1, -1, 3, -1))  # its top row repeated
     webp = apply_channel("webp:75", x)
     assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
     with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
@@ -53,7 +56,7 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
                        ("center_crop:1.5", "1.5 is not a share of the image"),
                        ("downscale_jpeg:2.5:85", "2.5 is not a whole factor"),
                        ("downscale_jpeg:4:101", "101 is not a whole quality"),
-                       ("rotate:90", "90 is not an angle under 45")):
+                       ("rotate:90", "90 is not an angle under 45"), ("shift:0.5", "0.5 is not a whole number")):
         with pytest.raises(ValueError, match=f"robustness channel '{spec}': {what}"):
             parse_channel(spec)
 
