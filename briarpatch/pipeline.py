@@ -136,11 +136,11 @@ class PhotoPipeline(nn.Module):
                  downscale_p: float = 0.0, downscale_sigma=(0.3, 0.7), jpeg_p: float = 0.0,
                  jpeg_quality=(60, 95), jpeg_mode: str = "differentiable", color_p: float = 0.0,
                  brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0),
-                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9), shift_p: float = 0.0, shift_max: float = 0.03):
+                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9)):
         super().__init__()
         probs = {"p_identity": p_identity, "crop_p": crop_p, "center_crop_p": center_crop_p, "flip_p": flip_p,
                  "rotation_p": rotation_p, "downscale_p": downscale_p, "jpeg_p": jpeg_p, "color_p": color_p,
-                 "blur_p": blur_p, "aspect_p": aspect_p, "shift_p": shift_p}
+                 "blur_p": blur_p, "aspect_p": aspect_p}
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
@@ -159,9 +159,6 @@ class PhotoPipeline(nn.Module):
         self.jpeg_quality, self.jpeg_mode = tuple(jpeg_quality), jpeg_mode
         self.brightness, self.contrast = float(brightness), float(contrast)
         self.aspect_range = tuple(aspect_range)
-        if not 0 <= shift_max <= 0.25:
-            raise ValueError(f"pipeline.shift_max must be a share of the side in [0, 0.25], got {shift_max}")
-        self.shift_max = float(shift_max)
 
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, *, generator: torch.Generator | None = None, device=None) -> Draw:
@@ -196,12 +193,6 @@ class PhotoPipeline(nn.Module):
         blur = torch.where(on("blur_p"), _uniform(*self.blur_sigma, n, g), torch.zeros(n))
         quality = torch.where(on("jpeg_p"), torch.randint(self.jpeg_quality[0], self.jpeg_quality[1] + 1, (n,),
                                                           generator=g).float(), torch.zeros(n))
-        if p["shift_p"] > 0:  # drawn after the others, and only when on: the other draws stay those of a run without it
-            # The whole photo moved by up to shift_max of its side (any sub-pixel phase of the band).
-            moved = on("shift_p")
-            offset = 2 * _uniform(-self.shift_max, self.shift_max, 2 * n, g).view(n, 2)  # [-1, 1] coordinates
-            theta = theta.clone()
-            theta[:, :, 2] += torch.where(moved[:, None], offset, torch.zeros(n, 2))
         draw = Draw.of(theta=theta, gain=gain, contrast=contrast, soften=soften, blur=blur, quality=quality)
         if p["aspect_p"] > 0:  # drawn last, and only when on: the other draws stay those of a run without it
             rows = on("aspect_p").nonzero().flatten().tolist()

@@ -208,26 +208,6 @@ def test_the_pipeline_draws_per_image_from_its_generator():
         PhotoPipeline(crop_p=1.5)
 
 
-def test_a_shift_moves_the_photo_by_at_most_shift_max_and_leaves_other_draws_alone():
-    pipe = PhotoPipeline(p_identity=0.0, shift_p=1.0, shift_max=1 / 16)
-    draw = pipe.sample(32, generator=torch.Generator().manual_seed(0))
-    offsets = draw.theta[:, :, 2]
-    assert torch.equal(draw.theta[:, :, :2], torch.eye(2).expand(32, -1, -1))  # moved, not scaled or turned
-    assert 0 < offsets.abs().max() <= 2 / 16 and draw.changed == list(range(32))
-    # A shift of exactly 2 px of a 32 px ramp (no sub-pixel part) moves it by 2 columns.
-    one = draw.subset([0])
-    one.theta = torch.tensor([[[1.0, 0.0, 2 * 2 / 32], [0.0, 1.0, 0.0]]])
-    x = _ramp(32, 32)
-    torch.testing.assert_close(pipe(x, one)[..., :-2], x[..., 2:])
-    # Off (the default), the other draws are those of a run without the option.
-    base = dict(p_identity=0.25, crop_p=0.3, jpeg_p=0.5)
-    a = PhotoPipeline(**base).sample(16, generator=torch.Generator().manual_seed(1))
-    b = PhotoPipeline(**base, shift_p=0.5).sample(16, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a.quality, b.quality) and not torch.equal(a.theta, b.theta)
-    with pytest.raises(ValueError, match="pipeline.shift_max must be a share"):
-        PhotoPipeline(shift_max=0.5)
-
-
 def test_each_step_runs_on_its_own_images_as_if_each_went_alone():
     # Fixed blur sigmas: a batch's blur kernel is as wide as its largest sigma needs.
     pipe = PhotoPipeline(p_identity=0.2, crop_p=0.3, center_crop_p=0.3, flip_p=0.5, rotation_p=0.3, downscale_p=0.4,
