@@ -22,6 +22,7 @@ from PIL import Image
 
 from briarpatch import SyntheticPatchWarning, load_patch
 from briarpatch.config import build
+from briarpatch.data import to_unit
 from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe, patch_config
 from briarpatch.metrics import fairness_summary, leakage_scores
 
@@ -46,9 +47,7 @@ class Saved(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         item = dict(self.dataset[i])
-        img = item["image"]
-        x = img.float() / 255 if img.dtype == torch.uint8 else img
-        patched = self.patch.apply(x)  # as the owner applies it, on the 8-bit photo
+        patched = self.patch.apply(to_unit(item["image"]))  # as the owner applies it, on the 8-bit photo
         arr = patched.mul(255).round().byte().permute(1, 2, 0).numpy()
         buf = io.BytesIO()
         kwargs = dict(self.kwargs, quality=self.quality) if self.fmt in ("JPEG", "WEBP") else {}
