@@ -10,6 +10,9 @@ Protocol (the threat model made explicit):
   that knows about the patch usually still finds S). All three are always reported.
 * Controls with the same geometry (gray and uniform-random patches) and Fairlearn mitigations
   a model developer could pick instead (ThresholdOptimizer, ExponentiatedGradient).
+* 95 % bootstrap intervals over the evaluation photos (``eval.n_boot``), each predictor and
+  probe held fixed: per group, for every probe, and for each control's margin over the learned
+  patch (paired, on the same resamples).
 
 Patched images go through the same :func:`briarpatch.placement.paste` as training and
 ``apply``, and are rounded to 8 bits first, as a saved image would be.
@@ -35,7 +38,8 @@ from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
-from .metrics import fairness_summary, group_table, leakage_scores, probe_separation, tolerate_small_groups
+from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
+                      probe_separation, tolerate_small_groups)
 from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
@@ -55,7 +59,8 @@ class EvalSettings:
     predictor : {"logistic", "mlp"}
         The downstream model of Y.
     n_boot : int
-        Bootstrap resamples for per-group confidence intervals (0: none).
+        Bootstrap resamples of the evaluation photos for 95 % intervals (0: none): per-group
+        metrics, every probe's balanced accuracy, each control's margin over the learned patch.
     batch_size : int
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -313,17 +318,23 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
         report["baselines"] = {name: fairness_summary(y_test, p, s_test) for name, p in base.items()}
 
     leakage: dict = {"clean": {}, "non_adaptive": {}, "adaptive": {}}
-    clean_probes = {}
+    clean_probes, probas = {}, {}  # probas: (setting, probe) -> the probe's answers on the evaluation photos
     for kind in ("logistic", "mlp"):
         probe = clean_probes[kind] = fit_probe(kind, clean_train, s_train, seed=settings.seed)  # never sees patched data
-        leakage["clean"][kind] = leakage_scores(s_test, probe.predict_proba(clean_test))
-        leakage["non_adaptive"][kind] = leakage_scores(s_test, probe.predict_proba(patched_test["patched"]))
+        probas["clean", kind] = probe.predict_proba(clean_test)
+        probas["non_adaptive", kind] = probe.predict_proba(patched_test["patched"])
         adaptive = fit_probe(kind, patched_train, s_train, seed=settings.seed)
-        leakage["adaptive"][kind] = leakage_scores(s_test, adaptive.predict_proba(patched_test["patched"]))
+        probas["adaptive", kind] = adaptive.predict_proba(patched_test["patched"])
+    for (setting, kind), proba in probas.items():
+        leakage[setting][kind] = leakage_scores(s_test, proba)
     report["leakage"] = leakage
-    report["controls_leakage"] = {
-        name: {"non_adaptive": {"logistic": leakage_scores(s_test, clean_probes["logistic"].predict_proba(emb))}}
-        for name, emb in patched_test.items() if name != "patched"}
+    controls = [name for name in patched_test if name != "patched"]
+    for name in controls:
+        probas[name, "logistic"] = clean_probes["logistic"].predict_proba(patched_test[name])
+    report["controls_leakage"] = {name: {"non_adaptive": {"logistic": leakage_scores(s_test, probas[name, "logistic"])}}
+                                  for name in controls}
+    if settings.n_boot:
+        _probe_intervals(report, s_test, probas, n_boot=settings.n_boot, seed=settings.seed)
     # Closing the gap vs swamping the probe (two groups only): the clean logistic probe's logit.
     logistic = clean_probes["logistic"]
     separation = {"clean": probe_separation(s_test, logistic.decision_function(clean_test))}
@@ -334,6 +345,30 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
             v["share_of_clean_gap"] = v["gap"] / separation["clean"]["gap"] if separation["clean"]["gap"] else float("nan")
         report["probe_separation"] = separation
     return report
+
+
+def _mirror(balanced_accuracy):
+    """A probe below chance reads S inverted: it leaks as much as its mirror (as the suite's targets count it)."""
+    return np.maximum(balanced_accuracy, 1 - balanced_accuracy)
+
+
+def _probe_intervals(report: dict, s_test, probas: dict, *, n_boot: int, seed: int) -> None:
+    """95 % bootstrap intervals over the evaluation photos (each probe held fixed, every figure on
+    the same resamples): each probe's balanced accuracy (``balanced_accuracy_ci``), and each
+    control's ``margin``, how much lower the learned patch's non-adaptive logistic probe reads
+    than the control's (both read as their mirror below chance), with ``margin_ci``."""
+    keys = list(probas)
+    boot = balanced_accuracy_resamples(s_test, [probas[k].argmax(1) for k in keys], n_boot=n_boot, seed=seed)
+    column = {k: boot[:, j] for j, k in enumerate(keys)}
+    learned = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
+    for (setting, kind), values in column.items():
+        if setting in report["leakage"]:
+            report["leakage"][setting][kind]["balanced_accuracy_ci"] = interval(values)
+            continue
+        entry = report["controls_leakage"][setting]
+        entry["non_adaptive"][kind]["balanced_accuracy_ci"] = interval(values)
+        entry["margin"] = float(_mirror(entry["non_adaptive"][kind]["balanced_accuracy"]) - _mirror(learned))
+        entry["margin_ci"] = interval(_mirror(values) - _mirror(column["non_adaptive", "logistic"]))
 
 
 def _protocol_on(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettings, weights=None,
@@ -389,12 +424,16 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
                                       **kw)
         predictor = _classifier(settings.predictor, settings.seed).fit(x_train, y_train)
         probe = fit_probe("logistic", x_train, s_train, seed=settings.seed)
+        answers = {"clean_probe": probe.predict_proba(x_clean), "non_adaptive_probe": probe.predict_proba(x_patched)}
         out[channel] = {
             "clean": fairness_summary(y_test, predictor.predict(x_clean), s_test),
             "patched": fairness_summary(y_test, predictor.predict(x_patched), s_test),
-            "clean_probe": leakage_scores(s_test, probe.predict_proba(x_clean))["balanced_accuracy"],
-            "non_adaptive_probe": leakage_scores(s_test, probe.predict_proba(x_patched))["balanced_accuracy"],
+            **{k: leakage_scores(s_test, a)["balanced_accuracy"] for k, a in answers.items()},
         }
+        if settings.n_boot:  # over the channel's evaluation photos, the probe held fixed
+            boot = balanced_accuracy_resamples(s_test, [a.argmax(1) for a in answers.values()],
+                                               n_boot=settings.n_boot, seed=settings.seed)
+            out[channel].update({f"{k}_ci": interval(boot[:, j]) for j, k in enumerate(answers)})
     return {"settings": {"n_train": n_train, "n_test": n_test}, "channels": out}
 
 

@@ -32,17 +32,36 @@ def _table(header, rows) -> str:
     return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
 
 
+def _with_ci(value: float, ci) -> str:
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _leak_rows(report: dict):
     rows = []
     for setting, note in (("clean", "fit clean, score clean"), ("non_adaptive", "fit clean, score patched"),
                           ("adaptive", "refit on patched, score patched")):
         for kind, v in report["leakage"][setting].items():
-            rows.append((setting, note, kind, f"{v['balanced_accuracy']:.3f}", f"{v['auc']:.3f}"))
+            rows.append((setting, note, kind, _with_ci(v["balanced_accuracy"], v.get("balanced_accuracy_ci")),
+                         f"{v['auc']:.3f}"))
     for name, v in report.get("controls_leakage", {}).items():
         lv = v["non_adaptive"]["logistic"]
         rows.append((f"{name} control", "fit clean, score control-patched", "logistic",
-                     f"{lv['balanced_accuracy']:.3f}", f"{lv['auc']:.3f}"))
+                     _with_ci(lv["balanced_accuracy"], lv.get("balanced_accuracy_ci")), f"{lv['auc']:.3f}"))
     return rows
+
+
+def _leak_note(report: dict) -> str:
+    """What the intervals are, and by how much each control's probe reads above the learned patch's."""
+    if "balanced_accuracy_ci" not in report["leakage"]["non_adaptive"]["logistic"]:
+        return ""
+    margins = [f"the {name} control's by {v['margin']:+.3f} [{v['margin_ci'][0]:+.3f}, {v['margin_ci'][1]:+.3f}]"
+               for name, v in report.get("controls_leakage", {}).items() if "margin" in v]
+    note = ("[brackets]: 95 % bootstrap intervals over the evaluation photos, each probe held fixed (another fit of "
+            "the probe, or another seed of the patch, can move a figure further).")
+    if margins:
+        note += (" The learned patch's non-adaptive logistic probe reads lower than " + ", and ".join(margins)
+                 + " (paired, on the same resamples; a probe below 0.5 counts as its mirror).")
+    return note
 
 
 def _transfer_rows(report: dict):
@@ -64,7 +83,8 @@ def _robust_rows(report: dict):
         before, after = r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]
         cut = f"{1 - after / before:.0%}" if before > 0 else "n/a"
         rows.append((channel, f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}",
-                     f"{before:.3f} → {after:.3f}", cut, f"{r['clean_probe']:.3f} → {r['non_adaptive_probe']:.3f}"))
+                     f"{before:.3f} → {after:.3f}", cut,
+                     f"{r['clean_probe']:.3f} → {_with_ci(r['non_adaptive_probe'], r.get('non_adaptive_probe_ci'))}"))
     return rows
 
 
@@ -77,6 +97,8 @@ def _robust_note(report: dict) -> str:
     note = (f"Each channel has its own downstream predictor and logistic S probe, fit on {n.get('n_train', '?')} clean "
             f"training images sent through it and scored on {n.get('n_test', '?')} evaluation images sent through it, "
             "clean and patched (the patch applied first, as its owner would; real JPEG codec).")
+    if any("non_adaptive_probe_ci" in r for r in report.get("robustness", {}).values()):
+        note += " [brackets]: the patched probe's 95 % bootstrap interval over those evaluation images, the probe held fixed."
     full = report["settings"].get("n_train")
     if isinstance(full, int) and isinstance(n.get("n_train"), int) and n["n_train"] < full:
         # Measured on the default benchmark: a probe fit on all training images reads more (docs/robustness.md).
@@ -117,6 +139,7 @@ def markdown(report: dict) -> str:
            "the patch is applied by the image owner.", "",
            "## Leakage of the sensitive attribute to fresh probes", "",
            _table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)), "",
+           *([_leak_note(report), ""] if _leak_note(report) else []),
            "Threat model: the patch is fixed, so a probe retrained on patched images (adaptive) can usually "
            "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", ""]
     if report.get("probe_separation"):
@@ -201,7 +224,11 @@ def _robustness_figure(channels: dict, path: Path) -> None:
             ("demographic parity difference", lambda r: r["clean"]["demographic_parity_difference"],
              lambda r: r["patched"]["demographic_parity_difference"]))):
         ax.barh(y - 0.2, [clean(channels[n]) for n in names], 0.4, label="clean", color="0.6")
-        ax.barh(y + 0.2, [patched(channels[n]) for n in names], 0.4, label="patched", color="tab:blue")
+        values = np.array([patched(channels[n]) for n in names])
+        err = None
+        if title.startswith("non-adaptive") and all("non_adaptive_probe_ci" in channels[n] for n in names):
+            err = np.abs(np.array([channels[n]["non_adaptive_probe_ci"] for n in names]).T - values)  # 95 % bootstrap
+        ax.barh(y + 0.2, values, 0.4, xerr=err, capsize=2, label="patched", color="tab:blue")
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0].axvline(0.5, color="k", lw=0.6, ls=":")
@@ -227,6 +254,8 @@ def print_summary(report: dict) -> None:
     print(_table(("setting", *_HEAD), rows))
     print("\nLeakage of S to fresh probes (balanced accuracy / AUC)")
     print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
+    if _leak_note(report):
+        print(_leak_note(report))
     print("Non-adaptive = probes trained on ordinary images (what the patch targets); adaptive = retrained on "
           "patched images.\n")
     if report.get("robustness"):

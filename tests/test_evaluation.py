@@ -68,6 +68,61 @@ def _toy_embeddings(n=120, seed=0):
     return x, y, s
 
 
+@pytest.mark.parametrize("n,groups", [(40, 3), (3000, 2)])
+def test_probe_resamples_are_sklearns_balanced_accuracy_on_each_resample(n, groups):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(n)
+    # Rare last group (40 photos, 3 groups): some resamples lack it, and some predictions name it anyway.
+    s = rng.choice(groups, n, p=[0.6, 0.35, 0.05] if groups == 3 else None)
+    preds = [np.where(rng.random(n) < 0.7, s, rng.integers(0, groups, n)), rng.integers(0, groups, n)]
+    boot = metrics.balanced_accuracy_resamples(s, preds, n_boot=30, seed=4)
+    rows = metrics._resample_rows(n, n_boot=30, seed=4)
+    with metrics.tolerate_small_groups():
+        for b in range(30):
+            for j, p in enumerate(preds):
+                assert boot[b, j] == pytest.approx(balanced_accuracy_score(s[rows[b]], p[rows[b]]), abs=1e-12)
+
+
+def test_probe_intervals_have_the_binomial_width_and_are_paired():
+    rng = np.random.default_rng(0)
+    n = 4000
+    s = rng.integers(0, 2, n)
+    right = np.where(rng.random(n) < 0.7, s, 1 - s)  # 70 % right in each group
+    boot = metrics.balanced_accuracy_resamples(s, [right, right, 1 - right], n_boot=400, seed=1)
+    # The standard error of a 70 % balanced accuracy on 4000 photos: sqrt(0.7 * 0.3 / 4000) = 0.0072.
+    assert 0.8 < boot[:, 0].std() / np.sqrt(0.7 * 0.3 / n) < 1.25
+    low, high = metrics.interval(boot[:, 0])
+    assert low < 0.7 < high and high - low < 0.04
+    # Paired: the same predictions differ by exactly 0 on every resample; the mirror by exactly 1 - 2x.
+    assert np.array_equal(boot[:, 0], boot[:, 1])
+    np.testing.assert_allclose(boot[:, 2], 1 - boot[:, 0])
+
+
+def test_controls_margin_is_paired_and_signed():
+    clean_train, y_train, s_train = _toy_embeddings(n=400, seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(n=400, seed=1)
+    closed = clean_test - np.c_[2.0 * s_test, np.zeros((len(s_test), 5))]  # S's offset removed
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=closed,
+                          patched_test={"patched": closed, "gray": clean_test, "random": closed},
+                          y_train=y_train, y_test=y_test, s_train=s_train, s_test=s_test, group_names=["a", "b"],
+                          settings=EvalSettings(n_boot=200, baselines=False, progress=False))
+    gray, same = report["controls_leakage"]["gray"], report["controls_leakage"]["random"]
+    # A control that leaves S in place: the learned patch reads clearly lower.
+    assert gray["margin"] > 0.2 and 0 < gray["margin_ci"][0] <= gray["margin"] <= gray["margin_ci"][1]
+    # A "control" with the learned patch's own embeddings: no margin, on every resample.
+    assert same["margin"] == 0 and same["margin_ci"] == [0.0, 0.0]
+    low, high = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy_ci"]
+    assert high - low > 0.02  # while the figure itself has a width
+    assert "95 % bootstrap" in report_md(report)
+
+
+def report_md(report):
+    from briarpatch.report import markdown
+
+    return markdown({**report, "by_group": {}})
+
+
 def test_non_adaptive_probe_never_sees_patched_data(monkeypatch):
     clean_train, y_train, s_train = _toy_embeddings(seed=0)
     clean_test, y_test, s_test = _toy_embeddings(seed=1)
@@ -127,7 +182,11 @@ def test_end_to_end_evaluation_writes_reports_with_the_keys(tiny_cfg):
         assert all(isinstance(section[m], float) for m in metrics)
     for setting in ("clean", "non_adaptive", "adaptive"):
         for probe in ("logistic", "mlp"):
-            assert set(data["leakage"][setting][probe]) == {"balanced_accuracy", "auc"}
+            assert set(data["leakage"][setting][probe]) == {"balanced_accuracy", "auc", "balanced_accuracy_ci"}
+            low, high = data["leakage"][setting][probe]["balanced_accuracy_ci"]
+            assert low <= high
+    for control in ("gray", "random"):
+        assert {"margin", "margin_ci"} <= set(data["controls_leakage"][control])
     assert set(data["probe_separation"]) == {"clean", "patched", "gray", "random"}
     md = (out / "report.md").read_text()
     assert "adaptive" in md and "non_adaptive" in md and "| patched" in md

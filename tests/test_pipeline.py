@@ -238,7 +238,7 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
 
     embedded, embed = [], evaluation.embed_dataset
     monkeypatch.setattr(evaluation, "embed_dataset", lambda *a, **kw: embedded.append(kw["desc"]) or embed(*a, **kw))
-    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3]")
+    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3]", "eval.n_boot=20")
     report = train(cfg)["report"]
     channels = report["robustness"]
     assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85", "aspect:4:3"]
@@ -246,11 +246,16 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
         for side in ("clean", "patched"):
             assert 0 <= r[side]["accuracy"] <= 1 and 0 <= r[side]["demographic_parity_difference"] <= 1
         assert 0 <= r["non_adaptive_probe"] <= 1
-    # The identity channel is the main protocol on the same images.
+        low, high = r["non_adaptive_probe_ci"]
+        assert low <= high and len(r["clean_probe_ci"]) == 2
+    # The identity channel is the main protocol on the same images, its interval on the same resamples.
     saved = json.loads((Path(cfg.run_dir) / "report" / "report.json").read_text())
     assert saved["robustness"]["identity"]["patched"] == channels["identity"]["patched"]
+    main = report["leakage"]["non_adaptive"]["logistic"]
+    assert channels["identity"]["non_adaptive_probe_ci"] == main["balanced_accuracy_ci"]
     md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
     assert "What survives the photo's journey" in md and "center_crop:0.875" in md
+    assert "95 % bootstrap interval over those evaluation images" in md
     assert (Path(cfg.run_dir) / "report" / "robustness.png").is_file()
     # aspect's clean photo is the image: the main protocol's clean embeddings, not embedded again.
     for key in ("clean", "clean_probe"):
