@@ -1,7 +1,8 @@
 """``briarpatch web`` and ``briarpatch export-web``: a page that patches photos in the browser.
 
 The page (``static/``) pastes with the library's math in JavaScript (``core.js`` ports
-``placement.py`` and ``apply.py``), decodes and encodes PNG itself for exact samples, and may not
+``placement.py`` and ``apply.py``), decodes and encodes PNG itself for exact samples, writes JPEG
+with its own encoder (``jpeg.js``: full colour resolution, as ``apply``; the browser's halves it), and may not
 connect anywhere (its Content-Security-Policy has ``connect-src 'none'``): photos never leave
 the device. The patch travels inside the page as ``patch.js`` (a script, because the page may
 not fetch and ``file://`` pages may not read local files), beside a human-readable ``patch.png``
@@ -26,7 +27,7 @@ from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_FILES = ("index.html", "style.css", "core.js", "files.js", "app.js")
+PAGE_FILES = ("index.html", "style.css", "core.js", "files.js", "jpeg.js", "app.js")
 PATCH_FILES = ("patch.js", "patch.json", "patch.png")
 
 

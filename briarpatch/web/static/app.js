@@ -120,9 +120,16 @@
       }
       return BP.encodePNG(img);
     }
+    if (format === "jpeg") { // our encoder, at full colour resolution (the canvas's halves it), as apply writes
+      const steps = BP.encodeJPEG({ width: img.width, height: img.height, data: toRGBA(img, true) }, quality, img.colours === 1);
+      let step = steps.next();
+      for (; !step.done; step = steps.next()) await nextTick();
+      return new Blob([step.value], { type: "image/jpeg" });
+    }
+    // WebP: the browser's encoder (lossy WebP always halves the colour planes).
     const canvas = new OffscreenCanvas(img.width, img.height);
-    canvas.getContext("2d").putImageData(new ImageData(toRGBA(img, format === "jpeg"), img.width, img.height), 0, 0);
-    return canvas.convertToBlob({ type: format === "jpeg" ? "image/jpeg" : "image/webp", quality: quality / 100 });
+    canvas.getContext("2d").putImageData(new ImageData(toRGBA(img, false), img.width, img.height), 0, 0);
+    return canvas.convertToBlob({ type: "image/webp", quality: quality / 100 });
   }
 
   // --------------------------------------------------------------------- one photo
