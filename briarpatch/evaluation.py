@@ -347,28 +347,31 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     return report
 
 
-def _mirror(balanced_accuracy):
-    """A probe below chance reads S inverted: it leaks as much as its mirror (as the suite's targets count it)."""
-    return np.maximum(balanced_accuracy, 1 - balanced_accuracy)
+def _mirror(balanced_accuracy, groups: int):
+    """Two groups: a probe below chance reads S inverted and leaks as much as its mirror (as the
+    suite's targets count it). With more groups there is no single mirror: the figure as it is."""
+    return np.maximum(balanced_accuracy, 1 - balanced_accuracy) if groups == 2 else np.asarray(balanced_accuracy)
 
 
 def _probe_intervals(report: dict, s_test, probas: dict, *, n_boot: int, seed: int) -> None:
     """95 % bootstrap intervals over the evaluation photos (each probe held fixed, every figure on
     the same resamples): each probe's balanced accuracy (``balanced_accuracy_ci``), and each
     control's ``margin``, how much lower the learned patch's non-adaptive logistic probe reads
-    than the control's (both read as their mirror below chance), with ``margin_ci``."""
+    than the control's (with two groups, each read as its mirror below chance), with ``margin_ci``."""
     keys = list(probas)
     boot = balanced_accuracy_resamples(s_test, [probas[k].argmax(1) for k in keys], n_boot=n_boot, seed=seed)
     column = {k: boot[:, j] for j, k in enumerate(keys)}
     learned = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
+    groups = probas["non_adaptive", "logistic"].shape[1]
     for (setting, kind), values in column.items():
         if setting in report["leakage"]:
             report["leakage"][setting][kind]["balanced_accuracy_ci"] = interval(values)
             continue
         entry = report["controls_leakage"][setting]
         entry["non_adaptive"][kind]["balanced_accuracy_ci"] = interval(values)
-        entry["margin"] = float(_mirror(entry["non_adaptive"][kind]["balanced_accuracy"]) - _mirror(learned))
-        entry["margin_ci"] = interval(_mirror(values) - _mirror(column["non_adaptive", "logistic"]))
+        control = entry["non_adaptive"][kind]["balanced_accuracy"]
+        entry["margin"] = float(_mirror(control, groups) - _mirror(learned, groups))
+        entry["margin_ci"] = interval(_mirror(values, groups) - _mirror(column["non_adaptive", "logistic"], groups))
 
 
 def _protocol_on(encoder, datamodule, patch: BriarPatch, *, settings: EvalSettings, weights=None,

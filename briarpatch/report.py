@@ -60,7 +60,7 @@ def _leak_note(report: dict) -> str:
             "the probe, or another seed of the patch, can move a figure further).")
     if margins:
         note += (" The learned patch's non-adaptive logistic probe reads lower than " + ", and ".join(margins)
-                 + " (paired, on the same resamples; a probe below 0.5 counts as its mirror).")
+                 + " (paired, on the same resamples; with two groups a probe below 0.5 counts as its mirror).")
     return note
 
 
@@ -98,7 +98,8 @@ def _robust_note(report: dict) -> str:
             f"training images sent through it and scored on {n.get('n_test', '?')} evaluation images sent through it, "
             "clean and patched (the patch applied first, as its owner would; real JPEG codec).")
     if any("non_adaptive_probe_ci" in r for r in report.get("robustness", {}).values()):
-        note += " [brackets]: the patched probe's 95 % bootstrap interval over those evaluation images, the probe held fixed."
+        note += (" [brackets]: the patched probe's 95 % bootstrap interval over those evaluation images, "
+                 "the probe held fixed.")
     full = report["settings"].get("n_train")
     if isinstance(full, int) and isinstance(n.get("n_train"), int) and n["n_train"] < full:
         # Measured on the default benchmark: a probe fit on all training images reads more (docs/robustness.md).

@@ -115,6 +115,8 @@ def test_controls_margin_is_paired_and_signed():
     low, high = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy_ci"]
     assert high - low > 0.02  # while the figure itself has a width
     assert "95 % bootstrap" in report_md(report)
+    # Below chance counts as the mirror with two groups only: with three, 0.4 is above chance (1/3).
+    assert evaluation._mirror(0.4, 2) == pytest.approx(0.6) and evaluation._mirror(0.4, 3) == pytest.approx(0.4)
 
 
 def report_md(report):
