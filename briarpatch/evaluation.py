@@ -11,8 +11,9 @@ Protocol (the threat model made explicit):
 * Controls with the same geometry (gray and uniform-random patches) and Fairlearn mitigations
   a model developer could pick instead (ThresholdOptimizer, ExponentiatedGradient).
 * 95 % bootstrap intervals over the evaluation photos (``eval.n_boot``), each predictor and
-  probe held fixed: per group, for every probe, and for each control's margin over the learned
-  patch (paired, on the same resamples).
+  probe held fixed: per group, for every probe, for the accuracy each patch costs the deployed
+  model, and for each control's margin over the learned patch (the last two paired: the same
+  photos, clean and patched).
 
 Patched images go through the same :func:`briarpatch.placement.paste` as training and
 ``apply``, and are rounded to 8 bits first, as a saved image would be.
@@ -39,7 +40,7 @@ from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, report_user_error, user_errors
 from .data import check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
-                      probe_separation, tolerate_small_groups)
+                      paired_change_interval, probe_separation, tolerate_small_groups)
 from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
@@ -60,7 +61,8 @@ class EvalSettings:
         The downstream model of Y.
     n_boot : int
         Bootstrap resamples of the evaluation photos for 95 % intervals (0: none): per-group
-        metrics, every probe's balanced accuracy, each control's margin over the learned patch.
+        metrics, every probe's balanced accuracy, the accuracy change each patch causes, each
+        control's margin over the learned patch.
     batch_size : int
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -312,6 +314,12 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     report["by_group"] = {name: group_table(y_test, preds[name], s_test, group_names=group_names,
                                             n_boot=settings.n_boot, seed=settings.seed)
                           for name in ("clean", "patched")}
+    if settings.n_boot:  # what a patch or control costs the same model on the same photos, paired
+        right = {name: p == y_test for name, p in preds.items()}
+        change = lambda name: paired_change_interval(right["clean"], right[name], n_boot=settings.n_boot,  # noqa: E731
+                                                     seed=settings.seed)
+        report["accuracy_change"] = {name: {"value": float(right[name].mean() - right["clean"].mean()),
+                                            "ci": change(name)} for name in patched_test}
     if settings.baselines:
         with tolerate_small_groups():
             base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)

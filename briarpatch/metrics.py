@@ -21,7 +21,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 __all__ = ["GROUP_METRICS", "fairness_summary", "group_table", "leakage_scores", "probe_separation",
-           "balanced_accuracy_resamples", "interval", "tolerate_small_groups"]
+           "balanced_accuracy_resamples", "paired_change_interval", "interval", "tolerate_small_groups"]
 
 GROUP_METRICS = {
     "accuracy": accuracy_score,
@@ -170,6 +170,14 @@ def balanced_accuracy_resamples(s_true, predictions, *, n_boot: int, seed: int =
         recall = np.diagonal(c, axis1=1, axis2=2) / np.where(present, support, 1)
         out[:, j] = (recall * present).sum(1) / present.sum(1)
     return out
+
+
+def paired_change_interval(right_before, right_after, *, n_boot: int, seed: int = 0) -> list[float]:
+    """95 % bootstrap interval of ``mean(right_after) - mean(right_before)`` (e.g. a fixed model's
+    accuracy on patched minus on clean photos), resampling the photos: paired, the same photos
+    for both, so what the two share cancels."""
+    diff = np.asarray(right_after, dtype=float) - np.asarray(right_before, dtype=float)
+    return interval(diff[_resample_rows(len(diff), n_boot=n_boot, seed=seed)].mean(1))
 
 
 def interval(values, quantiles=(0.025, 0.975)) -> list[float]:

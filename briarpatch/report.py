@@ -50,6 +50,17 @@ def _leak_rows(report: dict):
     return rows
 
 
+def _accuracy_note(report: dict) -> str:
+    """The accuracy each patch costs the deployed model, with its paired interval."""
+    changes = report.get("accuracy_change")
+    if not changes:
+        return ""
+    parts = [f"{name if name == 'patched' else name + ' control'} {100 * v['value']:+.1f} "
+             f"[{100 * v['ci'][0]:+.1f}, {100 * v['ci'][1]:+.1f}]" for name, v in changes.items()]
+    return ("Accuracy change from the clean photos, points (the same model on the same photos; 95 % paired "
+            "bootstrap interval): " + ", ".join(parts) + ".")
+
+
 def _leak_note(report: dict) -> str:
     """What the intervals are, and by how much each control's probe reads above the learned patch's."""
     if "balanced_accuracy_ci" not in report["leakage"]["non_adaptive"]["logistic"]:
@@ -136,6 +147,7 @@ def markdown(report: dict) -> str:
            f"scored on {s['n_test']} evaluation images. Groups: {', '.join(s['groups'])}.", "",
            "## Downstream predictor", "",
            _table(("setting", *_HEAD), [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]), "",
+           *([_accuracy_note(report), ""] if _accuracy_note(report) else []),
            "Baselines are Fairlearn mitigations applied by a model developer on clean embeddings; "
            "the patch is applied by the image owner.", "",
            "## Leakage of the sensitive attribute to fresh probes", "",
@@ -253,6 +265,8 @@ def print_summary(report: dict) -> None:
     rows = [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]
     print("\nDownstream predictor of Y (evaluation split)")
     print(_table(("setting", *_HEAD), rows))
+    if _accuracy_note(report):
+        print(_accuracy_note(report))
     print("\nLeakage of S to fresh probes (balanced accuracy / AUC)")
     print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
     if _leak_note(report):

@@ -28,7 +28,7 @@ from briarpatch import load_patch
 from briarpatch.config import build, config_dir
 from briarpatch.data import to_unit
 from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, control_patches, embed_dataset, fit_probe
-from briarpatch.metrics import leakage_scores, probe_separation
+from briarpatch.metrics import leakage_scores, paired_change_interval, probe_separation
 from briarpatch.placement import paste_placed, quantize_8bit
 
 
@@ -44,14 +44,6 @@ def _best_threshold_bacc(scores: np.ndarray, s: np.ndarray) -> float:
     # A threshold can only fall between different scores (or outside them all).
     valid = np.concatenate([[True], sorted_scores[1:] > sorted_scores[:-1], [True]])
     return float(np.max(0.5 * (neg + pos)[valid]))
-
-
-def _paired_interval(right_a: np.ndarray, right_b: np.ndarray, *, n_boot: int = 2000, seed: int = 0):
-    """95 % bootstrap interval of ``mean(right_b) - mean(right_a)``, resampling images (paired: the
-    same images for both)."""
-    diff = right_b.astype(float) - right_a.astype(float)
-    rows = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
-    return tuple(np.percentile(diff[rows].mean(1), [2.5, 97.5]))
 
 
 @torch.no_grad()
@@ -109,7 +101,8 @@ def main(argv: list[str]) -> None:
     refit = _classifier("logistic", 0).fit(patched_train, y_train)
     acc = lambda model, x: float((model.predict(x) == y_test).mean())  # noqa: E731
     print(f"deployed predictor (fit clean): clean {acc(deployed, clean_test):.3f}, patched {acc(deployed, patched_test):.3f}")
-    low, high = _paired_interval(deployed.predict(clean_test) == y_test, deployed.predict(patched_test) == y_test)
+    low, high = paired_change_interval(deployed.predict(clean_test) == y_test, deployed.predict(patched_test) == y_test,
+                                       n_boot=2000)
     print(f"accuracy change: 95% paired bootstrap interval over the evaluation images {100 * low:+.1f} to "
           f"{100 * high:+.1f} points (how much of a change the split's size can tell apart)")
     print(f"predictor refit on patched training images, on patched: {acc(refit, patched_test):.3f}")

@@ -84,6 +84,21 @@ def test_probe_resamples_are_sklearns_balanced_accuracy_on_each_resample(n, grou
                 assert boot[b, j] == pytest.approx(balanced_accuracy_score(s[rows[b]], p[rows[b]]), abs=1e-12)
 
 
+def test_paired_change_interval_cancels_what_both_share():
+    rng = np.random.default_rng(5)
+    before = rng.random(3000) < 0.75
+    after = before.copy()
+    flip = rng.choice(3000, 60, replace=False)  # 60 of 3000 answers change: -2 points at most
+    after[flip] = ~after[flip]
+    low, high = metrics.paired_change_interval(before, after, n_boot=500, seed=0)
+    change = after.mean() - before.mean()
+    assert low <= change <= high
+    # Paired, the interval is as wide as the 60 changed answers make it: far narrower than the
+    # +-1.6 points of either accuracy on its own.
+    assert high - low < 0.012
+    assert metrics.paired_change_interval(before, before, n_boot=50) == [0.0, 0.0]
+
+
 def test_probe_intervals_have_the_binomial_width_and_are_paired():
     rng = np.random.default_rng(0)
     n = 4000
@@ -189,9 +204,15 @@ def test_end_to_end_evaluation_writes_reports_with_the_keys(tiny_cfg):
             assert low <= high
     for control in ("gray", "random"):
         assert {"margin", "margin_ci"} <= set(data["controls_leakage"][control])
+    accuracy = {"patched": data["patched"]["accuracy"], **{k: v["accuracy"] for k, v in data["controls"].items()}}
+    for name, value in accuracy.items():
+        change = data["accuracy_change"][name]
+        assert change["value"] == pytest.approx(value - data["clean"]["accuracy"])
+        assert change["ci"][0] <= change["ci"][1]
     assert set(data["probe_separation"]) == {"clean", "patched", "gray", "random"}
     md = (out / "report.md").read_text()
     assert "adaptive" in md and "non_adaptive" in md and "| patched" in md
+    assert "paired bootstrap interval" in md
     assert "Closing the gap or swamping the probe" in md
     for png in ("selection_rate.png", "tradeoff.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
