@@ -97,6 +97,9 @@ def test_paired_change_interval_cancels_what_both_share():
     # +-1.6 points of either accuracy on its own.
     assert high - low < 0.012
     assert metrics.paired_change_interval(before, before, n_boot=50) == [0.0, 0.0]
+    # Fewer photos, a wider interval (diagnose.py prints this interval too).
+    low_small, high_small = metrics.paired_change_interval(before[:300], after[:300], n_boot=500, seed=0)
+    assert high_small - low_small > high - low
 
 
 def test_probe_intervals_have_the_binomial_width_and_are_paired():

@@ -53,17 +53,6 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     assert line(noise, "logit, patched:") != line(out, "logit, patched:")
 
 
-def test_paired_interval_covers_the_change_and_narrows_with_more_images():
-    diagnose = _diagnose_module()
-    rng = np.random.default_rng(0)
-    a = rng.random(4000) < 0.75
-    b = a & (rng.random(4000) > 0.04)  # about 3 points lost
-    low, high = diagnose._paired_interval(a, b)
-    assert low < (b.mean() - a.mean()) < high < 0
-    low_small, high_small = diagnose._paired_interval(a[:400], b[:400])
-    assert high_small - low_small > high - low
-
-
 def test_best_threshold_balanced_accuracy_by_hand():
     diagnose = _diagnose_module()
     s = np.array([0, 1, 0, 1])
