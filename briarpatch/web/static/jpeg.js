@@ -150,27 +150,33 @@
     for (let c = 0; c < nc; c++) sos.push(c + 1, c ? 0x11 : 0x00);
     out.segment(0xda, [...sos, 0, 63, 0]);
 
-    const blocks = [new Float64Array(64), new Float64Array(64), new Float64Array(64)];
+    // One row of blocks at a time: its 8 pixel rows as YCbCr planes (the image's last row and column
+    // repeated past its edge, as libjpeg does), then each 8x8 block of each plane coded.
+    const cols = Math.ceil(width / 8) * 8, rowsOfBlocks = Math.ceil(height / 8);
+    const planes = [0, 1, 2].slice(0, nc).map(() => new Int16Array(8 * cols));
+    const block = new Float64Array(64);
     const prev = [0, 0, 0];
-    const rowsOfBlocks = Math.ceil(height / 8), colsOfBlocks = Math.ceil(width / 8);
+    const tableNames = ["Y", "C", "C"];
     for (let by = 0; by < rowsOfBlocks; by++) {
-      for (let bx = 0; bx < colsOfBlocks; bx++) {
-        for (let y = 0; y < 8; y++) {
-          const row = Math.min(by * 8 + y, height - 1) * width; // the edge repeated past the image, as libjpeg
-          for (let x = 0; x < 8; x++) {
-            const at = 4 * (row + Math.min(bx * 8 + x, width - 1)), k = y * 8 + x;
-            const r = data[at], g = data[at + 1], b = data[at + 2];
-            if (gray) { blocks[0][k] = r - 128; continue; }
-            // JFIF's YCbCr, rounded to whole levels as libjpeg's converter does, centred on 0.
-            blocks[0][k] = Math.round(0.299 * r + 0.587 * g + 0.114 * b) - 128;
-            blocks[1][k] = Math.round(-0.168735892 * r - 0.331264108 * g + 0.5 * b);
-            blocks[2][k] = Math.round(0.5 * r - 0.418687589 * g - 0.081312411 * b);
-          }
+      for (let y = 0; y < 8; y++) {
+        const row = Math.min(by * 8 + y, height - 1) * width;
+        for (let x = 0; x < cols; x++) {
+          const at = 4 * (row + (x < width ? x : width - 1)), i = y * cols + x;
+          const r = data[at], g = data[at + 1], b = data[at + 2];
+          if (gray) { planes[0][i] = r - 128; continue; }
+          // libjpeg's YCbCr in 16-bit fixed point (jccolor.c), whole levels, centred on 0.
+          planes[0][i] = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) - 128;
+          planes[1][i] = ((-11059 * r - 21709 * g + 32768 * b + 32767) >> 16);
+          planes[2][i] = ((32768 * r - 27439 * g - 5329 * b + 32767) >> 16);
         }
+      }
+      for (let bx = 0; bx < cols; bx += 8) {
         for (let c = 0; c < nc; c++) {
-          fdct(blocks[c]);
-          const t = c ? "C" : "Y";
-          prev[c] = codeBlock(out, blocks[c], divisors[c ? 1 : 0], prev[c], TABLES["dc" + t], TABLES["ac" + t]);
+          const plane = planes[c];
+          for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) block[y * 8 + x] = plane[y * cols + bx + x];
+          fdct(block);
+          const t = tableNames[c];
+          prev[c] = codeBlock(out, block, divisors[c ? 1 : 0], prev[c], TABLES["dc" + t], TABLES["ac" + t]);
         }
       }
       yield (by + 1) / rowsOfBlocks;
