@@ -316,10 +316,11 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
                           for name in ("clean", "patched")}
     if settings.n_boot:  # what a patch or control costs the same model on the same photos, paired
         right = {name: p == y_test for name, p in preds.items()}
-        change = lambda name: paired_change_interval(right["clean"], right[name], n_boot=settings.n_boot,  # noqa: E731
-                                                     seed=settings.seed)
-        report["accuracy_change"] = {name: {"value": float(right[name].mean() - right["clean"].mean()),
-                                            "ci": change(name)} for name in patched_test}
+        report["accuracy_change"] = {
+            name: {"value": float(right[name].mean() - right["clean"].mean()),
+                   "ci": paired_change_interval(right["clean"], right[name], n_boot=settings.n_boot,
+                                                seed=settings.seed)}
+            for name in patched_test}
     if settings.baselines:
         with tolerate_small_groups():
             base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)
