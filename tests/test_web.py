@@ -227,6 +227,12 @@ def test_the_page_writes_jpegs_as_briarpatch_apply_does(browser, site, tmp_path)
                 # DCT and libjpeg's integer one round a few coefficients differently; RGBA is flattened
                 # with other rounding), where the browser's own 4:2:0 encoder was 9.4 levels from apply's.
                 assert np.abs(a - b).mean() < 1.5, (name, np.abs(a - b).mean())
+    # A side past JPEG's 16-bit limit is refused (the page reports it for that photo) rather than written wrong.
+    error = browser.execute_script("""
+        try { BP.encodeJPEG({width: 70000, height: 2, data: new Uint8Array(4 * 140000)}, 95, false).next(); }
+        catch (e) { return e.message; }
+        return null;""")
+    assert error == "70000×2: a JPEG holds at most 65535 pixels a side; save it as PNG"
 
 
 def test_the_page_loads_another_patch_file(browser, site, tmp_path):

@@ -133,6 +133,9 @@
   // blocks, so the page stays responsive, and returns the file's bytes.
   BP.encodeJPEG = function* (img, quality, gray) {
     const { width, height, data } = img;
+    if (width > 65535 || height > 65535) { // the frame header has 16 bits for each
+      throw new Error(`${width}×${height}: a JPEG holds at most 65535 pixels a side; save it as PNG`);
+    }
     const tables = BP.jpegTables(quality);
     // Divisors per zigzag position: 1 / (step * AAN factors * 8), as libjpeg's float path.
     const divisors = tables.map((t) => Float64Array.from(ZIGZAG, (k) => 1 / (t[k] * AAN[k >> 3] * AAN[k & 7] * 8)));
