@@ -3,8 +3,8 @@
 // The browser's own encoder (canvas) halves the colour planes below quality 100 (4:2:0), which
 // blurs a thin patch's colours: on the embedded benchmark, saved at quality 95, a model read 0.584
 // of the attribute through 4:2:0 against 0.522 through 4:4:4 (docs/robustness.md, "The owner's
-// own save"). libjpeg's tables and quality scaling, as PIL uses them, so the page's JPEGs match
-// apply's at the same quality (tests/test_web.py compares the two).
+// own save"). libjpeg's colour conversion, integer DCT, quantization and tables, as PIL calls it for
+// `apply`: on the same pixels and quality the page writes the same bytes (tests/test_web.py).
 (function (BP) {
   // The standard's example quantization tables (ITU-T T.81, Annex K), in natural order.
   const QT_Y = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -55,30 +55,43 @@
     return [table(QT_Y), table(QT_C)];
   };
 
-  // The AAN float DCT (libjpeg's jfdctflt.c), in place on 64 values; its outputs carry the factors below.
-  const AAN = [1.0, 1.387039845, 1.306562965, 1.175875602, 1.0, 0.785694958, 0.541196100, 0.275899379];
+  // libjpeg's default forward DCT, jpeg_fdct_islow (jfdctint.c): integer arithmetic, 13-bit
+  // constants, in place on 64 values; its outputs are 8 times the true coefficients. The same
+  // arithmetic as the library PIL calls for `apply`, so the two write the same coefficients.
+  // For 8-bit samples every intermediate fits in 32 bits (libjpeg's INT32), so shifts are exact.
+  const down = (x) => (x + 16384) >> 15; // the second pass's DESCALE, by CONST_BITS + PASS1_BITS
   function fdct(d) {
-    for (let pass = 0; pass < 2; pass++) {
-      const step = pass === 0 ? 1 : 8, stride = pass === 0 ? 8 : 1;
-      for (let r = 0; r < 8; r++) {
-        const o = r * stride;
-        const d0 = d[o], d1 = d[o + step], d2 = d[o + 2 * step], d3 = d[o + 3 * step];
-        const d4 = d[o + 4 * step], d5 = d[o + 5 * step], d6 = d[o + 6 * step], d7 = d[o + 7 * step];
-        const t0 = d0 + d7, t7 = d0 - d7, t1 = d1 + d6, t6 = d1 - d6, t2 = d2 + d5, t5 = d2 - d5, t3 = d3 + d4, t4 = d3 - d4;
-        let t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;
-        d[o] = t10 + t11;
-        d[o + 4 * step] = t10 - t11;
-        const z1 = (t12 + t13) * 0.707106781;
-        d[o + 2 * step] = t13 + z1;
-        d[o + 6 * step] = t13 - z1;
-        t10 = t4 + t5; t11 = t5 + t6; t12 = t6 + t7;
-        const z5 = (t10 - t12) * 0.382683433, z2 = 0.541196100 * t10 + z5, z4 = 1.306562965 * t12 + z5, z3 = t11 * 0.707106781;
-        const z11 = t7 + z3, z13 = t7 - z3;
-        d[o + 5 * step] = z13 + z2;
-        d[o + 3 * step] = z13 - z2;
-        d[o + step] = z11 + z4;
-        d[o + 7 * step] = z11 - z4;
-      }
+    for (let o = 0; o < 64; o += 8) {
+      const t0 = d[o] + d[o + 7], t7 = d[o] - d[o + 7], t1 = d[o + 1] + d[o + 6], t6 = d[o + 1] - d[o + 6];
+      const t2 = d[o + 2] + d[o + 5], t5 = d[o + 2] - d[o + 5], t3 = d[o + 3] + d[o + 4], t4 = d[o + 3] - d[o + 4];
+      const t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;
+      d[o] = (t10 + t11) << 2;
+      d[o + 4] = (t10 - t11) << 2;
+      const z1 = (t12 + t13) * 4433;
+      d[o + 2] = (z1 + t13 * 6270 + 1024) >> 11;
+      d[o + 6] = (z1 - t12 * 15137 + 1024) >> 11;
+      const z5 = (t4 + t6 + t5 + t7) * 9633;
+      const o1 = (t4 + t7) * -7373, o2 = (t5 + t6) * -20995, o3 = (t4 + t6) * -16069 + z5, o4 = (t5 + t7) * -3196 + z5;
+      d[o + 7] = (t4 * 2446 + o1 + o3 + 1024) >> 11;
+      d[o + 5] = (t5 * 16819 + o2 + o4 + 1024) >> 11;
+      d[o + 3] = (t6 * 25172 + o2 + o3 + 1024) >> 11;
+      d[o + 1] = (t7 * 12299 + o1 + o4 + 1024) >> 11;
+    }
+    for (let o = 0; o < 8; o++) {
+      const t0 = d[o] + d[o + 56], t7 = d[o] - d[o + 56], t1 = d[o + 8] + d[o + 48], t6 = d[o + 8] - d[o + 48];
+      const t2 = d[o + 16] + d[o + 40], t5 = d[o + 16] - d[o + 40], t3 = d[o + 24] + d[o + 32], t4 = d[o + 24] - d[o + 32];
+      const t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;
+      d[o] = (t10 + t11 + 2) >> 2;
+      d[o + 32] = (t10 - t11 + 2) >> 2;
+      const z1 = (t12 + t13) * 4433;
+      d[o + 16] = down(z1 + t13 * 6270);
+      d[o + 48] = down(z1 - t12 * 15137);
+      const z5 = (t4 + t6 + t5 + t7) * 9633;
+      const o1 = (t4 + t7) * -7373, o2 = (t5 + t6) * -20995, o3 = (t4 + t6) * -16069 + z5, o4 = (t5 + t7) * -3196 + z5;
+      d[o + 56] = down(t4 * 2446 + o1 + o3);
+      d[o + 40] = down(t5 * 16819 + o2 + o4);
+      d[o + 24] = down(t6 * 25172 + o2 + o3);
+      d[o + 8] = down(t7 * 12299 + o1 + o4);
     }
   }
 
@@ -106,11 +119,15 @@
 
   function bitLength(v) { let a = Math.abs(v), n = 0; while (a) { n++; a >>= 1; } return n; }
 
-  // Quantize, zigzag and entropy-code one 8x8 block (AAN outputs); returns its DC for the next block.
+  // Quantize (libjpeg's rounding division by 8 x step, halves away from zero), zigzag and
+  // entropy-code one 8x8 block of fdct outputs; returns its DC for the next block.
   const q = new Int32Array(64);
   function codeBlock(out, block, divisors, prevDC, dc, ac) {
+    // floor(a / b) for whole a >= 0 and b >= 2 is floor((a + 0.5) * (1 / b)): the half keeps the
+    // product clear of the integer that the rounded reciprocal could otherwise fall just short of.
     for (let i = 0; i < 64; i++) {
-      q[i] = Math.floor(block[ZIGZAG[i]] * divisors[i] + 0.5); // as libjpeg's float path rounds
+      const v = block[ZIGZAG[i]], half = divisors.half[i] + 0.5, r = divisors.recip[i];
+      q[i] = v < 0 ? -Math.floor((half - v) * r) : Math.floor((v + half) * r);
     }
     const diff = q[0] - prevDC, cat = bitLength(diff);
     out.write(dc.codes[cat], dc.lengths[cat]);
@@ -137,8 +154,11 @@
       throw new Error(`${width}×${height}: a JPEG holds at most 65535 pixels a side; save it as PNG`);
     }
     const tables = BP.jpegTables(quality);
-    // Divisors per zigzag position: 1 / (step * AAN factors * 8), as libjpeg's float path.
-    const divisors = tables.map((t) => Float64Array.from(ZIGZAG, (k) => 1 / (t[k] * AAN[k >> 3] * AAN[k & 7] * 8)));
+    // Divisors per zigzag position: 8 x the step (the DCT's outputs are 8 times the coefficients).
+    const divisors = tables.map((t) => {
+      const qval = Int32Array.from(ZIGZAG, (k) => 8 * t[k]);
+      return { half: qval.map((v) => v >> 1), recip: Float64Array.from(qval, (v) => 1 / v) };
+    });
     const nc = gray ? 1 : 3;
     const out = new BitWriter(width * height * nc / 4 + 1024);
     out.bytes([0xff, 0xd8]);
@@ -157,7 +177,7 @@
     // repeated past its edge, as libjpeg does), then each 8x8 block of each plane coded.
     const cols = Math.ceil(width / 8) * 8, rowsOfBlocks = Math.ceil(height / 8);
     const planes = [0, 1, 2].slice(0, nc).map(() => new Int16Array(8 * cols));
-    const block = new Float64Array(64);
+    const block = new Int32Array(64); // whole numbers throughout: the DCT is integer arithmetic
     const prev = [0, 0, 0];
     const tableNames = ["Y", "C", "C"];
     for (let by = 0; by < rowsOfBlocks; by++) {
