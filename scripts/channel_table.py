@@ -3,7 +3,8 @@
     python scripts/channel_table.py outputs/suite/default/seed0 outputs/suite/default/seed1 ...
 
 Each argument is a run folder (or its report/ folder) whose report.json has a robustness section;
-every cell lists the runs' figures in the order given.
+every cell lists the runs' figures in the order given, the patched probe with its 95 % interval
+where the report has one (`eval.n_boot` > 0).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def load(path: Path) -> dict:
     sys.exit(f"error: no report.json in {path}")
 
 
+def _with_ci(r: dict) -> str:
+    ci = r.get("non_adaptive_probe_ci")
+    return f"{r['non_adaptive_probe']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
@@ -36,8 +42,7 @@ def main(argv: list[str]) -> None:
         dp = join(f"{r['clean']['demographic_parity_difference']:.3f} → {r['patched']['demographic_parity_difference']:.3f}"
                   for r in rs)
         cuts = [_cut(r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]) for r in rs]
-        probe = join(f"{r['clean_probe']:.3f} → {r['non_adaptive_probe']:.3f}"
-                     if "clean_probe" in r else f"{r['non_adaptive_probe']:.3f}" for r in rs)
+        probe = join((f"{r['clean_probe']:.3f} → " if "clean_probe" in r else "") + _with_ci(r) for r in rs)
         met = sum(c >= 0.5 and _leak(r["non_adaptive_probe"]) <= 0.65 for c, r in zip(cuts, rs))  # as the suite counts
         print(f"| {channel} | {acc} | {dp} | {join(f'{c:.0%}' for c in cuts)} | {probe} | {met} of {len(rs)} runs |")
 

@@ -19,10 +19,10 @@ def _run(script, *args, cache=None):
     return out.stdout
 
 
-def _diagnose_module():
+def _script_module(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -54,7 +54,7 @@ def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
 
 
 def test_best_threshold_balanced_accuracy_by_hand():
-    diagnose = _diagnose_module()
+    diagnose = _script_module("diagnose")
     s = np.array([0, 1, 0, 1])
     # Above 0.1: TNR 1/2, TPR 1 -> 0.75; above 0.2: 1/2, 1/2; above 0.3: 1, 1/2 -> 0.75.
     assert diagnose._best_threshold_bacc(np.array([0.1, 0.2, 0.3, 0.4]), s) == 0.75
@@ -152,3 +152,19 @@ def test_owner_save_prints_every_save_and_lossless_ones_agree(tmp_path):
     assert all(len(v) == 3 and 0.0 <= min(v) and max(v) <= 1.0 for v in rows.values())
     # Two lossless files hold the same pixels, so the same figures; the patch changes them.
     assert rows["patched, PNG (lossless)"] == rows["patched, WebP lossless"] != rows["clean (untouched)"]
+
+
+def test_channel_table_lists_every_run_with_its_interval(tmp_path, capsys):
+    table = _script_module("channel_table")
+    summary = lambda acc, dp: {"accuracy": acc, "demographic_parity_difference": dp}  # noqa: E731
+    runs = []
+    for i, (probe, ci) in enumerate(((0.62, [0.60, 0.64]), (0.70, None))):
+        channel = {"clean": summary(0.75, 0.40), "patched": summary(0.70, 0.10), "clean_probe": 0.99,
+                   "non_adaptive_probe": probe, **({"non_adaptive_probe_ci": ci} if ci else {})}
+        (tmp_path / f"run{i}" / "report").mkdir(parents=True)
+        (tmp_path / f"run{i}" / "report" / "report.json").write_text(json.dumps({"robustness": {"jpeg:75": channel}}))
+        runs.append(str(tmp_path / f"run{i}"))
+    table.main(runs)
+    row = capsys.readouterr().out.splitlines()[-1]
+    # Both runs in order; the interval where the report has one; the second misses the probe target.
+    assert "0.990 → 0.620 [0.600, 0.640] / 0.990 → 0.700 |" in row and row.endswith("| 1 of 2 runs |")
