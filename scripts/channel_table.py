@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from briarpatch.report import _with_ci
 from briarpatch.suite import _cut, _leak
 
 
@@ -21,11 +22,6 @@ def load(path: Path) -> dict:
         if candidate.is_file():
             return json.loads(candidate.read_text())["robustness"]
     sys.exit(f"error: no report.json in {path}")
-
-
-def _with_ci(r: dict) -> str:
-    ci = r.get("non_adaptive_probe_ci")
-    return f"{r['non_adaptive_probe']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def main(argv: list[str]) -> None:
@@ -42,7 +38,8 @@ def main(argv: list[str]) -> None:
         dp = join(f"{r['clean']['demographic_parity_difference']:.3f} → {r['patched']['demographic_parity_difference']:.3f}"
                   for r in rs)
         cuts = [_cut(r["clean"]["demographic_parity_difference"], r["patched"]["demographic_parity_difference"]) for r in rs]
-        probe = join((f"{r['clean_probe']:.3f} → " if "clean_probe" in r else "") + _with_ci(r) for r in rs)
+        probe = join((f"{r['clean_probe']:.3f} → " if "clean_probe" in r else "")
+                     + _with_ci(r["non_adaptive_probe"], r.get("non_adaptive_probe_ci")) for r in rs)
         met = sum(c >= 0.5 and _leak(r["non_adaptive_probe"]) <= 0.65 for c, r in zip(cuts, rs))  # as the suite counts
         print(f"| {channel} | {acc} | {dp} | {join(f'{c:.0%}' for c in cuts)} | {probe} | {met} of {len(rs)} runs |")
 
