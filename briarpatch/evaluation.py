@@ -45,7 +45,7 @@ from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
-           "evaluate_run", "check_compatible", "control_patches", "patch_config", "main"]
+           "evaluate_run", "check_compatible", "control_patches", "patch_config", "patch_and_quality", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -545,6 +545,23 @@ def patch_config(patch_path, overrides=()) -> DictConfig:
     with open_dict(cfg):
         cfg.run_dir = "unused"
     return with_run_config(cfg, overrides)[0]
+
+
+def patch_and_quality(argv: list[str], *, usage: str, default_quality: int, codec: str = "JPEG"):
+    """What the analysis scripts that save photos take: ``PATCH [--quality Q] [Hydra overrides]``.
+
+    Returns the patch's path, the quality and :func:`patch_config` of the rest; a quality outside
+    1-100 is one line on stderr and exit 2 (argparse's error)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(usage=usage)
+    parser.add_argument("patch")
+    parser.add_argument("--quality", type=int, default=default_quality, metavar="Q",
+                        help=f"a {codec} quality from 1 to 100, e.g. --quality {default_quality}")
+    args, overrides = parser.parse_known_args(argv)
+    if not 1 <= args.quality <= 100:
+        parser.error(f"--quality {args.quality}: a quality runs from 1 to 100")
+    return args.patch, args.quality, patch_config(args.patch, overrides)
 
 
 def evaluate(cfg: DictConfig, overrides=()) -> dict:

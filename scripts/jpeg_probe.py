@@ -16,7 +16,6 @@ The untouched channel is printed beside them for reference.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 
 from briarpatch import load_patch, pipeline
 from briarpatch.config import build
-from briarpatch.evaluation import EvalSettings, clean_embeddings, embed_dataset, fit_probe, patch_config
+from briarpatch.evaluation import EvalSettings, clean_embeddings, embed_dataset, fit_probe, patch_and_quality
 from briarpatch.jpeg import jpeg_differentiable
 from briarpatch.metrics import leakage_scores
 
@@ -38,15 +37,7 @@ def stand_in_jpeg(x: torch.Tensor, quality) -> torch.Tensor:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
-    parser = argparse.ArgumentParser(usage=__doc__)
-    parser.add_argument("patch")
-    parser.add_argument("--quality", type=int, default=75, metavar="Q",
-                        help="a JPEG quality from 1 to 100, e.g. --quality 75")
-    args, overrides = parser.parse_known_args(argv)
-    path, quality = args.patch, args.quality
-    if not 1 <= quality <= 100:
-        parser.error(f"--quality {quality}: a quality runs from 1 to 100")
-    cfg = patch_config(path, overrides)
+    path, quality, cfg = patch_and_quality(argv, usage=__doc__, default_quality=75, codec="JPEG")
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
     settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False, robustness_size=cfg.eval.robustness_size)
     train_ds, test_ds = data.split("train"), data.split("test")

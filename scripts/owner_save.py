@@ -11,7 +11,6 @@ then saved each way (clean: the untouched evaluation photos).
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import warnings
@@ -23,7 +22,8 @@ from PIL import Image
 from briarpatch import SyntheticPatchWarning, load_patch
 from briarpatch.config import build
 from briarpatch.data import to_unit
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe, patch_config
+from briarpatch.evaluation import (EvalSettings, _classifier, clean_embeddings, embed_dataset, fit_probe,
+                                   patch_and_quality)
 from briarpatch.metrics import fairness_summary, leakage_scores
 
 # name -> PIL save arguments (format first); "{q}" is the quality.
@@ -60,15 +60,7 @@ class Saved(torch.utils.data.Dataset):
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
-    parser = argparse.ArgumentParser(usage=__doc__)
-    parser.add_argument("patch")
-    parser.add_argument("--quality", type=int, default=95, metavar="Q",
-                        help="a JPEG/WebP quality from 1 to 100, e.g. --quality 90")
-    args, overrides = parser.parse_known_args(argv)
-    path, quality = args.patch, args.quality
-    if not 1 <= quality <= 100:
-        parser.error(f"--quality {quality}: a quality runs from 1 to 100")
-    cfg = patch_config(path, overrides)
+    path, quality, cfg = patch_and_quality(argv, usage=__doc__, default_quality=95, codec="JPEG/WebP")
     data, encoder, patch = build(cfg.data), build(cfg.encoder), load_patch(path)
     warnings.simplefilter("ignore", SyntheticPatchWarning)  # a benchmark's patch, measured on its benchmark
     settings = EvalSettings(cache_dir=cfg.eval.cache_dir, progress=False)
