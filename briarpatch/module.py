@@ -318,8 +318,8 @@ class BriarPatchModule(pl.LightningModule):
         """Objective terms for each ensemble member (one part for a single encoder), averaged."""
         per_part = []
         for logits, (_, cols) in zip(self.adversary.forward_parts(patched), self.parts):
-            per_part.append(self.objective(logits=logits, s=s, pixels=self.patch.pixels, patched=patched[:, cols],
-                                           clean=clean[:, cols], center=self.feat_mean[cols],
+            per_part.append(self.objective(logits=logits, s=s, pixels=self.patch.pixels, mask=self.patch.mask,
+                                           patched=patched[:, cols], clean=clean[:, cols], center=self.feat_mean[cols],
                                            basis=self.sensitive_basis(cols)))
         return {k: torch.stack([t[k] for t in per_part]).mean() for k in per_part[0]}
 

@@ -101,9 +101,23 @@ def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, s: torch.
     return (per_cell * present).sum() / present.sum()
 
 
-def total_variation(pixels: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels (smoother, more printable patches)."""
-    return (pixels[:, 1:] - pixels[:, :-1]).abs().mean() + (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
+def total_variation(pixels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels, vertical plus horizontal.
+
+    With ``mask`` (``(1, H, W)``, 1 where the patch is pasted) only pairs of neighbours that are
+    both pasted count: a frame's canvas is mostly unused pixels, and its band's edge against them
+    is no edge in any photo.
+    """
+    terms = []
+    for dim in (1, 2):
+        n = pixels.shape[dim] - 1
+        diff = (pixels.narrow(dim, 1, n) - pixels.narrow(dim, 0, n)).abs()
+        if mask is None:
+            terms.append(diff.mean())
+            continue
+        pairs = mask.narrow(dim, 1, n) * mask.narrow(dim, 0, n)
+        terms.append((diff * pairs).sum() / (pairs.sum() * pixels.shape[0]).clamp_min(1))
+    return terms[0] + terms[1]
 
 
 _LOSS_FNS = {"confusion": confusion_loss, "parity": parity_loss, "reversal": reversal_loss,
@@ -138,14 +152,14 @@ class PatchObjective(nn.Module):
         self.sensitive_directions = sensitive_directions
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 
-    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None) -> dict[str, torch.Tensor]:
+    def forward(self, *, logits, s, patched, clean, basis, pixels, center=None, mask=None) -> dict[str, torch.Tensor]:
         terms = {"main": _LOSS_FNS[self.loss](logits, s)}
         total = terms["main"]
         if self.utility_weight:
             terms["utility"] = utility_loss(patched, clean, basis, center)
             total = total + self.utility_weight * terms["utility"]
         if self.tv_weight:
-            terms["tv"] = total_variation(pixels)
+            terms["tv"] = total_variation(pixels, mask)
             total = total + self.tv_weight * terms["tv"]
         terms["total"] = total
         return terms

@@ -5,7 +5,8 @@ import torch
 
 from briarpatch.adversaries import Adversary
 from briarpatch.objectives import (PatchObjective, confusion_loss, parity_loss, reversal_loss,
-                                   separation_loss, utility_loss)
+                                   separation_loss, total_variation, utility_loss)
+from briarpatch.patch import make_mask
 
 
 def test_confusion_is_minimal_at_uniform_prediction():
@@ -55,6 +56,22 @@ def test_multiclass_sensitive_attribute_works_end_to_end(loss, head):
         logits=adv(patched), s=s, patched=patched, clean=torch.randn(12, 6), basis=None, pixels=torch.rand(3, 4, 4))
     terms["total"].backward()
     assert torch.isfinite(terms["total"]) and patched.grad.abs().sum() > 0
+
+
+def test_total_variation_counts_only_neighbours_inside_the_mask():
+    mask = make_mask("frame", 16, 16, band=2, insets=(3,))
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(3, 16, 16, generator=gen) * mask  # zero outside: the band's edge is a jump
+    # Outside pixels change nothing; a smooth band scores 0 although it sits in a zero canvas.
+    noisy = total_variation(pixels, mask)
+    assert total_variation(pixels + (1 - mask) * 0.7, mask) == pytest.approx(noisy.item())
+    assert total_variation(0.4 * mask, mask).item() == pytest.approx(0.0)
+    assert total_variation(0.4 * mask).item() > 0.01  # unmasked, the canvas's edge counts
+    # Uniform noise: E|a - b| = 1/3 per direction.
+    assert noisy.item() == pytest.approx(2 / 3, abs=0.1)
+    pixels.requires_grad_(True)
+    total_variation(pixels, mask).backward()
+    assert (pixels.grad * (1 - mask)).abs().sum() == 0 and (pixels.grad * mask).abs().sum() > 0
 
 
 def test_bad_names_are_clear_errors():
