@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "10-13 accuracy points); a model that crops to the centre square then loses the frame")
     p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
     p.add_argument("--quality", type=int, default=95,
-                   help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4)")
+                   help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4), "
+                        "WebP halves it (a weaker patch)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
     p.add_argument("--strip-metadata", action="store_true", help="drop EXIF, ICC profile and DPI from outputs")
@@ -488,6 +489,12 @@ def cli(argv: list[str] | None = None) -> int:
         plans = [(pairs[0][0], out_dir, None)]
     else:
         plans = plan_outputs(pairs, out_dir, args.format)
+    webp = sum(1 for _, dst, reason in plans if not reason and dst.suffix.lower() == ".webp")
+    if webp and not args.quiet:
+        # Lossy WebP always halves the colour planes (4:2:0): measured in docs/robustness.md,
+        # "The owner's own save" (`python scripts/owner_save.py default`).
+        print(f"note: {webp} photo{'s are' if webp > 1 else ' is'} written as lossy WebP, which halves the colour "
+              "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     inputs = {src.resolve() for src, _ in pairs}
     written = skipped = 0
     failed = [(p, None) for p in problems]

@@ -120,6 +120,17 @@ def test_jpeg_outputs_keep_full_colour_resolution(tmp_path):
     assert np.abs(written - exact)[band].mean() < 0.5 * np.abs(default - exact)[band].mean()
 
 
+def test_webp_outputs_come_with_a_note(tmp_path, capsys):
+    # Lossy WebP always stores colour at half resolution (4:2:0), as PIL's JPEG default did.
+    _rgb(40, 60, 2).save(tmp_path / "c.webp")
+    assert cli(["default", str(tmp_path / "c.webp"), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 photo is written as lossy WebP" in err and "--format jpg or png" in err
+    assert cli(["default", str(tmp_path / "c.webp"), "--out", str(tmp_path / "b"), "--format", "png"]) == 0
+    assert "WebP" not in capsys.readouterr().err
+    assert (tmp_path / "a" / "c.webp").is_file() and (tmp_path / "b" / "c.png").is_file()
+
+
 def test_cli_on_a_mixed_folder(patch_file, tmp_path, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     _mixed_folder(src)
