@@ -105,8 +105,8 @@ def total_variation(pixels: torch.Tensor, mask: torch.Tensor | None = None) -> t
     """Mean absolute difference between neighbouring pixels, vertical plus horizontal.
 
     With ``mask`` (``(1, H, W)``, 1 where the patch is pasted) only pairs of neighbours that are
-    both pasted count: a frame's canvas is mostly unused pixels, and its band's edge against them
-    is no edge in any photo.
+    both pasted count: a frame's canvas is mostly unused pixels, and at its band's edge a photo
+    meets the band, not them.
     """
     terms = []
     for dim in (1, 2):
