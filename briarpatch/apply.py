@@ -130,7 +130,11 @@ def _split(img):
         arr = np.asarray(img, dtype=np.float32)
         return torch.from_numpy(np.clip(arr, 0, 65535) / 65535.0)[None], None, 16, "I;16"
     if mode == "F":
-        img, mode = img.convert("L"), "L"
+        # Floats carry no fixed range: [0, 1] by the usual convention, else [0, 255] as PIL's own
+        # conversion assumes (which clips a [0, 1] photo to black). Written back as 16-bit grey.
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        scale = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+        return torch.from_numpy(np.clip(arr / scale, 0, 1))[None], None, 16, "I;16"
     if mode == "1":
         img, mode = img.convert("L"), "L"
     if mode == "P":

@@ -120,6 +120,17 @@ def test_jpeg_outputs_keep_full_colour_resolution(tmp_path):
     assert np.abs(written - exact)[band].mean() < 0.5 * np.abs(default - exact)[band].mean()
 
 
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_images_keep_their_content(scale):
+    # A float image in [0, 1] (the usual convention) or [0, 255]; PIL's own conversion to 8 bits
+    # would clip the first to black.
+    img = Image.fromarray(np.full((60, 80), 0.6 * scale, np.float32), "F")
+    out = load_patch("default").apply(img)
+    assert out.mode == "I;16" and out.size == (80, 60)
+    arr = np.asarray(out).astype(float) / 65535
+    assert np.median(arr) == pytest.approx(0.6, abs=1e-4)  # outside the band, the photo itself
+
+
 def test_webp_outputs_come_with_a_note(tmp_path, capsys):
     # Lossy WebP always stores colour at half resolution (4:2:0), as PIL's JPEG default did.
     _rgb(40, 60, 2).save(tmp_path / "c.webp")
