@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ._atomic import atomic_path
+from ._images import DEEP_MODES, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -126,15 +127,8 @@ def _alpha_of_patch(patch: BriarPatch, height: int, width: int, changes: dict) -
 def _split(img):
     """PIL image -> (float CHW colour, float HW alpha or None, bit depth, output mode)."""
     mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy(np.clip(arr, 0, 65535) / 65535.0)[None], None, 16, "I;16"
-    if mode == "F":
-        # Floats carry no fixed range: [0, 1] by the usual convention, else [0, 255] as PIL's own
-        # conversion assumes (which clips a [0, 1] photo to black). Written back as 16-bit grey.
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
-        scale = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
-        return torch.from_numpy(np.clip(arr / scale, 0, 1))[None], None, 16, "I;16"
+    if mode in DEEP_MODES:  # written back as 16-bit grey, floats included
+        return torch.from_numpy(unit_gray(img))[None], None, 16, "I;16"
     if mode == "1":
         img, mode = img.convert("L"), "L"
     if mode == "P":

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ._images import DEEP_MODES, unit_gray
 from .data import SplitDataModule
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -121,7 +122,10 @@ class TableDataset(Dataset):
                 # A JPEG is decoded at the smallest power-of-two scale still at least twice the training
                 # size on its shorter side (the DCT does the first downscaling, several times faster).
                 img.draft("RGB", (2 * self.image_size, 2 * self.image_size))
-                img = ImageOps.exif_transpose(img).convert("RGB")
+                img = ImageOps.exif_transpose(img)
+                if img.mode in DEEP_MODES:  # PIL's own conversion would clip 16-bit photos to white
+                    img = Image.fromarray((unit_gray(img) * 255).round().astype(np.uint8), "L")
+                img = img.convert("RGB")
                 img = ImageOps.fit(img, (self.image_size, self.image_size), Image.BILINEAR)  # centre crop + resize
         except OSError as exc:  # its first bytes looked right, the rest does not decode
             raise UnreadableImage(f"{self.paths[i]} cannot be decoded ({exc}): remove it from the dataset's "
@@ -175,7 +179,10 @@ class TableDataModule(SplitDataModule):
         self.group_names, self.target_names = list(group_names), list(target_names)
         self.sensitive_name, self.target_name = sensitive_name, target_name
         self.num_groups = len(self.group_names)
-        self._describe = {"dataset": name, "image_size": image_size, "limit": limit, "seed": seed, **(describe or {})}
+        # decode 2: 16-bit and float images read at their own range (before: clipped to white or black),
+        # so embeddings cached before are not served.
+        self._describe = {"dataset": name, "image_size": image_size, "limit": limit, "seed": seed, "decode": 2,
+                          **(describe or {})}
         self._splits = {}
         for split in SPLITS:
             part = table[table["split"] == split]

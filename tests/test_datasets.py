@@ -248,3 +248,21 @@ def test_cached_embeddings_are_not_served_for_replaced_photos(tmp_path):
     frame.loc[frame["path"] == "imgs/51.jpg", "path"] = "imgs/1.jpg"  # the list now names another file
     frame.to_csv(path, index=False)
     assert key() not in (before, replaced)
+
+
+def test_deep_images_are_read_at_their_own_range(tmp_path):
+    # 16-bit PNGs (common for medical and scientific images) and float TIFFs: PIL's own conversion
+    # to RGB clips them to white and black.
+    from briarpatch.datasets import TableDataset
+
+    grey = np.random.default_rng(0).integers(0, 256, (32, 32)).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    Image.fromarray(grey.astype(np.float32) / 255, "F").save(tmp_path / "unit.tif")
+    Image.fromarray(grey.astype(np.float32), "F").save(tmp_path / "float255.tif")
+    names = ["eight.png", "sixteen.png", "unit.tif", "float255.tif"]
+    ds = TableDataset([tmp_path / n for n in names], np.zeros(4), np.zeros(4), image_size=32)
+    ref = ds[0]["image"]
+    assert ref.shape == (3, 32, 32) and ref.float().std() > 50
+    for i in range(1, 4):
+        assert (ds[i]["image"].int() - ref.int()).abs().max() <= 1, names[i]
