@@ -335,6 +335,16 @@ def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None
     return plans
 
 
+_ICC_SPACES = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY"}
+
+
+def _icc_fits(icc: bytes | None, mode: str) -> bool:
+    """Whether a colour profile describes the output's colour space (header bytes 16-19): a CMYK
+    photo's profile on its RGB output, or a grey one on a ``--color`` output, would have viewers
+    show the wrong colours."""
+    return icc is not None and icc[16:20] == _ICC_SPACES.get(mode)
+
+
 def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> None:
     from PIL import Image
 
@@ -358,6 +368,8 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
         for key in ("icc_profile", "exif", "dpi"):
             if info.get(key) is not None:
                 kwargs[key] = info[key]
+        if not _icc_fits(kwargs.get("icc_profile"), img.mode):
+            kwargs.pop("icc_profile", None)
     with atomic_path(dst) as tmp:
         img.save(tmp, format=fmt, **kwargs)
 

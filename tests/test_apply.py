@@ -299,6 +299,24 @@ def test_icc_profile_and_exif_are_kept_unless_stripped(patch_file, tmp_path):
         assert "icc_profile" not in bare.info and not bare.getexif()
 
 
+def test_a_colour_profile_is_kept_only_where_it_describes_the_output(patch_file, tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert srgb[16:20] == b"RGB "
+    cmyk, grey = srgb[:16] + b"CMYK" + srgb[20:], srgb[:16] + b"GRAY" + srgb[20:]  # headers name the space
+    _rgb(40, 30).convert("CMYK").save(tmp_path / "print.jpg", icc_profile=cmyk)
+    Image.fromarray(np.full((30, 40), 90, np.uint8), "L").save(tmp_path / "grey.png", icc_profile=grey)
+    assert cli([str(patch_file), str(tmp_path / "print.jpg"), str(tmp_path / "grey.png"), "--out",
+                str(tmp_path / "a"), "-q"]) == 0
+    with Image.open(tmp_path / "a" / "print.jpg") as rgb, Image.open(tmp_path / "a" / "grey.png") as kept:
+        assert rgb.mode == "RGB" and "icc_profile" not in rgb.info  # CMYK was converted
+        assert kept.mode == "L" and kept.info.get("icc_profile") == grey
+    assert cli([str(patch_file), str(tmp_path / "grey.png"), "--out", str(tmp_path / "b"), "-q", "--color"]) == 0
+    with Image.open(tmp_path / "b" / "grey.png") as coloured:
+        assert coloured.mode == "RGB" and "icc_profile" not in coloured.info
+
+
 def test_frame_patch_borders_any_photo_and_refuses_placement_options(tmp_path, capsys):
     frame = Patch(size=2, image_size=16, shape="frame", random=False)
     with torch.no_grad():
