@@ -44,8 +44,8 @@ from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table
 from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
-__all__ = ["EvalSettings", "embed_dataset", "clean_embeddings", "run_protocol", "robustness_section", "evaluate",
-           "evaluate_run", "check_compatible", "control_patches", "patch_config", "patch_and_quality", "main"]
+__all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
+           "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config", "patch_and_quality", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -256,6 +256,32 @@ def control_patches(patch: BriarPatch, *, seed: int = 0) -> dict[str, BriarPatch
 
 
 # ----------------------------------------------------------------------------- models
+# The MLP probe holds out a tenth of what it is fit on, stratified by group: fewer images than this
+# per group fail inside scikit-learn, after the training the evaluation follows.
+MIN_PER_GROUP = 10
+
+
+def check_evaluable(datamodule, settings: EvalSettings) -> None:
+    """A one-line error, before any training or embedding, when the training split (or the part the
+    robustness channels use) is too small for the evaluation's predictor and probes."""
+    train = datamodule.split("train")
+    names = list(datamodule.group_names)
+    n_rob = settings.robustness_counts(len(train), 0)[0] if settings.robustness else len(train)
+    for n, scope, fix in ((len(train), "the training split", "use a larger one (data.train_size or data.limit)"),
+                          (n_rob, f"the {n_rob} training images the robustness channels use",
+                           "raise eval.robustness_size")):
+        s, y = train.s[:n], train.y[:n]
+        if len(torch.unique(y)) < 2:
+            raise ValueError(f"the target has a single class in {scope}, and the downstream predictor needs two: "
+                             f"check data.target, or {fix}")
+        counts = torch.bincount(s.long(), minlength=len(names))
+        small = [(names[g] if g < len(names) else str(g), int(c)) for g, c in enumerate(counts) if 0 < c < MIN_PER_GROUP]
+        if small:
+            listed = ", ".join(f"{g}: {c}" for g, c in small)
+            raise ValueError(f"too few images per group in {scope} for the evaluation's probes ({listed}; at least "
+                             f"{MIN_PER_GROUP} each): {fix}")
+
+
 def _classifier(kind: str, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
@@ -275,22 +301,32 @@ def fit_probe(kind: str, embeddings: np.ndarray, s: np.ndarray, *, seed: int = 0
     return _classifier(kind, seed).fit(embeddings, s)
 
 
-def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, seed) -> dict[str, np.ndarray]:
+def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, seed,
+               group_names) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each baseline's predictions on the evaluation split, and why any was not run."""
     from fairlearn.postprocessing import ThresholdOptimizer
     from fairlearn.reductions import DemographicParity, ExponentiatedGradient
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    to = ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True,
-                            predict_method="predict_proba")
-    to.fit(clean_train, y_train, sensitive_features=s_train)
+    preds, skipped = {}, {}
+    # ThresholdOptimizer picks a threshold per group, which a group with one target class lacks
+    # (Fairlearn: "Degenerate labels for sensitive feature value ..."): said so, not a failed run.
+    one_class = [group_names[g] if 0 <= g < len(group_names) else str(g) for g in np.unique(s_train)
+                 if np.unique(y_train[s_train == g]).size < 2]
+    if one_class:
+        skipped["threshold_optimizer"] = (f"group {', '.join(one_class)} has a single target class in the "
+                                          "training split (a threshold per group needs both)")
+    else:
+        to = ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True,
+                                predict_method="predict_proba")
+        to.fit(clean_train, y_train, sensitive_features=s_train)
+        preds["threshold_optimizer"] = to.predict(clean_test, sensitive_features=s_test, random_state=seed)
     scaler = StandardScaler().fit(clean_train)
     eg = ExponentiatedGradient(LogisticRegression(max_iter=300, tol=1e-3), DemographicParity(), eps=0.01, max_iter=20)
     eg.fit(scaler.transform(clean_train), y_train, sensitive_features=s_train)
-    return {
-        "threshold_optimizer": to.predict(clean_test, sensitive_features=s_test, random_state=seed),
-        "exponentiated_gradient": eg.predict(scaler.transform(clean_test), random_state=seed),
-    }
+    preds["exponentiated_gradient"] = eg.predict(scaler.transform(clean_test), random_state=seed)
+    return preds, skipped
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -323,8 +359,11 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
             for name in patched_test}
     if settings.baselines:
         with tolerate_small_groups():
-            base = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed)
+            base, skipped = _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, settings.seed,
+                                       list(group_names))
         report["baselines"] = {name: fairness_summary(y_test, p, s_test) for name, p in base.items()}
+        if skipped:
+            report["baselines_not_run"] = skipped
 
     leakage: dict = {"clean": {}, "non_adaptive": {}, "adaptive": {}}
     clean_probes, probas = {}, {}  # probas: (setting, probe) -> the probe's answers on the evaluation photos
@@ -475,6 +514,7 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     mismatch = check_compatible(patch, encoder, datamodule.image_size, allow_mismatch=settings.allow_mismatch)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
+    check_evaluable(datamodule, settings)
 
     weights = cfg.encoder.get("weights")
     members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]

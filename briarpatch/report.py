@@ -61,6 +61,10 @@ def _accuracy_note(report: dict) -> str:
             "bootstrap interval): " + ", ".join(parts) + ".")
 
 
+def _baseline_note(report: dict) -> str:
+    return " ".join(f"Not run: {name} ({why})." for name, why in report.get("baselines_not_run", {}).items())
+
+
 def _leak_note(report: dict) -> str:
     """What the intervals are, and by how much each control's probe reads above the learned patch's."""
     if "balanced_accuracy_ci" not in report["leakage"]["non_adaptive"]["logistic"]:
@@ -149,7 +153,8 @@ def markdown(report: dict) -> str:
            _table(("setting", *_HEAD), [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]), "",
            *([_accuracy_note(report), ""] if _accuracy_note(report) else []),
            "Baselines are Fairlearn mitigations applied by a model developer on clean embeddings; "
-           "the patch is applied by the image owner.", "",
+           "the patch is applied by the image owner." + (" " + _baseline_note(report) if _baseline_note(report) else ""),
+           "",
            "## Leakage of the sensitive attribute to fresh probes", "",
            _table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)), "",
            *([_leak_note(report), ""] if _leak_note(report) else []),
@@ -267,6 +272,8 @@ def print_summary(report: dict) -> None:
     print(_table(("setting", *_HEAD), rows))
     if _accuracy_note(report):
         print(_accuracy_note(report))
+    if _baseline_note(report):
+        print(_baseline_note(report))
     print("\nLeakage of S to fresh probes (balanced accuracy / AUC)")
     print(_table(("setting", "protocol", "probe", "bal. acc.", "AUC"), _leak_rows(report)))
     if _leak_note(report):

@@ -130,10 +130,11 @@ def train(cfg: DictConfig) -> dict:
         if cfg.trainer.get(key) not in (None, -1):
             raise ValueError(f"trainer.{key} is not used: the schedule is patch_steps (now {cfg.get('patch_steps')}); "
                              f"set patch_steps=N instead")
+    eval_settings = None
     if cfg.get("evaluate_after_train", False):
         from .evaluation import EvalSettings
 
-        EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after the training it follows
+        eval_settings = EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after training
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
@@ -142,6 +143,10 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = build(cfg.data)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
+    if eval_settings is not None:
+        from .evaluation import check_evaluable
+
+        check_evaluable(datamodule, eval_settings)
     module = build_module(cfg, datamodule)
     log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]

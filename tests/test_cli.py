@@ -35,6 +35,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
     (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),
     (["train", "eval.robustness_size=0"], "eval.robustness_size must be a positive number of images or null"),
+    # Splits too small for the evaluation's probes fail before training, not inside scikit-learn after it.
+    (["train", "data.train_size=3"], "too few images per group in the training split for the evaluation's probes"),
+    (["train", "eval.robustness_size=8"], "in the 8 training images the robustness channels use"),
     (["evaluate", "patch=default", "eval.robustness_size=-1"], "eval.robustness_size must be a positive number"),
     (["evaluate"], "which patch? add patch=PATH"),
     (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),

@@ -273,3 +273,18 @@ def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
     assert not np.array_equal(full, half)  # it really ran in bfloat16
     with pytest.raises(ValueError, match="precision"):
         embed_dataset(encoder, data, progress=False, precision="fp8")
+
+
+def test_a_baseline_that_cannot_run_is_named_not_failed():
+    from briarpatch.report import markdown
+
+    clean_train, y_train, s_train = _toy_embeddings(n=200, seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(n=200, seed=1)
+    y_train = np.where(s_train == 1, 1, y_train)  # group "b" holds one target class in training
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=clean_train,
+                          patched_test={"patched": clean_test}, y_train=y_train, y_test=y_test,
+                          s_train=s_train, s_test=s_test, group_names=["a", "b"],
+                          settings=EvalSettings(n_boot=0, baselines=True, progress=False))
+    assert set(report["baselines"]) == {"exponentiated_gradient"}
+    assert "group b has a single target class" in report["baselines_not_run"]["threshold_optimizer"]
+    assert "Not run: threshold_optimizer (group b" in markdown(report)
