@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu-check}"
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 mkdir -p "$OUT"
+# Here the project's .venv (a dry run); there, the GPU image's python3 (.venv is not carried).
 PY="${PYTHON:-python3}"
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
 if [ "$DEVICE" = cuda ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
