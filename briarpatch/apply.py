@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._args import ArgumentParser
 from ._atomic import atomic_path
 from ._images import DEEP_MODES, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
@@ -397,7 +398,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="briarpatch apply",
         description=(
             "Paste a trained BriarPatch onto photos. The patch hides a sensitive attribute from models "

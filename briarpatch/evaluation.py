@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
+from ._args import ArgumentParser
 from ._atomic import atomic_path
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
@@ -591,10 +592,8 @@ def patch_and_quality(argv: list[str], *, usage: str, default_quality: int, code
     """What the analysis scripts that save photos take: ``PATCH [--quality Q] [Hydra overrides]``.
 
     Returns the patch's path, the quality and :func:`patch_config` of the rest; a quality outside
-    1-100 is one line on stderr and exit 2 (argparse's error)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(usage=usage)
+    1-100 is one line on stderr and exit 2."""
+    parser = ArgumentParser(usage=usage)
     parser.add_argument("patch")
     parser.add_argument("--quality", type=int, default=default_quality, metavar="Q",
                         help=f"a {codec} quality from 1 to 100, e.g. --quality {default_quality}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._args import ArgumentParser
 from ._atomic import atomic_path
 
 __all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
@@ -297,7 +298,7 @@ def _figure(table: dict, path: Path) -> None:
 def cli(argv=None) -> int:
     from .synthetic import SUITE
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="briarpatch suite",
         description="Train and evaluate a recipe (the defaults plus any Hydra overrides) on every member of the "
                     "benchmark suite over several seeds; write suite.md, suite.json and suite.png into --out. "
@@ -329,6 +330,10 @@ def cli(argv=None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         print(f"briarpatch suite: --seeds wants integers such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
+              file=sys.stderr)
         return 2
     run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides, reevaluate=args.reevaluate)
     return 0

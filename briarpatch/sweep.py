@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from ._args import ArgumentParser
 from ._atomic import atomic_path
 
 __all__ = ["collect_runs", "summarise", "pareto_mask", "sweep_report", "cli"]
@@ -128,7 +128,8 @@ def sweep_report(root, out=None) -> dict:
     """Collect the runs under ``root``; write ``sweep_report.{md,json}`` and ``pareto.png`` into ``out``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist; give the sweep folder Hydra printed (multirun/DATE/TIME)")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"{root} {what}; give the sweep folder Hydra printed (multirun/DATE/TIME)")
     out = Path(out) if out is not None else root
     runs = collect_runs(root)
     if not runs:
@@ -169,7 +170,7 @@ def sweep_report(root, out=None) -> dict:
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="briarpatch sweep-report",
+    p = ArgumentParser(prog="briarpatch sweep-report",
                                 description="Collect every run's report under DIR (e.g. a `briarpatch train -m` sweep "
                                             "directory) into one table (mean ± std over seeds) and a Pareto figure.")
     p.add_argument("dir", type=Path)

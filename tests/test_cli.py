@@ -43,12 +43,28 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),
     (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
     (["suite", "--members", "nope"], "unknown member 'nope'; choose from default"),
+    # argparse's own errors: one line too (it prints its whole usage block first).
+    (["apply", "default", "--out", "o"], "the following arguments are required: INPUT (see briarpatch apply --help)"),
+    (["suite", "--bogus"], "unrecognized arguments: --bogus (see briarpatch suite --help)"),
+    (["web", "--port", "x"], "argument --port: invalid int value: 'x'"),
 ])
 def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args, expected):
     out = _run(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
     assert not list(tmp_path.iterdir()), "a user error left files behind"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["suite", "--out", "taken"], "--out taken is a file; give a folder"),
+    (["export-web", "default", "--out", "taken"], "taken is a file; --out names a folder"),
+    (["sweep-report", "taken"], "taken is a file, not a folder"),
+])
+def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, args, expected):
+    (tmp_path / "taken").write_text("mine")
+    out = _run(*args, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"] and (tmp_path / "taken").read_text() == "mine"
 
 
 def test_a_new_interpreter_also_prints_one_line(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._args import ArgumentParser
 from .._atomic import atomic_path
 from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
 
@@ -50,6 +51,8 @@ def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[
     Returns the paths written.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; --out names a folder for the page (new or empty)")
     names = (*PAGE_FILES, *PATCH_FILES)
     clash = [n for n in names if (out_dir / n).exists()]
     if clash and not overwrite:
@@ -109,7 +112,7 @@ def _load(spec: str, prog: str) -> BriarPatch | None:
 
 
 def cli_web(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="briarpatch web", description=(
+    p = ArgumentParser(prog="briarpatch web", description=(
         "Serve a page that pastes a patch onto photos in the browser, on 127.0.0.1 only. The photos never "
         "leave the browser: the page cannot connect anywhere."),
         epilog="examples:\n  briarpatch web\n  briarpatch web outputs/demo --port 8080 --no-browser",
@@ -139,7 +142,7 @@ def cli_web(argv=None) -> int:
 
 
 def cli_export(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="briarpatch export-web", description=(
+    p = ArgumentParser(prog="briarpatch export-web", description=(
         "Write the page and a patch into a folder: open its index.html from disk, or put the folder on any "
         "static host. Nothing in it connects anywhere."),
         epilog="examples:\n  briarpatch export-web default --out site/\n"
