@@ -206,8 +206,9 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
         return out.reshape(image.shape)
     if isinstance(image, torch.Tensor):
         if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3) or not image.is_floating_point():
+            hint = " (divide by 255)" if image.dtype == torch.uint8 else ""
             raise TypeError(f"tensor images must be float (C, H, W) or a batch (B, C, H, W) with C = 1 or 3, "
-                            f"got {tuple(image.shape)}")
+                            f"got {image.dtype} {tuple(image.shape)}{hint}")
         low, high = float(image.min()), float(image.max())
         if math.isnan(low) or math.isnan(high):  # min and max are NaN when any pixel is
             raise ValueError("tensor holds NaN: pixels must be numbers in [0, 1]")
