@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,9 +39,18 @@ def build(node, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        if exc.__cause__ is not None:
-            raise exc.__cause__ from None
-        raise
+        cause = exc.__cause__
+        if cause is None:
+            raise
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if isinstance(cause, TypeError) and unknown and isinstance(node, DictConfig) and "_target_" in node:
+            # A setting another choice of the group takes (e.g. data.train_size, set by a preset for
+            # the synthetic data, with data=manifest): name it, not the constructor's signature.
+            key = node._key()
+            name = f"{key}.{unknown[1]}" if key else unknown[1]
+            raise ValueError(f"{name} is not a setting of {node._target_}; remove it (or the preset, "
+                             "experiment=..., that sets it)") from None
+        raise cause from None
 
 
 # ----------------------------------------------------------------------------- user errors
@@ -85,8 +95,6 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
             values = [o for o in parsed if not o.key_or_group.startswith("hydra")]
             return _mistyped(compose(config_name=config_name, overrides=groups), values)
         except MissingConfigException as exc:
-            import re
-
             found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(exc))
             if found and (Path(config_dir()) / found[1]).is_dir():
                 options = sorted(p.stem for p in (Path(config_dir()) / found[1]).glob("*.yaml"))

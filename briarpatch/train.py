@@ -118,6 +118,19 @@ def _interactive() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
+def _check_checkpoint(path: Path) -> None:
+    """A one-line error for a file that is not a training checkpoint (Lightning's is a traceback)."""
+    if not path.is_file():
+        return  # Lightning's own "Checkpoint file not found" is one line
+    fix = "resume from a run's checkpoints/last.ckpt"
+    try:  # tensors and plain containers only: what Lightning writes for this module
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is the same mistake
+        raise ValueError(f"ckpt_path={path} cannot be read as a checkpoint; {fix}") from None
+    if not isinstance(ckpt, dict) or "patch.pixels" not in ckpt.get("state_dict", {}):
+        raise ValueError(f"ckpt_path={path} is not a briarpatch training checkpoint; {fix}")
+
+
 def train(cfg: DictConfig) -> dict:
     """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
 
@@ -130,6 +143,12 @@ def train(cfg: DictConfig) -> dict:
         if cfg.trainer.get(key) not in (None, -1):
             raise ValueError(f"trainer.{key} is not used: the schedule is patch_steps (now {cfg.get('patch_steps')}); "
                              f"set patch_steps=N instead")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "
+                         "use trainer=cpu (the default)")
+    if cfg.get("ckpt_path"):
+        _check_checkpoint(Path(cfg.ckpt_path))
     eval_settings = None
     if cfg.get("evaluate_after_train", False):
         from .evaluation import EvalSettings

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from .conftest import TINY
 from .processes import run_python
@@ -65,6 +66,33 @@ def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, args, expected):
     out = _run(*args, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["taken"] and (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_setting_of_another_dataset_is_named(tmp_path):
+    # The smoke preset sizes the synthetic data; a manifest takes no data.train_size.
+    (tmp_path / "m.csv").write_text("path,y,s\n/nowhere/a.jpg,1,x\n")
+    out = _run("train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s",
+               "experiment=smoke", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset" in out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_trainer_gpu_without_a_gpu_is_one_line(tmp_path):
+    out = _run("train", "trainer=gpu", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "needs a CUDA GPU, and this machine has none: use trainer=cpu" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("content", [b"junk", b"PK\x03\x04 not a torch file"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content):
+    (tmp_path / "x.ckpt").write_bytes(content)
+    out = _run("train", "ckpt_path=x.ckpt", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "ckpt_path=x.ckpt cannot be read as a checkpoint; resume from a run's checkpoints/last.ckpt" in out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"]
 
 
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
