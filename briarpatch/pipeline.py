@@ -411,6 +411,8 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         The random-resized crop of image ``start + i`` is drawn from ``(seed, start + i)`` alone,
         so clean and patched images, and any batching, get the same crops.
     """
+    from PIL import Image
+
     name, args = parse_channel(spec)
     b, _, h, w = images.shape
     if name == "downscale_jpeg":
@@ -420,16 +422,12 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         big = F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False)
         big = big.clamp_(0, 1).mul_(255).round_()
         big = paste(big.div_(255)) if paste is not None else big.to(torch.uint8)
-        from PIL import Image
-
         # Coded and downscaled in one pass per 8-bit image: the large photo is never turned back
         # into floats in between (the same pixels as jpeg_pil, then a resize; tested).
         return _pil_each(big, lambda i, im: _coded(im, quality).resize((w, h), Image.BILINEAR))
     if name == "squash":
         # The photo the owner patched: the image stretched to W:H (PIL, as saved), patched there
         # as `apply` patches it; the model resizes the whole photo to its square input.
-        from PIL import Image
-
         big_h, big_w = photo_size(h, w, args[0] / args[1])
         photo = _pil_each(images, lambda i, im: im.resize((big_w, big_h), Image.BILINEAR))
         photo = paste(photo) if paste is not None else photo
