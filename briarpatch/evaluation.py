@@ -46,7 +46,8 @@ from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
-           "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config", "patch_and_quality", "main"]
+           "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
+           "patch_and_quality", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
