@@ -183,8 +183,12 @@ def load_patch(path) -> BriarPatch:
     except (SafetensorError, ValueError, OSError) as exc:
         raise PatchFileError(f"{path}: not a readable safetensors patch ({exc.__class__.__name__}); "
                              "is this the patch.safetensors written by `briarpatch train`?") from None
-    if meta.get("format") != FORMAT or not {"pixels", "mask"} <= tensors.keys():
+    if meta.get("format") != FORMAT:
         raise PatchFileError(f"{path}: a safetensors file, but not a briarpatch patch (no briarpatch metadata)")
+    if not {"pixels", "mask"} <= tensors.keys():
+        missing = " and ".join(sorted({"pixels", "mask"} - tensors.keys()))
+        raise PatchFileError(f"{path}: a briarpatch patch without its {missing}: the file is damaged; use the "
+                             "patch.safetensors its run wrote")
     version = meta.get("format_version", "1")
     if not version.isdigit() or int(version) > int(FORMAT_VERSION):
         raise PatchFileError(f"{path}: written by a newer briarpatch (patch format {version}; this one reads "

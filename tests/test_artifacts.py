@@ -44,6 +44,18 @@ def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path):
         load_patch(tmp_path / "missing.safetensors")
 
 
+def test_a_patch_missing_a_tensor_is_called_damaged(tmp_path):
+    from safetensors import safe_open
+
+    from briarpatch.artifacts import default_patch_path
+
+    with safe_open(str(default_patch_path()), "pt") as fh:
+        meta, pixels = dict(fh.metadata()), fh.get_tensor("pixels")
+    save_file({"pixels": pixels}, tmp_path / "p.safetensors", metadata=meta)
+    with pytest.raises(PatchFileError, match="a briarpatch patch without its mask: the file is damaged"):
+        load_patch(tmp_path / "p.safetensors")
+
+
 def _with_version(path, version):
     """A copy of a patch file whose header says another format version (None: no version key)."""
     from safetensors import safe_open
