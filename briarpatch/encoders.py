@@ -273,11 +273,18 @@ def _lite(name: str, *, input_size, layer, weights, fold_batchnorm=True):
 
 @contextmanager
 def _offline():
+    # huggingface_hub reads HF_HUB_OFFLINE once, when imported (timm imports it): its constant is
+    # set too, or a missing model is asked of the Hub, with retries, for about a minute.
+    from huggingface_hub import constants
+
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    saved_constant = constants.HF_HUB_OFFLINE
     os.environ.update({k: "1" for k in saved})
+    constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        constants.HF_HUB_OFFLINE = saved_constant
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -126,8 +126,25 @@ def test_missing_torchvision_weights_is_a_clear_error(monkeypatch, tmp_path):
         build_encoder("torchvision:resnet18")
 
 
-def test_missing_timm_weights_is_a_clear_error(monkeypatch, tmp_path):
+def test_missing_timm_weights_is_a_clear_error_asked_of_no_server(monkeypatch, tmp_path):
+    import socket
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    asked = []
+
+    def no_network(host, *args, **kwargs):
+        asked.append(host)
+        raise OSError("no network in this test")
+
+    # As for a user (the test session itself runs offline): huggingface_hub read its offline switch
+    # at import, so an environment variable set later did not stop it asking the Hub (five retries
+    # per file, about a minute).
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     with pytest.raises(EncoderWeightsMissing, match="not available offline|not in the local cache"):
         build_encoder("timm:resnet18")
+    assert asked == []
