@@ -146,11 +146,19 @@ def remove_if_empty_run(run_dir) -> None:
     if leftovers:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
-    # Hydra's outputs/DATE (and outputs itself), when this run was all they held.
-    for parent in (run_dir.parent, run_dir.parent.parent):
-        if parent.name in ("outputs", "multirun") or parent == run_dir.parent:
-            if parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
+    # A sweep's folder that holds only Hydra's multirun.yaml (its first job stopped the sweep).
+    sweep = run_dir.parent
+    if sweep.is_dir() and [p.name for p in sweep.iterdir()] == ["multirun.yaml"]:
+        shutil.rmtree(sweep, ignore_errors=True)
+    # Hydra's own folders above it (outputs/DATE, multirun/DATE and outputs or multirun), when this
+    # run was all they held; a folder the user named (hydra.run.dir=a/b/run) stays, empty or not.
+    for parent in run_dir.parents:
+        if not parent.exists():  # the sweep folder removed above
+            continue
+        hydras = parent.name in ("outputs", "multirun") or re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name)
+        if not hydras or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:

@@ -27,6 +27,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "encoder=foo"], "encoder=foo does not exist; choose one of: efficientnet_lite0"),
     (["train", "patch.sise=5"], "patch.sise is not a setting; did you mean patch.size?"),
     (["train", "-m", "seed=0,1", "patch.sise=5"], "did you mean patch.size?"),
+    # Raised inside the sweep's first job: its folder, multirun.yaml and multirun/DATE go too.
+    (["train", "-m", "seed=0,1", "patch.size=200"], "a frame's bands (patch.size=200 at patch.insets=[12]) must fit"),
     (["train", "encoder.weights=/nowhere/w.pt"], "weights for encoder efficientnet_lite0 not found at /nowhere/w.pt"),
     (["train", "data=manifest", "data.manifest=/nowhere/m.csv", "data.target=y", "data.sensitive=s"],
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),

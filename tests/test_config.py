@@ -90,3 +90,23 @@ def test_text_where_a_number_belongs_is_named_before_anything_runs(args, expecte
     from briarpatch.config import check_overrides
 
     assert check_overrides("train", args) == expected
+
+
+def test_a_failed_runs_folder_goes_but_a_folder_the_user_named_stays(tmp_path):
+    from briarpatch.config import remove_if_empty_run
+
+    user = tmp_path / "mine" / "empty"  # hydra.run.dir=mine/empty/run: "empty" existed before
+    (user / "run" / ".hydra").mkdir(parents=True)
+    remove_if_empty_run(user / "run")
+    assert user.is_dir() and not (user / "run").exists()
+    sweep = tmp_path / "multirun" / "2026-12-02" / "14-45-08"  # Hydra's: all of it goes
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}")
+    remove_if_empty_run(sweep / "0")
+    assert not (tmp_path / "multirun").exists()
+    kept = tmp_path / "outputs" / "2026-12-02"  # another run of the day keeps the date folder
+    (kept / "10-00-00" / "patch.safetensors").parent.mkdir(parents=True)
+    (kept / "10-00-00" / "patch.safetensors").write_bytes(b"x")
+    (kept / "11-00-00" / ".hydra").mkdir(parents=True)
+    remove_if_empty_run(kept / "11-00-00")
+    assert sorted(p.name for p in kept.iterdir()) == ["10-00-00"]
