@@ -478,6 +478,12 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     # --out photo.png: a file name, for one photo (a folder of that name, if one exists, stays a folder).
     to_file = out_dir.suffix.lower() in _SAVE_FORMAT and not out_dir.is_dir()
+    folder = out_dir.parent if to_file else out_dir
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        print(f"briarpatch apply: --out {out_dir}: {blocking} is a file, not a folder; give a folder (or, for one "
+              "photo, an image file name such as patched.jpg)", file=sys.stderr)
+        return 2
     if to_file and (len(pairs) > 1 or problems):
         print(f"briarpatch apply: --out {out_dir} names one file, but the inputs hold {len(pairs) + len(problems)} "
               "photos: give a folder (--out patched/)", file=sys.stderr)

@@ -133,6 +133,16 @@ def test_float_images_keep_their_content(scale):
     assert np.median(arr) == pytest.approx(0.6, abs=1e-4)  # outside the band, the photo itself
 
 
+@pytest.mark.parametrize("out", ["notes", "notes/sub", "notes/x.png"])
+def test_a_file_in_the_way_of_out_is_one_line(tmp_path, capsys, out):
+    _rgb(40, 60).save(tmp_path / "p.png")
+    (tmp_path / "notes").write_text("mine")
+    assert cli(["default", str(tmp_path / "p.png"), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes is a file, not a folder" in err
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_webp_outputs_come_with_a_note(tmp_path, capsys):
     # Lossy WebP always stores colour at half resolution (4:2:0), as PIL's JPEG default did.
     _rgb(40, 60, 2).save(tmp_path / "c.webp")
