@@ -107,7 +107,14 @@ class EvalSettings:
     robustness_size: int | None = None
 
     def __post_init__(self):
-        # Checked here, not when the channels run: a bad value should not cost the main protocol first.
+        # Checked here, not when they are used: a bad value should not cost the embeddings (or the
+        # training) first.
+        if self.predictor not in ("logistic", "mlp"):
+            raise ValueError(f"eval.predictor must be 'logistic' or 'mlp', got {self.predictor!r}")
+        for key, low in (("n_boot", 0), ("batch_size", 1), ("num_workers", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"eval.{key} must be a whole number >= {low}, got {value!r}")
         if self.robustness_size is not None and (not isinstance(self.robustness_size, int) or self.robustness_size < 1):
             raise ValueError(f"eval.robustness_size must be a positive number of images or null (all of them), "
                              f"got {self.robustness_size!r}")

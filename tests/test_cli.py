@@ -42,6 +42,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "data.train_size=3"], "too few images per group in the training split for the evaluation's probes"),
     (["train", "eval.robustness_size=8"], "in the 8 training images the robustness channels use"),
     (["evaluate", "patch=default", "eval.robustness_size=-1"], "eval.robustness_size must be a positive number"),
+    (["evaluate", "patch=default", "eval.n_boot=-1"], "eval.n_boot must be a whole number >= 0, got -1"),
+    (["train", "eval.predictor=svm"], "eval.predictor must be 'logistic' or 'mlp', got 'svm'"),
     (["evaluate"], "which patch? add patch=PATH"),
     (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),
     (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
