@@ -129,8 +129,10 @@ def _mistyped(defaults: DictConfig, overrides) -> str | None:
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
         for value in (o.sweep_iterator() if o.is_sweep_override() else [o.value()]):
+            kind = "a whole number" if isinstance(default, int) else "a number"
             if isinstance(value, str) and value != "auto" and not value.startswith("${"):  # "${...}": resolved later
-                kind = "a whole number" if isinstance(default, int) else "a number"
+                return f"{key} takes {kind} (default {default}), got {value!r}"
+            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
                 return f"{key} takes {kind} (default {default}), got {value!r}"
     return None
 

@@ -133,6 +133,8 @@ class EvalSettings:
         for key in ("transfer", "robustness"):
             items = values.get(key) or ()
             values[key] = tuple(items.split(",") if isinstance(items, str) else items)
+        if "seed" in values and values["seed"] is None:  # seed=null trains unseeded; the evaluation stays repeatable
+            values["seed"] = 0
         return cls(**values)
 
 

@@ -34,6 +34,7 @@ def _new_interpreter(*argv, cwd, timeout=600):
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),
     (["train", "data.member=nope"], "unknown suite member 'nope'; choose one of: default"),
     (["train", "data.train_size=-5"], "data.train_size must be a whole number >= 1, got -5"),
+    (["train", "patch_steps=2.5"], "patch_steps takes a whole number (default 512), got 2.5"),
     (["train", "trainer.max_epochs=12"], "trainer.max_epochs is not used: the schedule is patch_steps (now 512)"),
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
     (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),

@@ -233,3 +233,9 @@ def test_validation_embeds_each_clean_photo_once_and_reads_the_same(tiny_cfg):
     fresh._val_cache.filled = fresh._val_cache.filled[:4]
     images = to_unit(batch["image"])
     torch.testing.assert_close(fresh.clean_embeddings(images, batch["index"], split="val"), fresh.encoder(images))
+
+
+def test_an_unseeded_run_trains_and_is_evaluated(tiny_cfg):
+    # seed=null: the training is not seeded; the evaluation (controls, probes) still needs a seed.
+    result = train(tiny_cfg("seed=null"))
+    assert result["report"]["patched"]["accuracy"] >= 0 and result["patch"].is_file()
