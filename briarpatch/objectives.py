@@ -149,6 +149,9 @@ class PatchObjective(nn.Module):
         if sensitive_directions not in ("pooled", "balanced"):
             raise ValueError("objective.sensitive_directions must be 'pooled' or 'balanced', "
                              f"got {sensitive_directions!r}")
+        for key, value in (("utility_weight", utility_weight), ("tv_weight", tv_weight)):
+            if not float(value) >= 0:  # a negative weight would reward what the term penalises
+                raise ValueError(f"objective.{key} must be >= 0, got {value}")
         self.sensitive_directions = sensitive_directions
         self.loss, self.utility_weight, self.tv_weight = loss, float(utility_weight), float(tv_weight)
 

@@ -77,6 +77,8 @@ def test_total_variation_counts_only_neighbours_inside_the_mask():
 def test_bad_names_are_clear_errors():
     with pytest.raises(ValueError, match="unknown objective 'x'; choose one of confusion, parity, reversal"):
         PatchObjective(loss="x")
+    with pytest.raises(ValueError, match="objective.utility_weight must be >= 0, got -1"):
+        PatchObjective(utility_weight=-1)
     with pytest.raises(ValueError, match="fit_on must be one of clean, patched, both"):
         Adversary(in_features=4, num_groups=2, fit_on="sometimes")
 
