@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from .conftest import TINY
+from .conftest import ROOT, TINY
 from .processes import run_python
 
 pytestmark = pytest.mark.slow
@@ -166,3 +166,45 @@ def test_a_smoke_run_logs_one_line_per_stage_and_evaluate_reads_its_run(tmp_path
     assert "training run (" in kept and "embedding clean test: 48 images, from the cache" in kept, kept
     data = json.loads((tmp_path / "eval" / "report" / "report.json").read_text())["data"]
     assert data["image_size"] == 32 and data["sizes"]["test"] == 48  # the run's data, not the default's
+
+
+def _readme_commands() -> list[str]:
+    """Every `briarpatch ...` example the README gives: its code blocks and its table of commands."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    lines, fence = [], None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:]
+        elif fence in ("", "bash"):
+            lines.append(line.split("  #")[0].strip())
+    lines += re.findall(r"^\| `briarpatch [\w-]+` \| `(briarpatch [^`]+)` \|", text, re.M)
+    return [shlex.split(line)[1:] for line in lines if line.startswith("briarpatch ")]
+
+
+def test_every_command_the_readme_shows_parses(monkeypatch):
+    # What a newcomer copies must be accepted as written: options that were renamed or removed fail
+    # here. Parsing only: Hydra's commands compose their config, the others parse their arguments.
+    from briarpatch import cli
+    from briarpatch._args import ArgumentParser
+
+    class Parsed(Exception):
+        pass
+
+    parse = ArgumentParser.parse_args
+
+    def parse_then_stop(self, *args, **kwargs):
+        parse(self, *args, **kwargs)
+        raise Parsed
+
+    monkeypatch.setattr(ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(cli, "_hydra", lambda entry, program, argv: 0)
+    commands = _readme_commands()
+    assert {c[0] for c in commands} >= {"train", "evaluate", "apply", "suite", "sweep-report", "web", "export-web"}
+    for argv in commands:
+        try:
+            assert cli.main(argv) == 0, argv
+        except Parsed:
+            pass
