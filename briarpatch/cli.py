@@ -33,10 +33,25 @@ def _hydra(entry, program: str, argv: list[str]) -> int:
     return 0
 
 
+def _unknown_flag(args: list[str]) -> str | None:
+    """The first option Hydra's own parser does not know (it would answer with its usage block,
+    under the name of an internal script)."""
+    from hydra._internal.utils import get_args_parser
+
+    known = {o for action in get_args_parser()._actions for o in action.option_strings}
+    return next((a for a in args if a.startswith("-") and a.split("=")[0] not in known), None)
+
+
 def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     """Overrides that would not compose are one line on stderr, before Hydra starts a run folder."""
     from .config import check_overrides
 
+    flag = _unknown_flag(args)
+    if flag is not None:
+        example = "patch=PATH" if config_name == "evaluate" else "patch_steps=256"
+        print(f"{prog}: unknown option {flag}; settings are overrides such as {example} (no dashes), and "
+              f"{prog} --help lists them", file=sys.stderr)
+        return False
     problem = check_overrides(config_name, args)
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
@@ -77,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         args = translate_args(rest)
         wants_help = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
         if not wants_help and not any(a.startswith("patch_path=") for a in args):
-            print("briarpatch evaluate: which patch? add patch=PATH (a patch.safetensors or a training run folder), "
-                  "e.g. briarpatch evaluate patch=outputs/demo", file=sys.stderr)
+            bare = next((a for a in args if "=" not in a and not a.startswith("-")), None)
+            hint = f"did you mean patch={bare}? " if bare else ""
+            print(f"briarpatch evaluate: which patch? {hint}add patch=PATH (a patch.safetensors or a training run "
+                  "folder), e.g. briarpatch evaluate patch=outputs/demo", file=sys.stderr)
             return 2
         if not _checked("evaluate", "briarpatch evaluate", args):
             return 2
