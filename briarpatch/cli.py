@@ -120,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import cli
 
         return cli(rest)
-    print(f"briarpatch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    import difflib
+
+    commands = ["train", "evaluate", "apply", "web", "export-web", "sweep-report", "suite"]
+    close = difflib.get_close_matches(command, commands, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    print(f"briarpatch: unknown command {command!r}; {hint}the commands: {', '.join(commands)} (briarpatch --help)",
+          file=sys.stderr)
     return 2
 
 

@@ -46,6 +46,7 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=default", "eval.n_boot=-1"], "eval.n_boot must be a whole number >= 0, got -1"),
     (["train", "eval.predictor=svm"], "eval.predictor must be 'logistic' or 'mlp', got 'svm'"),
     (["evaluate"], "which patch? add patch=PATH"),
+    (["trian"], "unknown command 'trian'; did you mean train?"),
     (["evaluate", "default"], "which patch? did you mean patch=default?"),
     (["evaluate", "--patch", "default"], "unknown option --patch; settings are overrides such as patch=PATH"),
     (["train", "--steps", "5"], "unknown option --steps; settings are overrides such as patch_steps=256"),
