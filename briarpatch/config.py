@@ -129,10 +129,10 @@ def _mistyped(defaults: DictConfig, overrides) -> str | None:
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
         for value in (o.sweep_iterator() if o.is_sweep_override() else [o.value()]):
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            if isinstance(value, str) and value != "auto" and not value.startswith("${"):  # "${...}": resolved later
-                return f"{key} takes {kind} (default {default}), got {value!r}"
-            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+            text = isinstance(value, str) and value != "auto" and not value.startswith("${")  # "${...}": resolved later
+            fraction = isinstance(default, int) and isinstance(value, float) and not value.is_integer()
+            if text or fraction:
+                kind = "a whole number" if isinstance(default, int) else "a number"
                 return f"{key} takes {kind} (default {default}), got {value!r}"
     return None
 
@@ -158,7 +158,7 @@ def remove_if_empty_run(run_dir) -> None:
         if not parent.exists():  # the sweep folder removed above
             continue
         hydras = parent.name in ("outputs", "multirun") or re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name)
-        if not hydras or not parent.is_dir() or any(parent.iterdir()):
+        if not hydras or any(parent.iterdir()):
             break
         parent.rmdir()
 

@@ -277,10 +277,12 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
     robustness channels use) is too small for the evaluation's predictor and probes."""
     train = datamodule.split("train")
     names = list(datamodule.group_names)
-    n_rob = settings.robustness_counts(len(train), 0)[0] if settings.robustness else len(train)
-    for n, scope, fix in ((len(train), "the training split", "use a larger one (data.train_size or data.limit)"),
-                          (n_rob, f"the {n_rob} training images the robustness channels use",
-                           "raise eval.robustness_size")):
+    checks = [(len(train), "the training split", "use a larger one (data.train_size or data.limit)")]
+    n_rob = settings.robustness_counts(len(train), 0)[0]
+    if settings.robustness and n_rob < len(train):
+        checks.append((n_rob, f"the {n_rob} training images the robustness channels use",
+                       "raise eval.robustness_size"))
+    for n, scope, fix in checks:
         s, y = train.s[:n], train.y[:n]
         if len(torch.unique(y)) < 2:
             raise ValueError(f"the target has a single class in {scope}, and the downstream predictor needs two: "
