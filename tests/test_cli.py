@@ -65,43 +65,26 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
     assert not list(tmp_path.iterdir()), "a user error left files behind"
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["suite", "--out", "taken"], "--out taken is a file; give a folder"),
-    (["export-web", "default", "--out", "taken"], "taken is a file; --out names a folder"),
-    (["sweep-report", "taken"], "taken is a file, not a folder"),
+@pytest.mark.parametrize("files,args,expected", [
+    ({"taken": b"mine"}, ["suite", "--out", "taken"], "--out taken is a file; give a folder"),
+    ({"taken": b"mine"}, ["export-web", "default", "--out", "taken"], "taken is a file; --out names a folder"),
+    ({"taken": b"mine"}, ["sweep-report", "taken"], "taken is a file, not a folder"),
+    # The smoke preset sizes the synthetic data; a manifest takes no data.train_size.
+    ({"m.csv": b"path,y,s\n/nowhere/a.jpg,1,x\n"},
+     ["train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s", "experiment=smoke"],
+     "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset"),
+    *[({"x.ckpt": content}, ["train", "ckpt_path=x.ckpt"],
+       "ckpt_path=x.ckpt cannot be read as a checkpoint; resume from a run's checkpoints/last.ckpt")
+      for content in (b"junk", b"PK\x03\x04 not a torch file")],
+    pytest.param({}, ["train", "trainer=gpu"], "needs a CUDA GPU, and this machine has none: use trainer=cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")),
 ])
-def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, args, expected):
-    (tmp_path / "taken").write_text("mine")
+def test_user_errors_beside_the_users_files_are_one_line_and_leave_them_alone(tmp_path, files, args, expected):
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
     out = _run(*args, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["taken"] and (tmp_path / "taken").read_text() == "mine"
-
-
-def test_a_setting_of_another_dataset_is_named(tmp_path):
-    # The smoke preset sizes the synthetic data; a manifest takes no data.train_size.
-    (tmp_path / "m.csv").write_text("path,y,s\n/nowhere/a.jpg,1,x\n")
-    out = _run("train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s",
-               "experiment=smoke", cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset" in out.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_trainer_gpu_without_a_gpu_is_one_line(tmp_path):
-    out = _run("train", "trainer=gpu", cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "needs a CUDA GPU, and this machine has none: use trainer=cpu" in out.stderr
-    assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.parametrize("content", [b"junk", b"PK\x03\x04 not a torch file"])
-def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content):
-    (tmp_path / "x.ckpt").write_bytes(content)
-    out = _run("train", "ckpt_path=x.ckpt", cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "ckpt_path=x.ckpt cannot be read as a checkpoint; resume from a run's checkpoints/last.ckpt" in out.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
 
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
@@ -172,7 +155,7 @@ def test_a_smoke_run_logs_one_line_per_stage_and_evaluate_reads_its_run(tmp_path
     assert data["image_size"] == 32 and data["sizes"]["test"] == 48  # the run's data, not the default's
 
 
-def _readme_commands() -> list[str]:
+def _readme_commands() -> list[list[str]]:
     """Every `briarpatch ...` example the README gives: its code blocks and its table of commands."""
     import re
     import shlex
