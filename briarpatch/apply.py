@@ -45,6 +45,10 @@ _CLI_NAMES = {"anchor": "--anchor", "size": "--size", "margin": "--margin", "x":
 
 
 def _placement(patch: BriarPatch, changes: dict, *, names: dict = _API_NAMES):
+    unknown = sorted(set(changes) - set(_API_NAMES))
+    if unknown:
+        raise TypeError(f"unknown placement change {', '.join(map(repr, unknown))}; "
+                        f"choose from {', '.join(_API_NAMES)}")
     changes = {k: v for k, v in changes.items() if v is not None}
     moved = sorted({names[k] for k in changes if k != "centre_square"})
     if patch.placement.stretch and moved:
@@ -87,6 +91,13 @@ def min_image_size(patch: BriarPatch, **placement_changes) -> tuple[int, int]:
     return side, side
 
 
+def _check_size(patch: BriarPatch, width: int, height: int, changes: dict) -> None:
+    min_w, min_h = min_image_size(patch, **changes)
+    if width < min_w or height < min_h:
+        raise ImageTooSmall(f"{width}x{height} is too small for this patch: its finest part would be under one pixel "
+                            f"wide; the smallest image it covers is {min_w}x{min_h}")
+
+
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
     """Paste on one float ``(C, H, W)`` image in [0, 1] (C = 1 or 3); returns a new tensor.
 
@@ -95,10 +106,7 @@ def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> 
     """
     placement = _placement(patch, placement_changes)
     _, height, width = image.shape
-    min_w, min_h = min_image_size(patch, **placement_changes)
-    if width < min_w or height < min_h:
-        raise ImageTooSmall(f"{width}x{height} is too small for this patch: its finest part would be under one pixel "
-                            f"wide; the smallest image it covers is {min_w}x{min_h}")
+    _check_size(patch, width, height, placement_changes)
     boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
     pastes = [(boxes, placement.stretch)]
     square = placement.square_copy_box(height, width)
@@ -185,8 +193,9 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     patch : BriarPatch
     image : PIL.Image.Image, numpy.ndarray or torch.Tensor
         A PIL image (any common mode; EXIF orientation is applied first), a ``uint8`` array
-        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or a float tensor ``(C, H, W)`` in [0, 1], or
-        a batch of them ``(B, C, H, W)`` (each image patched alone).
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, a float array ``(H, W)`` or ``(H, W, 3)`` in
+        [0, 1] (scikit-image's layout), or a float tensor ``(C, H, W)`` in [0, 1], or a batch of
+        them ``(B, C, H, W)`` (each image patched alone).
     keep_gray : bool
         Grayscale images stay grayscale (the patch is pasted as luma).
     **placement_changes
@@ -197,8 +206,18 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     if isinstance(image, Image.Image):
         return _apply_pil(patch, image, keep_gray=keep_gray, **placement_changes)
     if isinstance(image, np.ndarray):
+        if image.dtype.kind == "f" and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+            # Float arrays stay float: pasted as the (C, H, W) tensor they are, at their own precision.
+            chw = torch.from_numpy(np.ascontiguousarray(image.reshape(*image.shape[:2], -1))).permute(2, 0, 1)
+            out = apply_patch(patch, chw, keep_gray=keep_gray, **placement_changes)
+            return out.permute(1, 2, 0).numpy().reshape(image.shape)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            raise TypeError(f"numpy images must be uint8 (H, W[, 1|3|4]), got {image.dtype} {image.shape}")
+            hint = {"u": " (16-bit: divide by 65535.0 for a float array in [0, 1])",
+                    "f": " (for RGBA, patch the colour channels [..., :3])"}.get(image.dtype.kind, "")
+            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+                hint = " (channels last: image.transpose(1, 2, 0))"
+            raise TypeError(f"numpy images must be uint8 (H, W[, 1|3|4]) or float in [0, 1] (H, W[, 1|3]), "
+                            f"got {image.dtype} {image.shape}{hint}")
         mode = {2: "L"}.get(image.ndim) or {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[2]]
         arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         out = np.asarray(_apply_pil(patch, Image.fromarray(np.ascontiguousarray(arr), mode),
@@ -207,9 +226,15 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     if isinstance(image, torch.Tensor):
         if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3) or not image.is_floating_point():
             hint = " (divide by 255)" if image.dtype == torch.uint8 else ""
+            if image.dim() in (3, 4) and image.shape[-1] in (1, 3) and image.shape[-3] not in (1, 3):
+                hint = " (channels last: image.permute(2, 0, 1), or (0, 3, 1, 2) for a batch)"
+            elif image.dim() in (3, 4) and image.shape[-3] == 4:
+                hint = " (RGBA: patch the colour channels, image[..., :3, :, :])"
             raise TypeError(f"tensor images must be float (C, H, W) or a batch (B, C, H, W) with C = 1 or 3, "
                             f"got {image.dtype} {tuple(image.shape)}{hint}")
-        low, high = float(image.min()), float(image.max())
+        if image.numel() == 0:  # an empty batch: nothing to paste
+            return image.detach().clone()
+        low, high = (float(v) for v in torch.aminmax(image.detach()))
         if math.isnan(low) or math.isnan(high):  # min and max are NaN when any pixel is
             raise ValueError("tensor holds NaN: pixels must be numbers in [0, 1]")
         if low < 0 or high > 1:
@@ -248,9 +273,13 @@ class ImageTooLarge(ValueError):
     pass
 
 
-def open_image(path: Path, *, max_pixels: int):
+def open_image(path: Path, *, max_pixels: int, decode: bool = True):
     """Open and decode an image, refusing decompression bombs before decoding, and animations and
-    multi-page files (patching their first frame alone would pass for patching the file)."""
+    multi-page files (patching their first frame alone would pass for patching the file).
+
+    With ``decode=False`` only the header is read (a dry run): the same refusals, and the upright
+    ``(width, height)`` is returned instead of the image.
+    """
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -268,6 +297,9 @@ def open_image(path: Path, *, max_pixels: int):
             if frames > 1 and img.format != "MPO":
                 raise ValueError(f"{frames} frames (an animation or a multi-page file): only still images are "
                                  "patched; save the frame you want as an image of its own")
+            if not decode:
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations a quarter turn away
+                return (img.height, img.width) if turned else (img.width, img.height)
             img.load()
             return img.copy()  # detached from the file, which is closed here
 
@@ -417,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default' for the shipped patch")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or quoted globs")
+    # nargs="*": a missing INPUT is named in cli(), which can tell a photo given in the patch's place.
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or quoted globs")
     p.add_argument("--out", "-o", required=True, type=Path,
                    help="output folder (created if missing); for one photo, an image file name also works "
                         "(its extension sets the format)")
@@ -451,7 +484,14 @@ def cli(argv: list[str] | None = None) -> int:
     from PIL import ImageOps
     from tqdm.auto import tqdm
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.inputs:
+        given = Path(args.patch)
+        if given.is_dir() and not (given / "patch.safetensors").exists() or given.suffix.lower() in IMAGE_SUFFIXES:
+            parser.error(f"the patch comes first, then the photos: briarpatch apply default {args.patch} "
+                         f"--out {args.out}")
+        parser.error("the following arguments are required: INPUT")
     try:
         patch = load_patch(args.patch)
     except (PatchFileError, FileNotFoundError) as exc:
@@ -507,14 +547,8 @@ def cli(argv: list[str] | None = None) -> int:
         plans = [(pairs[0][0], out_dir, None)]
     else:
         plans = plan_outputs(pairs, out_dir, args.format)
-    webp = sum(1 for _, dst, reason in plans if not reason and dst.suffix.lower() == ".webp")
-    if webp and not args.quiet:
-        # Lossy WebP always halves the colour planes (4:2:0): measured in docs/robustness.md,
-        # "The owner's own save" (`python scripts/owner_save.py default`).
-        print(f"note: {webp} photo{'s are' if webp > 1 else ' is'} written as lossy WebP, which halves the colour "
-              "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     inputs = {src.resolve() for src, _ in pairs}
-    written = skipped = 0
+    written = skipped = webp = 0
     failed = [(p, None) for p in problems]
     say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731
     # A progress bar on a terminal only (disable=None): a log gets the summary lines, not bar redraws.
@@ -531,8 +565,14 @@ def cli(argv: list[str] | None = None) -> int:
             say(f"skip {dst}: exists (use --overwrite)")
             continue
         if args.dry_run:
+            try:  # the header tells most failures (not a truncated file's) without decoding
+                _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
+            except Exception as exc:
+                failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+                continue
             print(f"would write {dst}")
             written += 1
+            webp += dst.suffix.lower() == ".webp"
             continue
         try:
             # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
@@ -544,10 +584,17 @@ def cli(argv: list[str] | None = None) -> int:
             out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
             _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
             written += 1
+            webp += dst.suffix.lower() == ".webp"
         except Exception as exc:  # one bad image must not stop the others; it is reported below
             failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
     for msg, _ in failed:
         print(f"failed: {msg}", file=sys.stderr)
+    if webp and not args.quiet:
+        # Lossy WebP always halves the colour planes (4:2:0): measured in docs/robustness.md,
+        # "The owner's own save" (`python scripts/owner_save.py default`).
+        verb = "would be" if args.dry_run else ("are" if webp > 1 else "is")
+        print(f"note: {webp} photo{'s' if webp > 1 else ''} {verb} written as lossy WebP, which halves the colour "
+              "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     verb = "would write" if args.dry_run else "written"
     print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}")
     return 1 if failed else 0

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -71,6 +72,34 @@ def test_api_returns_the_same_kind(patch_file):
     transform = patch.transform(anchor="top_left")
     assert np.array_equal(np.asarray(transform(img))[:8, :8], box)
     assert "PatchTransform" in repr(transform)
+
+
+def test_api_takes_float_arrays_and_names_the_fix_for_the_rest(patch_file):
+    """scikit-image's float (H, W, 3) arrays are pasted at their own precision, as the tensor;
+    the layouts it cannot take are named with the fix."""
+    patch = load_patch(patch_file)
+    arr = np.random.default_rng(0).random((30, 40, 3))
+    out = patch.apply(arr)
+    assert out.dtype == np.float64 and out.shape == arr.shape
+    assert np.array_equal(out, patch.apply(torch.from_numpy(arr).permute(2, 0, 1)).permute(1, 2, 0).numpy())
+    assert not np.array_equal(out, arr) and np.array_equal(out[:22], arr[:22])  # only the bottom-right box moved
+    gray = arr[:, :, 0].astype(np.float32)
+    assert patch.apply(gray).shape == gray.shape and patch.apply(gray).dtype == np.float32
+    with pytest.raises(ValueError, match="pixels in"):
+        patch.apply(arr * 255)
+    for bad, fix in ((np.zeros((3, 30, 40), np.uint8), r"transpose\(1, 2, 0\)"),
+                     (np.zeros((30, 40), np.uint16), "divide by 65535"),
+                     (torch.rand(30, 40, 3), r"permute\(2, 0, 1\)"),
+                     (torch.rand(4, 30, 40), r"RGBA: patch the colour channels")):
+        with pytest.raises(TypeError, match=fix):
+            patch.apply(bad)
+    with pytest.raises(TypeError, match="unknown placement change 'ancor'; choose from anchor"):
+        patch.apply(arr, ancor="top_left")
+    empty = torch.rand(0, 3, 30, 40)
+    assert patch.apply(empty).shape == empty.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "converting a tensor with requires_grad=True to a scalar"
+        patch.apply(torch.rand(3, 30, 40, requires_grad=True))
 
 
 def test_default_patch_is_shipped():
@@ -225,6 +254,36 @@ def test_dry_run_writes_nothing(patch_file, tmp_path, capsys):
     _rgb(30, 30).save(tmp_path / "x.png")
     assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     assert not (tmp_path / "o").exists() and "would write" in capsys.readouterr().out
+
+
+def test_dry_run_names_the_failures_a_header_shows(patch_file, tmp_path, capsys):
+    """A dry run that promised every file would be a report of success for what will fail."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _rgb(30, 30).save(src / "ok.png")
+    _rgb(3, 3).save(src / "tiny.png")
+    (src / "text.png").write_text("not an image")
+    frames = [_rgb(40, 30, 0), _rgb(40, 30, 1)]
+    frames[0].save(src / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "o"), "--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("would write ") == 2 and "would write 1," in out and "failed 3" in out
+    assert "tiny.png: 3x3 is too small" in err and "anim.webp: 2 frames" in err and "text.png: cannot identify" in err
+    assert "WebP" not in err.replace("anim.webp", "")  # no WebP would be written: no note about it
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_photo_in_the_patchs_place_is_named(tmp_path, capsys):
+    _rgb(30, 30).save(tmp_path / "x.jpg")
+    for first in (tmp_path / "x.jpg", tmp_path):
+        with pytest.raises(SystemExit) as exit_:
+            cli([str(first), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert f"the patch comes first, then the photos: briarpatch apply default {first} --out" in err
+    with pytest.raises(SystemExit):
+        cli(["default", "--out", str(tmp_path / "o")])
+    assert "required: INPUT" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_animations_are_refused_gifs_become_png_and_other_files_are_named(patch_file, tmp_path, capsys):
