@@ -221,10 +221,22 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
         keep = ~blank
         frame, y_values, s_values = frame[keep], y_values[keep], s_values[keep]
         split = None if split is None else np.asarray(split)[keep]
+    if target == sensitive:
+        raise ValueError(f"data.target and data.sensitive are the same column ({target!r}): a patch that hid it would "
+                         "hide the target too; choose another column for one of them")
     y, target_names = _encode(y_values.rename(target), threshold=target_threshold, role=f"target {target!r}")
     s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
     if split is None:
         split = _stratified_split(s, y, seed=kwargs.get("seed", 0))
+        empty = [part for part in SPLITS if not (split == part).any()]
+        if empty:
+            cells = len(np.unique(np.stack([s, y], 1), axis=0))
+            numeric = pd.to_numeric(y_values, errors="coerce")
+            hint = (f"a numeric target is binarised with data.target_threshold (its median: {numeric.median():g})"
+                    if target_threshold is None and numeric.notna().all() else "use fewer classes")
+            raise ValueError(f"the seeded 70/10/20 split leaves the {empty[0]} split empty: {target!r} and "
+                             f"{sensitive!r} make {cells} (group, class) cells for {len(s)} images; {hint}, "
+                             "or give a split column")
     table = pd.DataFrame({"path": frame["path"].to_numpy(), "y": y, "s": s, "split": np.asarray(split)})
     info = {"root": str(root), "target": target, "sensitive": sensitive, "target_threshold": target_threshold}
     return TableDataModule(table, name=name, group_names=group_names, target_names=target_names,
@@ -312,13 +324,38 @@ def waterbirds(*, root: str, target: str = "y", sensitive: str = "place", target
                    split=split, root=root, **kwargs)
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    """A Parquet file, or delimited text: commas, else (one column whose name holds one) semicolons,
+    as spreadsheets write in many locales, tabs or bars."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig")
+        if len(frame.columns) == 1:
+            sep = next((c for c in ";\t|" if c in str(frame.columns[0])), None)
+            frame = frame if sep is None else pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"data.manifest={path} is not text (an Excel workbook?): save it as CSV, or give a Parquet "
+                         "file") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"data.manifest={path} is empty: it needs a header row and one row per image") from None
+    if frame.empty:
+        raise ValueError(f"data.manifest={path} lists no images: it needs one row per image under its header")
+    return frame
+
+
 def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "path", split_column=None,
              target_threshold=None, **kwargs):
     """Any CSV or Parquet manifest; paths relative to it; splits ``train``/``val``/``test`` or a seeded split."""
     path = _need(Path(manifest).expanduser(), "manifest", "check data.manifest")
-    frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p))
-                     for p in _column(frame, path_column, "path column")]
+    if path.is_dir():
+        raise ValueError(f"data.manifest={manifest} is a folder; give the CSV or Parquet file that lists its images")
+    frame = _read_table(path)
+    paths = _column(frame, path_column, "path column")
+    if paths.isna().any():  # a row without a file cannot be read: left out, and said so, as rows without labels
+        log.warning("%d of %d rows have no %r value; skipping them", int(paths.isna().sum()), len(frame), path_column)
+        frame, paths = frame[paths.notna()].copy(), paths[paths.notna()]
+    frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths.astype(str)]
     split = None
     if split_column:
         split = _column(frame, split_column, "split column").astype(str).str.lower()

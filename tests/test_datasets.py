@@ -266,3 +266,53 @@ def test_deep_images_are_read_at_their_own_range(tmp_path):
     assert ref.shape == (3, 32, 32) and ref.float().std() > 50
     for i in range(1, 4):
         assert (ds[i]["image"].int() - ref.int()).abs().max() <= 1, names[i]
+
+
+def test_manifests_as_users_write_them(tmp_path, caplog):
+    """Semicolon and tab separated lists read as commas do; the mistakes a list can hold are named
+    with their fix, before any image is embedded."""
+    from briarpatch.evaluation import EvalSettings, check_evaluable
+
+    path = make_manifest(tmp_path, split=False)
+    frame = pd.read_csv(path)
+
+    def load(name, text=None, **over):
+        target = tmp_path / name
+        if text is not None:
+            target.write_bytes(text if isinstance(text, bytes) else text.encode())
+        args = {"target": "label", "sensitive": "group", **over}
+        return build(compose_cfg("train", ["data=manifest", f"data.manifest={target}",
+                                           *[f"data.{k}={v}" for k, v in args.items()]]).data)
+
+    for name, sep in (("semi.csv", ";"), ("tabs.tsv", "\t")):
+        frame.to_csv(tmp_path / name, sep=sep, index=False)
+        dm = load(name)
+        assert dm.group_names == ["a", "b"] and sum(len(dm.split(s)) for s in ("train", "val", "test")) == N
+    blank = frame.copy()
+    blank.loc[4, "path"] = None
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    assert sum(len(load("blank.csv").split(s)) for s in ("train", "val", "test")) == N - 1
+    assert "1 of 60 rows have no 'path' value; skipping them" in caplog.text
+
+    with pytest.raises(ValueError, match="data.target and data.sensitive are the same column"):
+        load("manifest.csv", target="group")
+    numeric = frame.assign(age=np.arange(N) + 18)
+    numeric.to_csv(tmp_path / "ages.csv", index=False)
+    with pytest.raises(ValueError, match=r"leaves the (val|test) split empty: 'age' and 'group' make 60 .* "
+                                         r"data.target_threshold \(its median: 47.5\)"):
+        load("ages.csv", target="age")
+    with pytest.raises(ValueError, match="is not text .*save it as CSV"):
+        load("book.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5U0#\xf4\x00\x00\x00L\x02")
+    with pytest.raises(ValueError, match="manifest.* is empty: it needs a header row"):
+        load("empty.csv", "")
+    with pytest.raises(ValueError, match="lists no images"):
+        load("header.csv", "path,label,group\n")
+    with pytest.raises(ValueError, match="is a folder; give the CSV or Parquet file"):
+        load("imgs")
+
+    # Three classes train (the adversary's cells), but demographic parity needs a yes/no prediction.
+    frame.assign(label=np.arange(N) % 3).to_csv(tmp_path / "three.csv", index=False)
+    with pytest.raises(ValueError, match=r"the target has 3 classes \(0, 1, 2\) and the evaluation's fairness "
+                                         "metrics need two: binarise it"):
+        check_evaluable(load("three.csv"), EvalSettings())
+    check_evaluable(load("manifest.csv"), EvalSettings())
