@@ -328,7 +328,11 @@ def _read_table(path: Path) -> pd.DataFrame:
     """A Parquet file, or delimited text: commas, else (one column whose name holds one) semicolons,
     as spreadsheets write in many locales, tabs or bars."""
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except ImportError:  # pandas names both engines over several lines
+            raise ValueError("a Parquet manifest needs pyarrow: pip install pyarrow (or briarpatch[parquet]), or save "
+                             "the manifest as CSV") from None
     try:
         frame = pd.read_csv(path, encoding="utf-8-sig")
         if len(frame.columns) == 1:

@@ -154,6 +154,12 @@ def train(cfg: DictConfig) -> dict:
         from .evaluation import EvalSettings
 
         eval_settings = EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after training
+    loggers = []
+    for key, logger_cfg in (cfg.get("logger") or {}).items():
+        try:  # first: a logger whose package is missing is a one-line fix, not a traceback after the data
+            loggers.append(build(logger_cfg))
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"logger {key}: {str(exc).splitlines()[0]} (or use logger=csv, the default)") from None
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
@@ -168,7 +174,6 @@ def train(cfg: DictConfig) -> dict:
         check_evaluable(datamodule, eval_settings)
     module = build_module(cfg, datamodule)
     log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
     batches = -(-len(datamodule.split("train")) // datamodule.batch_size)

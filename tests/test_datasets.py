@@ -309,6 +309,11 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
         load("header.csv", "path,label,group\n")
     with pytest.raises(ValueError, match="is a folder; give the CSV or Parquet file"):
         load("imgs")
+    frame.to_csv(tmp_path / "list.parquet", index=False)  # read as Parquet by its name
+    with pytest.MonkeyPatch.context() as mp:  # pandas without pyarrow or fastparquet
+        mp.setattr(pd, "read_parquet", lambda *a, **k: (_ for _ in ()).throw(ImportError("Unable to find a usable engine")))
+        with pytest.raises(ValueError, match="a Parquet manifest needs pyarrow: pip install pyarrow"):
+            load("list.parquet")
 
     # Three classes train (the adversary's cells), but demographic parity needs a yes/no prediction.
     frame.assign(label=np.arange(N) % 3).to_csv(tmp_path / "three.csv", index=False)

@@ -164,6 +164,18 @@ def test_single_sensitive_group_is_a_clear_error(tiny_cfg):
         train(tiny_cfg("evaluate_after_train=false", "data.train_size=1"))
 
 
+def test_a_logger_whose_package_is_missing_is_named_before_anything_runs(tiny_cfg, tmp_path, monkeypatch):
+    # As after `make demo`, which installs what the demo runs on, not TensorBoard.
+    import lightning.fabric.loggers.tensorboard as tensorboard
+
+    monkeypatch.setattr(tensorboard, "_TENSORBOARD_AVAILABLE", False)
+    monkeypatch.setattr(tensorboard, "_TENSORBOARDX_AVAILABLE", False)
+    with pytest.raises(ValueError, match=r"logger tensorboard: Neither `tensorboard` nor `tensorboardX` is available.* "
+                                         r"\(or use logger=csv, the default\)"):
+        train(tiny_cfg("logger=tensorboard"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_patch_larger_than_images_is_a_clear_error(tiny_cfg):
     with pytest.raises(ValueError, match="larger than the 32px images"):
         train(tiny_cfg("evaluate_after_train=false", "patch=square", "patch.size=40"))
