@@ -130,6 +130,9 @@ class TableDataset(Dataset):
         except OSError as exc:  # its first bytes looked right, the rest does not decode
             raise UnreadableImage(f"{self.paths[i]} cannot be decoded ({exc}): remove it from the dataset's "
                                   "list, or replace the file") from None
+        except Image.DecompressionBombError as exc:  # PIL's bound on pixels, before decoding
+            raise UnreadableImage(f"{self.paths[i]} is refused as a possible decompression bomb ({exc}): remove it "
+                                  "from the dataset's list, or save it smaller") from None
         image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
         return {"image": image, "y": self.y[i], "s": self.s[i], "index": i}
 

@@ -216,6 +216,10 @@ def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path
     at = [str(p) for p in dataset.paths].index(str(tmp_path / "imgs" / "7.jpg"))
     with pytest.raises(UnreadableImage, match=r"7.jpg cannot be decoded \(image file is truncated"):
         dataset[at]
+    with pytest.MonkeyPatch.context() as mp:  # more than twice PIL's bound: refused before decoding
+        mp.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+        with pytest.raises(UnreadableImage, match=r"8.jpg is refused as a possible decompression bomb"):
+            dataset[[str(p) for p in dataset.paths].index(str(tmp_path / "imgs" / "8.jpg"))]
     # Raised in a DataLoader worker, it is still one line naming the file.
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [at]), num_workers=1)
     with pytest.raises(UnreadableImage) as caught:
