@@ -101,28 +101,41 @@ def _check_size(patch: BriarPatch, width: int, height: int, changes: dict) -> No
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
     """Paste on one float ``(C, H, W)`` image in [0, 1] (C = 1 or 3); returns a new tensor.
 
-    Only the region under the patch is resampled, so large photos stay cheap. An image smaller
-    than :func:`min_image_size` raises :class:`ImageTooSmall`.
+    Only the region under the patch is resampled, a band of rows at a time, so large photos stay
+    cheap. An image smaller than :func:`min_image_size` raises :class:`ImageTooSmall`.
     """
-    placement = _placement(patch, placement_changes)
-    _, height, width = image.shape
-    _check_size(patch, width, height, placement_changes)
+    return _paste_into(patch, image.clone(), placement_changes)
+
+
+#: Rows resampled at a time: the resampling's temporaries (its grid, the patch resampled with its
+#: alpha, the blend) are about 11 floats a pixel, 1 GB for a whole 24 MP photo and a few MB for a
+#: band of 256 rows (`python scripts/bench_apply.py`).
+STRIP_ROWS = 256
+
+
+def _paste_into(patch: BriarPatch, out: torch.Tensor, changes: dict, *, strip_rows: int | None = None) -> torch.Tensor:
+    """:func:`paste_array` on ``out`` itself (a tensor of the caller's own)."""
+    placement = _placement(patch, changes)
+    _, height, width = out.shape
+    _check_size(patch, width, height, changes)
     boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
     pastes = [(boxes, placement.stretch)]
     square = placement.square_copy_box(height, width)
     if square is not None:  # the unstretched copy on the centre square, over the stretched one
         pastes.append((square, False))
-    out = image.clone()
+    strip_rows = strip_rows or STRIP_ROWS
     for boxes, whole_image in pastes:
         ex, ey = boxes.extent()
         x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
         y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]))) - 1)
         x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]))) + 2)
         y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]))) + 2)
-        if x1 > x0 and y1 > y0:
-            region = out[None, :, y0:y1, x0:x1]
-            out[:, y0:y1, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, y0),
-                                         whole_image=whole_image)[0]
+        # Each output pixel is resampled from its own coordinates alone: band by band is the same paste.
+        for top in range(y0, y1, strip_rows) if x1 > x0 else ():
+            bottom = min(y1, top + strip_rows)
+            region = out[None, :, top:bottom, x0:x1]
+            out[:, top:bottom, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, top),
+                                              whole_image=whole_image)[0]
     return out
 
 
@@ -148,7 +161,8 @@ def _split(img):
         img = img.convert(mode)
     if mode not in ("L", "LA", "RGB", "RGBA"):
         img, mode = img.convert("RGB"), "RGB"
-    arr = np.array(img, dtype=np.float32) / 255.0
+    arr = np.array(img, dtype=np.float32)
+    arr /= 255.0  # in place: a 24 MP photo is 288 MB as floats
     if arr.ndim == 2:
         arr = arr[:, :, None]
     t = torch.from_numpy(arr).permute(2, 0, 1)
@@ -163,8 +177,10 @@ def _join(colour: torch.Tensor, alpha, depth: int, mode: str):
     if depth == 16:
         arr = (colour[0].clamp(0, 1) * 65535).round().numpy().astype(np.uint16)
         return Image.fromarray(arr)  # uint16 -> mode I;16
-    chans = [colour] if alpha is None else [colour, alpha[None]]
-    arr = (torch.cat(chans).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    # In place on a tensor of our own (the pasted copy): each step a new one would be another
+    # 288 MB for a 24 MP photo.
+    levels = colour if alpha is None else torch.cat([colour, alpha[None]])
+    arr = levels.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         return Image.fromarray(arr[:, :, 0], "L")
     return Image.fromarray(np.ascontiguousarray(arr), mode)
@@ -178,7 +194,7 @@ def _apply_pil(patch: BriarPatch, img, *, keep_gray: bool = True, **changes):
     if not keep_gray and colour.shape[0] == 1:
         colour, depth = colour.expand(3, -1, -1).clone(), 8
         mode = "RGBA" if alpha is not None else "RGB"
-    out = paste_array(patch, colour, **changes)
+    out = _paste_into(patch, colour, changes)  # colour is ours: no copy of a large photo
     if alpha is not None:
         cover = _alpha_of_patch(patch, colour.shape[1], colour.shape[2], changes)
         alpha = alpha + cover * (1 - alpha)
