@@ -8,6 +8,7 @@ decode per image per epoch, DataLoader workers).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -214,6 +215,13 @@ class TableDataModule(SplitDataModule):
 
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
             split, root, **kwargs) -> TableDataModule:
+    # Settings are checked before the labels: a preset's setting this reader does not take
+    # (data.train_size with data=manifest) is the mistake to name, in Python's own words, which
+    # config.build turns into the setting's name.
+    allowed = inspect.signature(TableDataModule.__init__).parameters
+    unknown = [k for k in kwargs if k not in allowed or k in ("table", "name", "describe")]
+    if unknown:
+        raise TypeError(f"{name}() got an unexpected keyword argument '{unknown[0]}'")
     # A row without a label cannot be trained or scored on: left out, and said so.
     blank = (y_values.isna() | s_values.isna()).to_numpy()
     if blank.all():
@@ -235,8 +243,12 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
         if empty:
             cells = len(np.unique(np.stack([s, y], 1), axis=0))
             numeric = pd.to_numeric(y_values, errors="coerce")
-            hint = (f"a numeric target is binarised with data.target_threshold (its median: {numeric.median():g})"
-                    if target_threshold is None and numeric.notna().all() else "use fewer classes")
+            if len(target_names) > 2 and target_threshold is None and numeric.notna().all():
+                hint = f"a numeric target is binarised with data.target_threshold (its median: {numeric.median():g})"
+            elif len(target_names) > 2:
+                hint = "use a target of fewer classes"
+            else:
+                hint = "list more images"
             raise ValueError(f"the seeded 70/10/20 split leaves the {empty[0]} split empty: {target!r} and "
                              f"{sensitive!r} make {cells} (group, class) cells for {len(s)} images; {hint}, "
                              "or give a split column")

@@ -305,6 +305,9 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"leaves the (val|test) split empty: 'age' and 'group' make 60 .* "
                                          r"data.target_threshold \(its median: 47.5\)"):
         load("ages.csv", target="age")
+    frame.head(3).to_csv(tmp_path / "three_rows.csv", index=False)
+    with pytest.raises(ValueError, match="cells for 3 images; list more images, or give a split column"):
+        load("three_rows.csv")
     with pytest.raises(ValueError, match="is not text .*save it as CSV"):
         load("book.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5U0#\xf4\x00\x00\x00L\x02")
     with pytest.raises(ValueError, match="manifest.* is empty: it needs a header row"):
