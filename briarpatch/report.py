@@ -67,11 +67,14 @@ def _baseline_note(report: dict) -> str:
 
 def _leak_note(report: dict) -> str:
     """What the intervals are, and by how much each control's probe reads above the learned patch's."""
+    k = len(report["settings"]["groups"])
+    # Balanced accuracy's chance is one over the number of groups: 0.5 only for two.
+    chance = f"A probe that reads nothing of S scores {1 / k:.3f} ({k} groups)."
     if "balanced_accuracy_ci" not in report["leakage"]["non_adaptive"]["logistic"]:
-        return ""
+        return chance
     margins = [f"the {name} control's by {v['margin']:+.3f} [{v['margin_ci'][0]:+.3f}, {v['margin_ci'][1]:+.3f}]"
                for name, v in report.get("controls_leakage", {}).items() if "margin" in v]
-    note = ("[brackets]: 95 % bootstrap intervals over the evaluation photos, each probe held fixed (another fit of "
+    note = (f"{chance} [brackets]: 95 % bootstrap intervals over the evaluation photos, each probe held fixed (another fit of "
             "the probe, or another seed of the patch, can move a figure further).")
     if margins:
         note += (" The learned patch's non-adaptive logistic probe reads lower than " + ", and ".join(margins)

@@ -288,3 +288,17 @@ def test_a_baseline_that_cannot_run_is_named_not_failed():
     assert set(report["baselines"]) == {"exponentiated_gradient"}
     assert "group b has a single target class" in report["baselines_not_run"]["threshold_optimizer"]
     assert "Not run: threshold_optimizer (group b" in markdown(report)
+
+
+def test_reports_state_the_probes_chance_for_their_number_of_groups():
+    """Balanced accuracy's chance is one over the number of groups; 0.5 holds for two only."""
+    rng = np.random.default_rng(0)
+    s = np.tile([0, 1, 2], 100)
+    y = rng.integers(0, 2, len(s))
+    x = rng.normal(size=(len(s), 6)) + np.c_[2.0 * s, 2.0 * y, np.zeros((len(s), 4))]
+    for groups, names in ((s, ["a", "b", "c"]), (s % 2, ["a", "b"])):
+        report = run_protocol(clean_train=x, clean_test=x, patched_train=x, patched_test={"patched": x}, y_train=y,
+                              y_test=y, s_train=groups, s_test=groups, group_names=names,
+                              settings=EvalSettings(n_boot=0, baselines=False, progress=False))
+        chance = {3: "scores 0.333 (3 groups)", 2: "scores 0.500 (2 groups)"}[len(names)]
+        assert f"A probe that reads nothing of S {chance}." in report_md(report)
