@@ -124,19 +124,64 @@ def _paste_into(patch: BriarPatch, out: torch.Tensor, changes: dict, *, strip_ro
     if square is not None:  # the unstretched copy on the centre square, over the stretched one
         pastes.append((square, False))
     strip_rows = strip_rows or STRIP_ROWS
+    ph, pw = patch.pixels.shape[-2:]
     for boxes, whole_image in pastes:
         ex, ey = boxes.extent()
-        x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]))) - 1)
-        y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]))) - 1)
-        x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]))) + 2)
-        y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]))) + 2)
-        # Each output pixel is resampled from its own coordinates alone: band by band is the same paste.
+        # Beyond a box not stretched to the image the resampling fades out over half a patch
+        # pixel (zeros padding), many photo pixels when the patch is enlarged: inside the window.
+        fade = 0.0 if whole_image else 0.5 * max(float(boxes.w[0]) / pw, float(boxes.h[0]) / ph)
+        x0 = max(0, int(np.floor(float(boxes.cx[0] - ex[0]) - fade)) - 1)
+        y0 = max(0, int(np.floor(float(boxes.cy[0] - ey[0]) - fade)) - 1)
+        x1 = min(width, int(np.ceil(float(boxes.cx[0] + ex[0]) + fade)) + 2)
+        y1 = min(height, int(np.ceil(float(boxes.cy[0] + ey[0]) + fade)) + 2)
+        # Each output pixel is resampled from its own coordinates alone: band by band, and within a
+        # band only the columns the patch covers there, is the same paste (elsewhere its alpha is 0).
         for top in range(y0, y1, strip_rows) if x1 > x0 else ():
             bottom = min(y1, top + strip_rows)
-            region = out[None, :, top:bottom, x0:x1]
-            out[:, top:bottom, x0:x1] = paste(region, patch.pixels, patch.mask, boxes.shifted(x0, top),
-                                              whole_image=whole_image)[0]
+            for xs, xe in _covered_runs(patch.mask, boxes, top, bottom, x0, x1):
+                region = out[None, :, top:bottom, xs:xe]
+                out[:, top:bottom, xs:xe] = paste(region, patch.pixels, patch.mask, boxes.shifted(xs, top),
+                                                  whole_image=whole_image)[0]
     return out
+
+
+def _covered_runs(mask: torch.Tensor, boxes, top: int, bottom: int, x0: int, x1: int) -> list[tuple[int, int]]:
+    """The image columns in ``[x0, x1)`` whose bilinear taps, for image rows ``[top, bottom)``,
+    reach a covered patch pixel: ``[start, end)`` runs, a pixel wider on each side. A frame's band
+    covers a few columns of most rows; the rest of the row would be resampled to nothing."""
+    if float(boxes.angle[0]) != 0:  # a rotated box: the whole window
+        return [(x0, x1)]
+    ph, pw = mask.shape[-2:]
+    cx, cy, w, h = (float(v[0]) for v in (boxes.cx, boxes.cy, boxes.w, boxes.h))
+    # Image x maps to patch column u = (x - cx) * pw / w + (pw - 1) / 2 (align_corners=False); its
+    # taps are floor(u) and floor(u) + 1; likewise for rows.
+    v_lo = (top - cy) * ph / h + (ph - 1) / 2
+    v_hi = (bottom - 1 - cy) * ph / h + (ph - 1) / 2
+    r0, r1 = max(0, math.floor(v_lo)), min(ph - 1, math.floor(v_hi) + 1)
+    if r0 > r1:  # rows beyond the patch: with border padding (a stretched frame) its edge row
+        r0 = r1 = 0 if v_hi < 0 else ph - 1
+    covered = (mask[0, r0:r1 + 1] > 0).any(0).tolist()
+    runs: list[tuple[int, int]] = []
+    c = 0
+    while c < pw:
+        if not covered[c]:
+            c += 1
+            continue
+        e = c
+        while e < pw and covered[e]:
+            e += 1
+        # u in [c - 1, e): taps reach columns c..e-1; at the patch's edge, border padding extends it.
+        lo = -math.inf if c == 0 else cx + (c - 1 - (pw - 1) / 2) * w / pw
+        hi = math.inf if e == pw else cx + (e - (pw - 1) / 2) * w / pw
+        xs = x0 if lo == -math.inf else max(x0, math.floor(lo) - 1)
+        xe = x1 if hi == math.inf else min(x1, math.ceil(hi) + 2)
+        if xe > xs:
+            if runs and xs <= runs[-1][1]:
+                runs[-1] = (runs[-1][0], max(runs[-1][1], xe))
+            else:
+                runs.append((xs, xe))
+        c = e
+    return runs
 
 
 def _alpha_of_patch(patch: BriarPatch, height: int, width: int, changes: dict) -> torch.Tensor:

@@ -260,7 +260,8 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
                placement=Placement(size=0.3, anchor="top_left"), metadata={"encoder": "efficientnet_lite0",
                                                                            "shape": "square", "sensitive": "S"})
     photo = tmp_path / "p.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (77, 103, 3), dtype=np.uint8)).save(photo)
+    # Enlarged about 6 times: the patch fades out over half a patch pixel (3 px) beyond its box.
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (231, 309, 3), dtype=np.uint8)).save(photo)
     browser.get((site / "index.html").as_uri())
     browser.find_element("id", "patch-file").send_keys(str(corner))
     _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)

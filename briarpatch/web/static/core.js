@@ -104,8 +104,10 @@
   function* pasteBox(img, src, mask, pw, ph, box, border, rowsPerChunk) {
     const W = img.width, H = img.height, C = img.channels, max = img.max;
     const colours = img.colours;
-    // Only the region under the patch is touched (paste_array's window).
-    const ex = box.w / 2, ey = box.h / 2;
+    // Only the region under the patch is touched (paste_array's window: the box, and beyond a box
+    // not stretched to the image the half patch pixel over which the resampling fades out).
+    const fade = border ? 0 : Math.max(box.w / pw, box.h / ph) / 2;
+    const ex = box.w / 2 + fade, ey = box.h / 2 + fade;
     const x0 = Math.max(0, Math.floor(box.cx - ex) - 1), x1 = Math.min(W, Math.ceil(box.cx + ex) + 2);
     const y0 = Math.max(0, Math.floor(box.cy - ey) - 1), y1 = Math.min(H, Math.ceil(box.cy + ey) + 2);
     const tx = taps(W, box.cx, box.w, pw, border), ty = taps(H, box.cy, box.h, ph, border);
