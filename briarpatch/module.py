@@ -175,6 +175,8 @@ class BriarPatchModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         # The encoder is frozen and rebuilt from the config: keep checkpoints small.
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+        if getattr(self, "recipe", None):  # the settings that made it, as JSON (briarpatch.train.recipe)
+            checkpoint["briarpatch_recipe"] = self.recipe
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()

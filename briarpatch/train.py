@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -108,6 +109,8 @@ def quiet_lightning():
             warnings.filterwarnings("ignore", message=r".*logs directory .* exists and is not empty")
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen on purpose
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning internals, not ours
+            # A resumed run writes into its own folder, not the checkpoint's: nothing to act on.
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             yield
     finally:
         for n, level in levels.items():
@@ -118,8 +121,39 @@ def _interactive() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
-def _check_checkpoint(path: Path) -> None:
-    """A one-line error for a file that is not a training checkpoint (Lightning's is a traceback)."""
+#: Settings a resumed run may change: where it writes and logs, how long it trains, how it is
+#: evaluated, the hardware, and speed-only switches. Every other setting made the checkpoint.
+RESUMABLE = ("ckpt_path", "run_dir", "patch_steps", "trainer", "logger", "callbacks", "eval", "evaluate_after_train",
+             "compile", "cache_clean_embeddings", "data.num_workers", "data.pin_memory", "hydra")
+
+
+def recipe(cfg: DictConfig) -> dict:
+    """The settings that make a checkpoint (all but :data:`RESUMABLE`), resolved and flattened."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in RESUMABLE:
+        *parents, leaf = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    flat: dict = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix[:-1]] = node
+    walk(resolved, "")
+    return flat
+
+
+def _check_checkpoint(path: Path, cfg: DictConfig | None = None) -> None:
+    """A one-line error for a file that is not a training checkpoint (Lightning's is a traceback),
+    and for a checkpoint made with other settings than ``cfg``'s (Lightning would fail on the
+    first mismatched tensor, or, where the shapes agree, resume another recipe unsaid)."""
     if not path.is_file():
         return  # Lightning's own "Checkpoint file not found" is one line
     fix = "resume from a run's checkpoints/last.ckpt"
@@ -129,6 +163,21 @@ def _check_checkpoint(path: Path) -> None:
         raise ValueError(f"ckpt_path={path} cannot be read as a checkpoint; {fix}") from None
     if not isinstance(ckpt, dict) or "patch.pixels" not in ckpt.get("state_dict", {}):
         raise ValueError(f"ckpt_path={path} is not a briarpatch training checkpoint; {fix}")
+    saved = ckpt.get("briarpatch_recipe")
+    if cfg is None or not isinstance(saved, str):  # checkpoints written before the recipe was kept
+        return
+    saved, now = json.loads(saved), recipe(cfg)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        listed = ", ".join(f"{k}={_show(now.get(k))} (the checkpoint's: {_show(saved.get(k))})" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ValueError(f"ckpt_path={path} was trained with other settings: {listed}{more}; resume with the run's "
+                         "own settings (only patch_steps, the trainer, logging and evaluation may change), or "
+                         "start a new run without ckpt_path")
+
+
+def _show(value) -> str:
+    return "unset" if value is None else json.dumps(value) if isinstance(value, list) else str(value)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -148,7 +197,7 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "
                          "use trainer=cpu (the default)")
     if cfg.get("ckpt_path"):
-        _check_checkpoint(Path(cfg.ckpt_path))
+        _check_checkpoint(Path(cfg.ckpt_path), cfg)
     eval_settings = None
     if cfg.get("evaluate_after_train", False):
         from .evaluation import EvalSettings
@@ -173,6 +222,7 @@ def train(cfg: DictConfig) -> dict:
 
         check_evaluable(datamodule, eval_settings)
     module = build_module(cfg, datamodule)
+    module.recipe = json.dumps(recipe(cfg))  # kept in every checkpoint: a resume is checked against it
     log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
