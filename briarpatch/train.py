@@ -239,8 +239,20 @@ def train(cfg: DictConfig) -> dict:
     per_rank = -(-len(datamodule.split("train")) // trainer.world_size)
     trainer.fit_loop.max_epochs = -(-(module.adversary.warmup_steps + cfg.patch_steps)
                                     // -(-per_rank // datamodule.batch_size))
-    with quiet_lightning():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        with quiet_lightning():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Ctrl-C: Lightning shuts down and exits silently (its notice is among the lines kept quiet).
+        last = Path(cfg.callbacks.checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
+        where = (f"; to go on, run the same command with ckpt_path={last} (it resumes at the last epoch's end)"
+                 if last is not None and last.is_file() else ", before its first checkpoint")
+        if trainer.is_global_zero:
+            print(f"briarpatch train: interrupted at patch step {trainer.global_step} of {cfg.patch_steps}{where}",
+                  file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's status for a run stopped by Ctrl-C
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}

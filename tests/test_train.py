@@ -185,6 +185,33 @@ def test_a_logger_whose_package_is_missing_is_named_before_anything_runs(tiny_cf
     assert not (tmp_path / "run").exists()
 
 
+def test_ctrl_c_says_how_to_go_on(tiny_cfg, tmp_path, monkeypatch, capsys):
+    """Lightning exits silently on Ctrl-C (its notice is among the lines kept quiet); the user is
+    told where training stopped and the resume command's setting, with the shell's status 130."""
+    import signal
+
+    from briarpatch.module import BriarPatchModule
+
+    step = BriarPatchModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.current_epoch == 1:  # after the first epoch's checkpoint
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(BriarPatchModule, "training_step", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train(tiny_cfg("evaluate_after_train=false", "patch_steps=6"))
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert exit_.value.code == 130 and last.is_file()
+    assert (f"briarpatch train: interrupted at patch step 3 of 6; to go on, run the same command with "
+            f"ckpt_path={last}") in capsys.readouterr().err
+
+
 def test_patch_larger_than_images_is_a_clear_error(tiny_cfg):
     with pytest.raises(ValueError, match="larger than the 32px images"):
         train(tiny_cfg("evaluate_after_train=false", "patch=square", "patch.size=40"))
