@@ -613,41 +613,45 @@ def cli(argv: list[str] | None = None) -> int:
     failed = [(p, None) for p in problems]
     say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731
     # A progress bar on a terminal only (disable=None): a log gets the summary lines, not bar redraws.
-    for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=True if args.quiet or args.dry_run else None,
-                                 file=sys.stderr):
-        if reason:
-            failed.append((f"{src}: {reason}", None))
-            continue
-        if dst.exists() and dst.resolve() in inputs:
-            failed.append((f"{src}: output {dst} is an input; inputs are never overwritten", None))
-            continue
-        if dst.exists() and not args.overwrite:
-            skipped += 1
-            say(f"skip {dst}: exists (use --overwrite)")
-            continue
-        if args.dry_run:
-            try:  # the header tells most failures (not a truncated file's) without decoding
-                _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
-            except Exception as exc:
-                failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+    interrupted = False
+    try:
+        for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=True if args.quiet or args.dry_run else None,
+                                     file=sys.stderr):
+            if reason:
+                failed.append((f"{src}: {reason}", None))
                 continue
-            print(f"would write {dst}")
-            written += 1
-            webp += dst.suffix.lower() == ".webp"
-            continue
-        try:
-            # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
-            # no longer asks viewers to rotate.
-            img = ImageOps.exif_transpose(open_image(src, max_pixels=args.max_pixels))
-            exif = img.getexif()
-            info = {"icc_profile": img.info.get("icc_profile"), "dpi": img.info.get("dpi"),
-                    "exif": exif.tobytes() if exif else None}
-            out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
-            _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
-            written += 1
-            webp += dst.suffix.lower() == ".webp"
-        except Exception as exc:  # one bad image must not stop the others; it is reported below
-            failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+            if dst.exists() and dst.resolve() in inputs:
+                failed.append((f"{src}: output {dst} is an input; inputs are never overwritten", None))
+                continue
+            if dst.exists() and not args.overwrite:
+                skipped += 1
+                say(f"skip {dst}: exists (use --overwrite)")
+                continue
+            if args.dry_run:
+                try:  # the header tells most failures (not a truncated file's) without decoding
+                    _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
+                except Exception as exc:
+                    failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+                    continue
+                print(f"would write {dst}")
+                written += 1
+                webp += dst.suffix.lower() == ".webp"
+                continue
+            try:
+                # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
+                # no longer asks viewers to rotate.
+                img = ImageOps.exif_transpose(open_image(src, max_pixels=args.max_pixels))
+                exif = img.getexif()
+                info = {"icc_profile": img.info.get("icc_profile"), "dpi": img.info.get("dpi"),
+                        "exif": exif.tobytes() if exif else None}
+                out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
+                _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
+                written += 1
+                webp += dst.suffix.lower() == ".webp"
+            except Exception as exc:  # one bad image must not stop the others; it is reported below
+                failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+    except KeyboardInterrupt:  # Ctrl-C: the photos written stay whole (atomic writes), the rest are not written
+        interrupted = True
     for msg, _ in failed:
         print(f"failed: {msg}", file=sys.stderr)
     if webp and not args.quiet:
@@ -657,5 +661,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"note: {webp} photo{'s' if webp > 1 else ''} {verb} written as lossy WebP, which halves the colour "
               "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     verb = "would write" if args.dry_run else "written"
-    print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}")
-    return 1 if failed else 0
+    print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}"
+          + (f"; interrupted: {len(plans) - written - skipped - len(failed) + len(problems)} not written"
+             if interrupted else ""))
+    return 130 if interrupted else 1 if failed else 0

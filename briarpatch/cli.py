@@ -58,8 +58,22 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     return problem is None
 
 
+COMMANDS = ("train", "evaluate", "apply", "web", "export-web", "sweep-report", "suite")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, not a traceback
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        command = next((a for a in argv if a != "--debug"), "")
+        print(f"briarpatch{' ' + command if command in COMMANDS else ''}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     keep_freed_memory()  # batches' large activations are reused, not mapped afresh (briarpatch/_memory.py)
     if "--debug" in argv:  # tracebacks instead of one-line errors, for Hydra's commands and ours
         argv = [a for a in argv if a != "--debug"]
@@ -122,10 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return cli(rest)
     import difflib
 
-    commands = ["train", "evaluate", "apply", "web", "export-web", "sweep-report", "suite"]
-    close = difflib.get_close_matches(command, commands, n=1)
+    close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    print(f"briarpatch: unknown command {command!r}; {hint}the commands: {', '.join(commands)} (briarpatch --help)",
+    print(f"briarpatch: unknown command {command!r}; {hint}the commands: {', '.join(COMMANDS)} (briarpatch --help)",
           file=sys.stderr)
     return 2
 

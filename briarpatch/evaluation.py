@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from ._args import ArgumentParser
 from ._atomic import atomic_path
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
-from .config import build, config_dir, report_user_error, user_errors
+from .config import build, config_dir, remove_if_empty_run, report_user_error, user_errors
 from .data import check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
                       paired_change_interval, probe_separation, tolerate_small_groups)
@@ -644,6 +645,12 @@ def _hydra_main(cfg: DictConfig) -> None:
         evaluate(cfg, overrides=list(HydraConfig.get().overrides.task))
     except user_errors() as exc:
         sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir")))
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; embeddings cached so far are kept
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        remove_if_empty_run(cfg.get("run_dir"))
+        print("briarpatch evaluate: interrupted; no report was written", file=sys.stderr)
+        sys.exit(130)
 
 
 def translate_args(args: list[str]) -> list[str]:

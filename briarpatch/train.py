@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -19,7 +20,7 @@ from . import __version__
 from ._memory import keep_freed_memory
 from ._runlog import stage
 from .artifacts import save_patch, save_png
-from .config import build, config_dir, config_hash, report_user_error, user_errors
+from .config import build, config_dir, config_hash, remove_if_empty_run, report_user_error, user_errors
 from .data import check_groups
 from .module import BriarPatchModule
 
@@ -281,5 +282,14 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg)
     except user_errors() as exc:
         sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's fit (which train() reports itself)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        run_dir = Path(cfg.run_dir)
+        done = (run_dir / "patch.safetensors").is_file()
+        remove_if_empty_run(run_dir)
+        print("briarpatch train: interrupted" + (f" in the evaluation; the patch is written: briarpatch evaluate "
+                                                 f"patch={run_dir} evaluates it" if done else ""), file=sys.stderr)
+        sys.exit(130)
     # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy of the shipped patch).
     return result["metrics"].get("val/adv_bacc_patched")

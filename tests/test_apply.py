@@ -524,3 +524,28 @@ def test_the_transform_refuses_a_normalized_tensor(patch_file):
     broken[0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="tensor holds NaN"):
         transform(broken)
+
+
+def test_ctrl_c_keeps_the_photos_written_and_says_what_is_not(patch_file, tmp_path, monkeypatch, capsys):
+    import briarpatch.apply as apply_mod
+    from briarpatch import cli as cli_mod
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _rgb(40, 30, i).save(src / f"{i}.png")
+    pasted = apply_mod._apply_pil
+
+    def second_interrupted(patch, img, **kw):
+        if (tmp_path / "out" / "0.png").exists():
+            raise KeyboardInterrupt
+        return pasted(patch, img, **kw)
+
+    monkeypatch.setattr(apply_mod, "_apply_pil", second_interrupted)
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out")]) == 130
+    assert "written 1, skipped 0 (already exist), failed 0; interrupted: 2 not written" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png"]  # no temporary file left
+    # Elsewhere: one line naming the command, the shell's status for Ctrl-C.
+    monkeypatch.setattr(cli_mod, "_main", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli_mod.main(["suite", "--out", "x"]) == 130
+    assert capsys.readouterr().err == "briarpatch suite: interrupted\n"
