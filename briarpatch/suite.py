@@ -335,5 +335,10 @@ def cli(argv=None) -> int:
         print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
               file=sys.stderr)
         return 2
-    run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides, reevaluate=args.reevaluate)
+    try:
+        run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides, reevaluate=args.reevaluate)
+    except KeyboardInterrupt:
+        print(f"briarpatch suite: interrupted; the finished runs in {args.out} are kept, and the same command "
+              "continues from the run it stopped in", file=sys.stderr)
+        return 130
     return 0

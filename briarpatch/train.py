@@ -181,6 +181,10 @@ def _show(value) -> str:
     return "unset" if value is None else json.dumps(value) if isinstance(value, list) else str(value)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where it stopped and how to go on."""
+
+
 def train(cfg: DictConfig) -> dict:
     """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
 
@@ -250,10 +254,8 @@ def train(cfg: DictConfig) -> dict:
         last = Path(cfg.callbacks.checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
         where = (f"; to go on, run the same command with ckpt_path={last} (it resumes at the last epoch's end)"
                  if last is not None and last.is_file() else ", before its first checkpoint")
-        if trainer.is_global_zero:
-            print(f"briarpatch train: interrupted at patch step {trainer.global_step} of {cfg.patch_steps}{where}",
-                  file=sys.stderr)
-        raise SystemExit(130) from None  # the shell's status for a run stopped by Ctrl-C
+        raise TrainingInterrupted(f"interrupted at patch step {trainer.global_step} of {cfg.patch_steps}{where}") \
+            from None
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"patch": run_dir / "patch.safetensors", "metrics": metrics, "report": None}
@@ -282,14 +284,17 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg)
     except user_errors() as exc:
         sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
-    except KeyboardInterrupt:  # Ctrl-C outside Lightning's fit (which train() reports itself)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line and the shell's status, not a traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         run_dir = Path(cfg.run_dir)
-        done = (run_dir / "patch.safetensors").is_file()
-        remove_if_empty_run(run_dir)
-        print("briarpatch train: interrupted" + (f" in the evaluation; the patch is written: briarpatch evaluate "
-                                                 f"patch={run_dir} evaluates it" if done else ""), file=sys.stderr)
+        if isinstance(exc, TrainingInterrupted):
+            print(f"briarpatch train: {exc}", file=sys.stderr)
+        else:  # before the fit, or in the evaluation after it
+            done = (run_dir / "patch.safetensors").is_file()
+            remove_if_empty_run(run_dir)
+            print("briarpatch train: interrupted" + (f" in the evaluation; the patch is written: briarpatch evaluate "
+                                                     f"patch={run_dir} evaluates it" if done else ""), file=sys.stderr)
         sys.exit(130)
     # A scalar lets Hydra sweepers optimise; lower is better (patched adversary accuracy of the shipped patch).
     return result["metrics"].get("val/adv_bacc_patched")
