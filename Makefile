@@ -33,8 +33,9 @@ $(DEV): $(STAMP)
 # Train a patch on the embedded default (synthetic benchmark, EfficientNet-Lite0), evaluate it, print the table.
 # The photo-journey probes see 1024 photos instead of all 2048 to keep the demo near ten minutes
 # on 2 cores; its report says they are a lower bound (`briarpatch evaluate patch=outputs/demo` measures all).
+# Run again, it replaces its own outputs/demo (overwrite=true; elsewhere a trained run folder is kept).
 demo: $(STAMP)
-	$(BIN)/briarpatch train hydra.run.dir=outputs/demo eval.robustness_size=1024
+	$(BIN)/briarpatch train hydra.run.dir=outputs/demo eval.robustness_size=1024 overwrite=true
 
 test: $(DEV)
 	$(BIN)/python -m pytest -q

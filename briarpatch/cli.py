@@ -53,6 +53,14 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
               f"{prog} --help lists them", file=sys.stderr)
         return False
     problem = check_overrides(config_name, args)
+    if problem is None and config_name == "train" and not {"-m", "--multirun"} & set(args):
+        # Before Hydra writes its .hydra/ files into a folder that holds an earlier run.
+        from .train import finished_run_problem
+
+        given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+        if "hydra.run.dir" in given:
+            problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"),
+                                           overwrite=given.get("overwrite", "").lower() == "true")
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is None

@@ -144,6 +144,8 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
                 echo(f"[{done}/{total}] {member} seed {seed}: evaluated again, {time.perf_counter() - t0:.0f} s")
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)
+            with open_dict(cfg):
+                cfg.overwrite = True  # a run stopped before its report is trained again from the start
             with open(run_dir / "run.log", "w") as fh, contextlib.redirect_stdout(fh):
                 train(cfg)
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

@@ -124,7 +124,7 @@ def _interactive() -> bool:
 
 #: Settings a resumed run may change: where it writes and logs, how long it trains, how it is
 #: evaluated, the hardware, and speed-only switches. Every other setting made the checkpoint.
-RESUMABLE = ("ckpt_path", "run_dir", "patch_steps", "trainer", "logger", "callbacks", "eval", "evaluate_after_train",
+RESUMABLE = ("ckpt_path", "run_dir", "overwrite", "patch_steps", "trainer", "logger", "callbacks", "eval", "evaluate_after_train",
              "compile", "cache_clean_embeddings", "data.num_workers", "data.pin_memory", "hydra")
 
 
@@ -181,6 +181,18 @@ def _show(value) -> str:
     return "unset" if value is None else json.dumps(value) if isinstance(value, list) else str(value)
 
 
+def finished_run_problem(run_dir, *, ckpt_path=None, overwrite=False) -> str | None:
+    """Why training into ``run_dir`` would replace an earlier run's patch, or ``None``. Resuming
+    from a checkpoint inside the folder is that run going on, not a replacement."""
+    run_dir = Path(run_dir)
+    if overwrite or not (run_dir / "patch.safetensors").is_file():
+        return None
+    if ckpt_path and Path(ckpt_path).resolve().is_relative_to(run_dir.resolve()):
+        return None
+    return (f"{run_dir} already holds a trained patch: choose another folder (hydra.run.dir=...), resume it "
+            f"(ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}), or replace it (overwrite=true)")
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where it stopped and how to go on."""
 
@@ -201,6 +213,9 @@ def train(cfg: DictConfig) -> dict:
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "
                          "use trainer=cpu (the default)")
+    problem = finished_run_problem(cfg.run_dir, ckpt_path=cfg.get("ckpt_path"), overwrite=cfg.get("overwrite", False))
+    if problem:  # never replace a user's earlier results unasked
+        raise FileExistsError(problem)
     if cfg.get("ckpt_path"):
         _check_checkpoint(Path(cfg.ckpt_path), cfg)
     eval_settings = None

@@ -87,6 +87,21 @@ def test_user_errors_beside_the_users_files_are_one_line_and_leave_them_alone(tm
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
 
+def test_a_run_folder_that_holds_a_patch_is_kept(tmp_path):
+    """hydra.run.dir given again names a finished run: refused before Hydra writes its .hydra/
+    files there; resuming inside it goes on (tests/test_pipeline.py), overwrite=true replaces it."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    before = {"patch.safetensors": b"an earlier patch", ".hydra/overrides.yaml": b"- seed=3\n"}
+    for name, content in before.items():
+        (run / name).write_bytes(content)
+    out = _run("train", "experiment=smoke", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert f"{run} already holds a trained patch: choose another folder (hydra.run.dir=...), resume it" in out.stderr
+    assert "or replace it (overwrite=true)" in out.stderr
+    assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
     # The tests above fork from a process that has imported the library (tests/processes.py); a
     # warning raised while importing would show only in a new interpreter, as a user starts one.

@@ -40,6 +40,16 @@ def test_short_training_run_writes_a_patch_artifact(tiny_cfg, shape):
     assert not any(k.startswith("encoder.") for k in ckpt["state_dict"])
 
 
+def test_a_finished_run_is_not_replaced_unless_asked(tiny_cfg, tmp_path):
+    first = train(tiny_cfg("evaluate_after_train=false"))["patch"]
+    written = first.read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a trained patch"):
+        train(tiny_cfg("evaluate_after_train=false", "seed=1"))
+    assert first.read_bytes() == written
+    train(tiny_cfg("evaluate_after_train=false", "seed=1", "overwrite=true"))
+    assert first.read_bytes() != written
+
+
 def test_same_seed_same_patch(tiny_cfg, tmp_path):
     a = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/a"))["patch"]).pixels
     b = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/b"))["patch"]).pixels
