@@ -349,6 +349,10 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
             handle = Image.open(path)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(f"refused as a possible decompression bomb ({exc}); raise --max-pixels if trusted") from None
+        except Image.UnidentifiedImageError:
+            if _is_heif(path):
+                raise ValueError(HEIF_HINT) from None
+            raise
         with handle as img:
             if img.width * img.height > max_pixels:
                 raise ImageTooLarge(f"{img.width}x{img.height} = {img.width * img.height} pixels is more than "
@@ -363,6 +367,20 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
                 return (img.height, img.width) if turned else (img.width, img.height)
             img.load()
             return img.copy()  # detached from the file, which is closed here
+
+
+HEIF_HINT = ("an HEIC/HEIF or AVIF photo (what iPhones save by default), which cannot be read here: convert it "
+             "to JPEG first (or set the camera to Settings > Camera > Formats > Most Compatible)")
+
+
+def _is_heif(path: Path) -> bool:
+    """An ISO media file (HEIC, HEIF, AVIF): ``ftyp`` then its brand, from byte 4."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
 def _is_within(path: Path, root: Path) -> bool:
@@ -602,8 +620,10 @@ def cli(argv: list[str] | None = None) -> int:
         print(notice, file=sys.stderr)
     if left_out and not args.quiet:
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        heif = sum(p.suffix.lower() in (".heic", ".heif", ".avif") for p in left_out)
         print(f"left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} not named as {KINDS} images "
-              f"({names})", file=sys.stderr)
+              f"({names})" + (f"; {heif} of them HEIC/HEIF/AVIF: convert those to JPEG first" if heif else ""),
+              file=sys.stderr)
     if to_file:
         plans = [(pairs[0][0], out_dir, None)]
     else:

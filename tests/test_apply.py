@@ -549,3 +549,15 @@ def test_ctrl_c_keeps_the_photos_written_and_says_what_is_not(patch_file, tmp_pa
     monkeypatch.setattr(cli_mod, "_main", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli_mod.main(["suite", "--out", "x"]) == 130
     assert capsys.readouterr().err == "briarpatch suite: interrupted\n"
+
+
+def test_heic_photos_are_named_with_the_fix(patch_file, tmp_path, capsys):
+    """What iPhones save by default: PIL cannot read it; the user is told to convert it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    _rgb(40, 30).save(src / "ok.jpg")
+    assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "a")]) == 1
+    assert "IMG_0001.HEIC: an HEIC/HEIF or AVIF photo (what iPhones save by default)" in capsys.readouterr().err
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "b")]) == 0
+    assert "(IMG_0001.HEIC); 1 of them HEIC/HEIF/AVIF: convert those to JPEG first" in capsys.readouterr().err

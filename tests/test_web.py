@@ -102,6 +102,9 @@ def _photos(folder: Path) -> dict[str, Path]:
     paths["rotated.jpg"] = folder / "rotated.jpg"
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
     paths["broken.png"] = folder / "broken.png"
+    # An iPhone's default format: the ISO media header, brand heic (neither the page nor apply reads it).
+    (folder / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    paths["IMG_0001.heic"] = folder / "IMG_0001.heic"
     # Animations are refused, as `briarpatch apply` refuses them: not their first frame alone.
     frames = [Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(3)]
     for name in ("anim.png", "anim.webp"):
@@ -154,7 +157,7 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
     paths = _photos(tmp_path / "photos")
     items = _patch_everything(browser, (site / "index.html").as_uri(), list(paths.values()))
     status = browser.find_element("id", "status").text
-    assert status == "Done: 9 patched, 4 could not be read."
+    assert status == "Done: 9 patched, 5 could not be read."
     assert "protects nothing in real photos" in browser.find_element("id", "synthetic").text
     assert items["broken.png"].get_attribute("data-status") == "failed"
     assert "damaged" in items["broken.png"].text
@@ -164,8 +167,10 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
         assert items[name].get_attribute("data-status") == "failed"
         assert "3 frames (an animation): only still images are patched" in items[name].text, items[name].text
     assert apply_cli(["default", str(paths["anim.png"]), "--out", str(tmp_path / "anim"), "-q"]) == 1  # the same refusal
+    assert "HEIC/HEIF or AVIF photo (what iPhones save by default): convert it to JPEG" in items["IMG_0001.heic"].text
 
-    readable = [p for n, p in paths.items() if n not in ("broken.png", "tiny.png", "anim.png", "anim.webp")]
+    readable = [p for n, p in paths.items()
+                if n not in ("broken.png", "tiny.png", "anim.png", "anim.webp", "IMG_0001.heic")]
     library = _library_outputs("default", readable, tmp_path / "library")
     with _download_all(browser) as archive:
         names = sorted(archive.namelist())

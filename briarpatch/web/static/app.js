@@ -54,7 +54,14 @@
   async function decode(file) {
     const bytes = new Uint8Array(await file.arrayBuffer());
     const kind = BP.sniff(bytes);
-    if (!kind) throw new Error("not a JPEG, PNG or WebP image");
+    if (!kind) {
+      const brand = String.fromCharCode(...bytes.subarray(4, 12));
+      if (/^ftyp(heic|heix|hevc|hevx|mif1|msf1|avif|avis)$/.test(brand)) {
+        throw new Error("an HEIC/HEIF or AVIF photo (what iPhones save by default): convert it to JPEG first " +
+          "(or set the camera to Settings > Camera > Formats > Most Compatible)");
+      }
+      throw new Error("not a JPEG, PNG or WebP image");
+    }
     let head;
     try { head = BP.headerSize(bytes, kind); } catch (e) { throw new Error(`the ${kind.toUpperCase()} file is damaged or truncated`); }
     const frames = BP.frameCount(bytes, kind);
