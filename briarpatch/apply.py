@@ -635,8 +635,8 @@ def cli(argv: list[str] | None = None) -> int:
     # A progress bar on a terminal only (disable=None): a log gets the summary lines, not bar redraws.
     interrupted = False
     try:
-        for src, dst, reason in tqdm(plans, desc="applying", unit="img", disable=True if args.quiet or args.dry_run else None,
-                                     file=sys.stderr):
+        for src, dst, reason in tqdm(plans, desc="applying", unit="img", file=sys.stderr,
+                                     disable=True if args.quiet or args.dry_run else None):
             if reason:
                 failed.append((f"{src}: {reason}", None))
                 continue

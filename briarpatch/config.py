@@ -61,8 +61,8 @@ def user_errors() -> tuple:
     from .artifacts import PatchFileError
     from .encoders import EncoderWeightsMissing
 
-    return (ValueError, FileNotFoundError, FileExistsError, PatchFileError, EncoderWeightsMissing, MissingMandatoryValue,
-            TypeError)
+    return (ValueError, FileNotFoundError, FileExistsError, PatchFileError, EncoderWeightsMissing,
+            MissingMandatoryValue, TypeError)
 
 
 def check_overrides(config_name: str, args: list[str]) -> str | None:

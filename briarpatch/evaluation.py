@@ -289,10 +289,11 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
             raise ValueError(f"the target has a single class in {scope}, and the downstream predictor needs two: "
                              f"check data.target, or {fix}")
         if int(y.max()) > 1:  # demographic parity and equalized odds are defined for a yes/no prediction
-            classes = ", ".join(map(str, getattr(datamodule, "target_names", [])[:5]))
-            raise ValueError(f"the target has {int(y.max()) + 1} classes ({classes}{', ...' if int(y.max()) > 4 else ''})"
-                             " and the evaluation's fairness metrics need two: binarise it (data.target_threshold=T"
-                             " for a numeric target), or train without the evaluation (evaluate_after_train=false)")
+            k = int(y.max()) + 1
+            classes = ", ".join(map(str, getattr(datamodule, "target_names", [])[:5])) + (", ..." if k > 5 else "")
+            raise ValueError(f"the target has {k} classes ({classes}) and the evaluation's fairness metrics need two: "
+                             "binarise it (data.target_threshold=T for a numeric target), or train without the "
+                             "evaluation (evaluate_after_train=false)")
         counts = torch.bincount(s.long(), minlength=len(names))
         small = [(names[g] if g < len(names) else str(g), int(c)) for g, c in enumerate(counts) if 0 < c < MIN_PER_GROUP]
         if small:

@@ -74,8 +74,8 @@ def _leak_note(report: dict) -> str:
         return chance
     margins = [f"the {name} control's by {v['margin']:+.3f} [{v['margin_ci'][0]:+.3f}, {v['margin_ci'][1]:+.3f}]"
                for name, v in report.get("controls_leakage", {}).items() if "margin" in v]
-    note = (f"{chance} [brackets]: 95 % bootstrap intervals over the evaluation photos, each probe held fixed (another fit of "
-            "the probe, or another seed of the patch, can move a figure further).")
+    note = (f"{chance} [brackets]: 95 % bootstrap intervals over the evaluation photos, each probe held fixed "
+            "(another fit of the probe, or another seed of the patch, can move a figure further).")
     if margins:
         note += (" The learned patch's non-adaptive logistic probe reads lower than " + ", and ".join(margins)
                  + " (paired, on the same resamples; with two groups a probe below 0.5 counts as its mirror).")

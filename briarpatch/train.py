@@ -24,7 +24,8 @@ from .config import build, config_dir, config_hash, remove_if_empty_run, report_
 from .data import check_groups
 from .module import BriarPatchModule
 
-__all__ = ["train", "build_module", "main", "EpochLog", "quiet_lightning"]
+__all__ = ["train", "build_module", "main", "EpochLog", "quiet_lightning", "recipe", "RESUMABLE",
+           "finished_run_problem", "TrainingInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def _interactive() -> bool:
 
 #: Settings a resumed run may change: where it writes and logs, how long it trains, how it is
 #: evaluated, the hardware, and speed-only switches. Every other setting made the checkpoint.
-RESUMABLE = ("ckpt_path", "run_dir", "overwrite", "patch_steps", "trainer", "logger", "callbacks", "eval", "evaluate_after_train",
-             "compile", "cache_clean_embeddings", "data.num_workers", "data.pin_memory", "hydra")
+RESUMABLE = ("ckpt_path", "run_dir", "overwrite", "patch_steps", "trainer", "logger", "callbacks", "eval",
+             "evaluate_after_train", "compile", "cache_clean_embeddings", "data.num_workers", "data.pin_memory", "hydra")
 
 
 def recipe(cfg: DictConfig) -> dict:
