@@ -315,6 +315,8 @@ CHANNELS = {
     "rotate": "rotated this many degrees and cropped to the largest upright box of its aspect, "
               "resized back: a photo straightened in an editor (rotate:5)",
     "webp": "saved as WebP at this quality (webp:75)",
+    "resize": "resized to this share of each side and back, antialiased: what a model with a smaller input "
+              "sees of the photo (resize:0.5, a 64 px model on 128 px photos)",
     "shift": "moved this many pixels right and down, the photo's edge repeated into the gap: a crop or "
              "a padding one pixel off (shift:1)",
     "aspect": "patched as a photo of this aspect (aspect:4:3 landscape, aspect:3:4 portrait) whose shorter side "
@@ -338,7 +340,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
-              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1}
+              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1, "resize": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
@@ -346,7 +348,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     quality = (lambda v: 1 <= v <= 100 and v == int(v), "a whole quality from 1 to 100")
     factor = (lambda v: 1 <= v <= 16 and v == int(v), "a whole factor from 1 to 16")
     side = (lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64")
-    rules = {"center_crop": [share], "random_resized_crop": [share], "jpeg": [quality], "webp": [quality],
+    rules = {"center_crop": [share], "random_resized_crop": [share], "resize": [share], "jpeg": [quality],
+             "webp": [quality],
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
              "aspect": [side, side], "squash": [side, side],
              "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")]}
@@ -453,6 +456,10 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         return jpeg_pil(x, int(args[0]), fmt="WEBP")
     if name == "rotate":
         return _rotate_crop(x, args[0])
+    if name == "resize":
+        # PIL's bilinear filter widens with the reduction (antialiased), as torchvision's Resize does.
+        small = (max(1, round(w * args[0])), max(1, round(h * args[0])))
+        return _pil_each(x, lambda i, im: im.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
     if name == "shift":
         k = int(args[0])
         return F.pad(x, (k, 0, k, 0), mode="replicate")[..., :h, :w]

@@ -46,6 +46,13 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     moved = apply_channel("shift:3", x)
     assert torch.equal(moved[..., 3:, 3:], x[..., :-3, :-3])  # the photo, 3 px right and down
     assert torch.equal(moved[..., :3, 3:], x[..., :1, :-3].expand(-1, -1, 3, -1))  # its top row repeated
+    # A smaller model input: the 1 px stripes are gone at half the size, a smooth ramp stays.
+    stripes = torch.zeros(1, 3, 40, 40)
+    stripes[..., ::2] = 1
+    halved = apply_channel("resize:0.5", stripes)
+    assert halved.shape == stripes.shape and (halved - 0.5).abs().mean() < 0.05  # from 0.5: all gone
+    assert (apply_channel("resize:0.5", x) - x).abs().mean() < 0.02
+    assert (apply_channel("resize:1", x) - x).abs().max() <= 0.5 / 255 + 1e-6  # the 8-bit photo itself
     webp = apply_channel("webp:75", x)
     assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
     with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
