@@ -331,16 +331,37 @@ def cli(argv=None) -> int:
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
-        print(f"briarpatch suite: --seeds wants integers such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
+        seeds = [-1]
+    if not seeds or min(seeds) < 0 or max(seeds) >= 2**32:
+        print(f"briarpatch suite: --seeds wants whole numbers from 0 such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
         return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
               file=sys.stderr)
         return 2
+    from .config import check_overrides, report_user_error, user_errors
+
+    # The recipe's overrides, as briarpatch train checks them (with a member and a seed set as the suite sets them).
+    problem = check_overrides("train", [*args.overrides, f"data.member={members[0]}", f"seed={seeds[0]}"])
+    if problem:
+        print(f"briarpatch suite: {problem}", file=sys.stderr)
+        return 2
+    existed = args.out.exists()
     try:
         run_suite(out=args.out, members=members, seeds=seeds, overrides=args.overrides, reevaluate=args.reevaluate)
     except KeyboardInterrupt:
         print(f"briarpatch suite: interrupted; the finished runs in {args.out} are kept, and the same command "
               "continues from the run it stopped in", file=sys.stderr)
         return 130
+    except user_errors() as exc:
+        # A mistake the first run meets (a value out of range): one line; the folders it made go.
+        for run in sorted(args.out.glob("*/seed*")) if args.out.is_dir() else ():
+            if [p.name for p in run.iterdir()] == ["run.log"]:
+                (run / "run.log").unlink()
+                run.rmdir()
+                if not any(run.parent.iterdir()):
+                    run.parent.rmdir()
+        if not existed and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()
+        return report_user_error("briarpatch suite", exc)
     return 0

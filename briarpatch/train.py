@@ -210,6 +210,9 @@ def train(cfg: DictConfig) -> dict:
         if cfg.trainer.get(key) not in (None, -1):
             raise ValueError(f"trainer.{key} is not used: the schedule is patch_steps (now {cfg.get('patch_steps')}); "
                              f"set patch_steps=N instead")
+    seed = cfg.get("seed")
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):  # numpy's range, named as a setting
+        raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1} (or null), got {seed}")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "

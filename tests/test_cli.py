@@ -53,6 +53,11 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=/nowhere/p.safetensors"], "no such patch file"),
     (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
     (["suite", "--members", "nope"], "unknown member 'nope'; choose from default"),
+    (["suite", "--seeds", "-1"], "--seeds wants whole numbers from 0 such as 0,1,2, got '-1'"),
+    (["suite", "--seeds", "0", "--members", "default", "patch.sise=2"], "patch.sise is not a setting; did you mean"),
+    # Met by the suite's first run: its folders go too.
+    (["suite", "--seeds", "0", "--members", "default", "--out", "s", "patch.size=200"], "a frame's bands"),
+    (["train", "seed=-1"], "seed must be a whole number from 0 to 4294967295 (or null), got -1"),
     # argparse's own errors: one line too (it prints its whole usage block first).
     (["apply", "default", "--out", "o"], "the following arguments are required: INPUT (see briarpatch apply --help)"),
     (["suite", "--bogus"], "unrecognized arguments: --bogus (see briarpatch suite --help)"),
