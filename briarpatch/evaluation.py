@@ -121,6 +121,9 @@ class EvalSettings:
                              f"got {self.robustness_size!r}")
         for channel in self.robustness:
             parse_channel(channel)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r} (the evaluation's "
+                             "probes and resamples are seeded with it)")
 
     def robustness_counts(self, n_train: int, n_test: int) -> tuple[int, int]:
         """How many of the training and evaluation images the robustness channels use."""
@@ -631,6 +634,7 @@ def evaluate(cfg: DictConfig, overrides=()) -> dict:
     if cfg.get("seed") is not None:
         import lightning.pytorch as pl
 
+        EvalSettings.from_cfg(cfg.eval)  # a bad setting (the seed among them) is named before anything runs
         pl.seed_everything(cfg.seed, verbose=False)
     cfg, source = with_run_config(cfg, overrides)
     if source is not None:
