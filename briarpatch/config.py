@@ -91,7 +91,9 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         try:
-            compose(config_name=config_name, overrides=first)
+            # Hydra's own groups (hydra/sweeper=..., hydra/launcher=...): their options are plugins.
+            plugins = [text for o, text in zip(parsed, overrides) if o.key_or_group.startswith("hydra/")]
+            compose(config_name=config_name, overrides=first + plugins, return_hydra_config=bool(plugins))
             groups = [o for o in first if (Path(config_dir()) / o.split("=")[0].lstrip("+~")).is_dir()]
             values = [o for o in parsed if not o.key_or_group.startswith("hydra")]
             return _mistyped(compose(config_name=config_name, overrides=groups), values)
@@ -100,6 +102,13 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
             if found and (Path(config_dir()) / found[1]).is_dir():
                 options = sorted(p.stem for p in (Path(config_dir()) / found[1]).glob("*.yaml"))
                 return f"{found[1]}={found[2]} does not exist; choose one of: {', '.join(options)}"
+            if found and found[1].startswith("hydra/"):
+                have = ", ".join(re.findall(r"^\t(\S+)$", str(exc), flags=re.M)) or "none"
+                kind = found[1].split("/", 1)[1]
+                if kind in ("sweeper", "launcher"):  # plugins, named hydra-<option>-<kind> on PyPI
+                    return (f"{found[1]}={found[2]} is not installed: pip install hydra-{found[2]}-{kind} adds it "
+                            f"(installed: {have})")
+                return f"{found[1]}={found[2]} does not exist; choose one of: {have}"
             return str(exc).splitlines()[0]
         except ConfigCompositionException as exc:
             cause = exc.__cause__
