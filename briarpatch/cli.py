@@ -13,7 +13,7 @@ __all__ = ["main"]
 USAGE = """usage: briarpatch <command> [arguments]
 
 commands:
-  train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=40 -m seed=0,1
+  train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=6 -m seed=0,1
   evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
   apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
   web        a page that patches photos in the browser, served on 127.0.0.1: briarpatch web [PATCH]
