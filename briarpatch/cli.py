@@ -53,7 +53,8 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
               f"{prog} --help lists them", file=sys.stderr)
         return False
     problem = check_overrides(config_name, args)
-    if problem is None and config_name == "train" and not {"-m", "--multirun"} & set(args):
+    flags = {a for a in args if a.startswith("-")}
+    if problem is None and config_name == "train" and not flags:  # a run, not a sweep, --help or --cfg
         # Before Hydra writes its .hydra/ files into a folder that holds an earlier run.
         from .train import finished_run_problem
 

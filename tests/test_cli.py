@@ -108,6 +108,8 @@ def test_a_run_folder_that_holds_a_patch_is_kept(tmp_path):
     assert f"{run} already holds a trained patch: choose another folder (hydra.run.dir=...), resume it" in out.stderr
     assert "or replace it (overwrite=true)" in out.stderr
     assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    shown = _run("train", f"hydra.run.dir={run}", "--cfg", "job", cwd=tmp_path)  # looking is not training
+    assert shown.returncode == 0 and "patch_steps: 512" in shown.stdout, shown.stderr
 
 
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
