@@ -348,8 +348,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     quality = (lambda v: 1 <= v <= 100 and v == int(v), "a whole quality from 1 to 100")
     factor = (lambda v: 1 <= v <= 16 and v == int(v), "a whole factor from 1 to 16")
     side = (lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64")
-    rules = {"center_crop": [share], "random_resized_crop": [share], "resize": [share], "jpeg": [quality],
-             "webp": [quality],
+    rules = {"center_crop": [share], "random_resized_crop": [share], "resize": [share],
+             "jpeg": [quality], "webp": [quality],
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
              "aspect": [side, side], "squash": [side, side],
              "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")]}

@@ -333,7 +333,8 @@ def cli(argv=None) -> int:
     except ValueError:
         seeds = [-1]
     if not seeds or min(seeds) < 0 or max(seeds) >= 2**32:
-        print(f"briarpatch suite: --seeds wants whole numbers from 0 such as 0,1,2, got {args.seeds!r}", file=sys.stderr)
+        print(f"briarpatch suite: --seeds wants whole numbers from 0 such as 0,1,2, got {args.seeds!r}",
+              file=sys.stderr)
         return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
