@@ -45,6 +45,10 @@ def synthetic_notice(patch: "BriarPatch") -> str | None:
 class BriarPatch:
     """A trained patch as users get it.
 
+    Pasted on a photo, it hides the attribute it was trained for from models trained on ordinary
+    (unpatched) photos that use the encoder it was trained for (``metadata["encoder"]``); a model
+    retrained on patched photos can usually still find it.
+
     Attributes
     ----------
     pixels : Tensor
@@ -63,7 +67,7 @@ class BriarPatch:
     metadata: dict = field(default_factory=dict)
 
     def apply(self, image, **placement_changes):
-        """Paste the patch on one image: a PIL image, a ``uint8`` HWC array or a float CHW tensor.
+        """Paste the patch on one image: a PIL image, a ``uint8`` or float HWC array or a float CHW tensor.
 
         Returns the same kind of object. Keyword arguments move and resize a corner patch
         (``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``); a frame or a grid always covers
