@@ -186,7 +186,6 @@ def bench_data(args) -> tuple[float, int]:
     from PIL import Image
 
     from briarpatch.config import build
-    from briarpatch.datasets import manifest
 
     root = Path(tempfile.gettempdir()) / f"briarpatch-bench-jpegs-{args.data_images}"
     table = root / "manifest.csv"

@@ -17,7 +17,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from briarpatch import pipeline
 from briarpatch._memory import keep_freed_memory
