@@ -235,6 +235,11 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
     if target == sensitive:
         raise ValueError(f"data.target and data.sensitive are the same column ({target!r}): a patch that hid it would "
                          "hide the target too; choose another column for one of them")
+    numeric_s = pd.to_numeric(s_values, errors="coerce")
+    if numeric_s.notna().all() and numeric_s.nunique() > 10:  # a measurement, not groups
+        raise ValueError(f"data.sensitive={sensitive!r} has {numeric_s.nunique()} distinct numbers: a patch hides a "
+                         "group attribute; give a column of groups (for example 0/1 for "
+                         f"{sensitive} >= {numeric_s.median():g}, the median)")
     y, target_names = _encode(y_values.rename(target), threshold=target_threshold, role=f"target {target!r}")
     s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
     if split is None:

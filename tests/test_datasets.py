@@ -305,6 +305,9 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"leaves the (val|test) split empty: 'age' and 'group' make 60 .* "
                                          r"data.target_threshold \(its median: 47.5\)"):
         load("ages.csv", target="age")
+    with pytest.raises(ValueError, match=r"data.sensitive='age' has 60 distinct numbers: a patch hides a group "
+                                         r"attribute; give a column of groups \(for example 0/1 for age >= 47.5"):
+        load("ages.csv", sensitive="age")
     frame.head(3).to_csv(tmp_path / "three_rows.csv", index=False)
     with pytest.raises(ValueError, match="cells for 3 images; list more images, or give a split column"):
         load("three_rows.csv")
