@@ -177,6 +177,10 @@ class SyntheticDataModule(SplitDataModule):
         for name, n in self.sizes.items():  # no validation is allowed; no training or evaluation is not
             _whole_number(f"data.{name}_size", n, least=0 if name == "val" else 1)
         corr = float(settings["train_correlation"])
+        for key, value in (("train_correlation", corr), ("test_correlation", test_correlation)):
+            if not 0 <= float(value) <= 1:  # checked now: the evaluation split is drawn after training
+                raise ValueError(f"data.{key} must be in [0, 1] (the share of images whose target follows the "
+                                 f"group), got {value}")
         self.correlations = {"train": corr, "val": corr, "test": test_correlation}
         self.seed = seed
         self.batch_size = batch_size

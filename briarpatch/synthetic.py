@@ -116,8 +116,15 @@ def make_synthetic(n: int, *, image_size: int = 128, correlation: float = 0.9, n
 
 
 def check_recipe(*, purity: float, subject: float, cue: str, s_cue: str = "tint", background: str = "blobs",
-                 **_) -> None:
+                 s_strength=(0.06, 0.12), object_radius=(4.0, 6.0), objects=(8, 12), **_) -> None:
     """One-line errors for recipe values that would draw a broken benchmark."""
+    for key, value in (("s_strength", s_strength), ("object_radius", object_radius), ("objects", objects)):
+        pair = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else []
+        numbers = len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair)
+        if not numbers or not 0 <= pair[0] <= pair[1]:
+            example = ",".join(f"{v:g}" for v in suite_member("default")[key])
+            raise ValueError(f"data.{key} takes a range [low, high] with 0 <= low <= high, e.g. "
+                             f"data.{key}=[{example}], got {value!r}")
     if not 0.5 <= purity <= 1.0:
         raise ValueError(f"purity must be in [0.5, 1] (share of objects that follow Y), got {purity}")
     if not 0.0 < subject <= 1.0:

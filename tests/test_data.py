@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -42,8 +44,13 @@ def test_single_group_is_a_clear_error():
     ({"test_size": 0}, "data.test_size must be a whole number >= 1, got 0"),
     ({"val_size": 2.5}, "data.val_size must be a whole number >= 0, got 2.5"),
     ({"batch_size": 0}, "data.batch_size must be a whole number >= 1, got 0"),
+    # The evaluation split is drawn after training: its correlation was met only then.
+    ({"test_correlation": 2}, re.escape("data.test_correlation must be in [0, 1] (the share of images whose")),
+    ({"s_strength": -1}, re.escape("data.s_strength takes a range [low, high] with 0 <= low <= high, e.g. "
+                                   "data.s_strength=[0.06,0.12], got -1")),
+    ({"objects": [12, 8]}, re.escape("data.objects takes a range [low, high]")),
 ])
-def test_split_and_batch_sizes_are_checked_when_the_data_module_is_built(kwargs, expected):
+def test_settings_are_checked_when_the_data_module_is_built(kwargs, expected):
     with pytest.raises(ValueError, match=expected):
         SyntheticDataModule(image_size=16, **kwargs)
     assert len(SyntheticDataModule(image_size=16, train_size=4, val_size=0, test_size=4).split("val")) == 0
