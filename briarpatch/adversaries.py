@@ -61,6 +61,9 @@ class Adversary(nn.Module):
             raise ValueError(f"adversary.warmup_steps must be >= 0, got {warmup_steps}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"unknown adversary head {head!r}; choose 'linear' or 'mlp'")
+        if head == "mlp" and (int(hidden) < 1 or not 0 <= dropout < 1):
+            raise ValueError(f"adversary.hidden must be >= 1 and adversary.dropout in [0, 1), got {hidden} and "
+                             f"{dropout}")
         widths = [int(w) for w in parts] if parts else [int(in_features)]
         if sum(widths) != in_features:
             raise ValueError(f"adversary parts {widths} do not add up to the embedding width {in_features}")

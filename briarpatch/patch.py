@@ -132,8 +132,8 @@ class Patch(nn.Module):
                 raise ValueError(f"a frame's bands (patch.size={band} at patch.insets={list(insets)}) must fit in "
                                  f"{image_size}px images: 1 <= size < {image_size // 2} - the largest inset")
             if shape == "grid" and not 1 <= band < spacing <= image_size:
-                raise ValueError(f"a grid's lines (patch.size={band}) must be narrower than their spacing "
-                                 f"(patch.spacing={spacing}), which must fit in {image_size}px images")
+                raise ValueError(f"a grid's lines (patch.size={band}) must be at least 1 px wide and narrower than "
+                                 f"their spacing (patch.spacing={spacing}), which must fit in {image_size}px images")
             if random or margin:
                 raise ValueError(f"a {shape} always covers the whole image, so random placement and margins do "
                                  "not apply: pass random=False, margin=0 (patch.random=false patch.margin=0)")

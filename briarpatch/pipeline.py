@@ -152,6 +152,13 @@ class PhotoPipeline(nn.Module):
             raise ValueError(f"pipeline.aspect_range must be a range within [1, 4], got {list(aspect_range)}")
         if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
             raise ValueError(f"pipeline.jpeg_quality must be a range within [1, 100], got {list(jpeg_quality)}")
+        for name, pair in (("crop_ratio", crop_ratio), ("downscale_sigma", downscale_sigma), ("blur_sigma", blur_sigma)):
+            if not 0 < pair[0] <= pair[1]:
+                raise ValueError(f"pipeline.{name} must be a range [low, high] with 0 < low <= high, got {list(pair)}")
+        for name, value in (("rotation_degrees", rotation_degrees), ("brightness", brightness), ("contrast", contrast)):
+            if not 0 <= value < (45 if name == "rotation_degrees" else 1):
+                raise ValueError(f"pipeline.{name} must be in [0, {45 if name == 'rotation_degrees' else 1}), "
+                                 f"got {value}")
         self.p = probs
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.center_crop_scale, self.rotation_degrees = tuple(center_crop_scale), float(rotation_degrees)

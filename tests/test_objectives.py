@@ -156,3 +156,10 @@ def test_group_statistics_follow_the_batches_without_unique(tiny_cfg):
     fresh = build_module(cfg, build(cfg.data))
     fresh._update_means(x[:3], s[:3], y[:3])
     assert fresh.sensitive_basis().abs().sum() == 0
+
+
+def test_an_mlp_adversary_needs_hidden_units():
+    # hidden=0 built Linear(D, 0) -> Linear(0, k): a constant adversary that trained without a word.
+    with pytest.raises(ValueError, match=r"adversary.hidden must be >= 1 and adversary.dropout in \[0, 1\), got 0"):
+        Adversary(in_features=8, num_groups=2, head="mlp", hidden=0)
+    assert Adversary(in_features=8, num_groups=2, head="mlp", hidden=4)(torch.randn(3, 8)).shape == (3, 2)

@@ -213,6 +213,13 @@ def test_the_pipeline_draws_per_image_from_its_generator():
     torch.testing.assert_close(pipe(x[draw.changed[:5]], sub), out[draw.changed[:5]])
     with pytest.raises(ValueError, match="pipeline.crop_p must be a probability"):
         PhotoPipeline(crop_p=1.5)
+    # Reversed or negative ranges drew nothing sensible (a reversed blur range trained without a word).
+    for kwargs, what in (({"blur_sigma": (1.0, 0.0)}, r"pipeline.blur_sigma must be a range \[low, high\]"),
+                         ({"crop_ratio": (0.0, 1.0)}, r"pipeline.crop_ratio must be a range"),
+                         ({"rotation_degrees": 90}, r"pipeline.rotation_degrees must be in \[0, 45\), got 90"),
+                         ({"brightness": -0.1}, r"pipeline.brightness must be in \[0, 1\)")):
+        with pytest.raises(ValueError, match=what):
+            PhotoPipeline(**kwargs)
 
 
 def test_each_step_runs_on_its_own_images_as_if_each_went_alone():
