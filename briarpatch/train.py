@@ -213,6 +213,12 @@ def train(cfg: DictConfig) -> dict:
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):  # numpy's range, named as a setting
         raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1} (or null), got {seed}")
+    devices = cfg.trainer.get("devices", 1)
+    count = len(devices) if not isinstance(devices, (int, str)) else int(devices) if str(devices).isdigit() else 1
+    if count > 1 and not cfg.trainer.get("strategy"):
+        # Lightning would pick plain DDP, which stops at the first step: the frozen encoder's
+        # parameters receive no gradient. trainer=ddp sets the strategy that allows it.
+        raise ValueError(f"trainer.devices={devices} runs {count} processes: use trainer=ddp trainer.devices={devices}")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "

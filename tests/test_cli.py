@@ -58,6 +58,7 @@ def _new_interpreter(*argv, cwd, timeout=600):
     # Met by the suite's first run: its folders go too.
     (["suite", "--seeds", "0", "--members", "default", "--out", "s", "patch.size=200"], "a frame's bands"),
     (["train", "seed=-1"], "seed must be a whole number from 0 to 4294967295 (or null), got -1"),
+    (["train", "trainer.devices=3"], "trainer.devices=3 runs 3 processes: use trainer=ddp trainer.devices=3"),
     (["train", "-m", "hydra/sweeper=optuna", "seed=0,1"],
      "hydra/sweeper=optuna is not installed: pip install hydra-optuna-sweeper adds it (installed: basic)"),
     (["evaluate", "patch=default", "seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
