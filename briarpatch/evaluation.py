@@ -121,6 +121,14 @@ class EvalSettings:
                              f"got {self.robustness_size!r}")
         for channel in self.robustness:
             parse_channel(channel)
+        if self.device != "auto":
+            try:
+                device = torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"eval.device must be auto, cpu or cuda[:N], got {self.device!r}") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"eval.device={self.device} needs a CUDA GPU, and this machine has none: use "
+                                 "eval.device=auto (the default)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r} (the evaluation's "
                              "probes and resamples are seeded with it)")

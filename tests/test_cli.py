@@ -62,6 +62,7 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "-m", "hydra/sweeper=optuna", "seed=0,1"],
      "hydra/sweeper=optuna is not installed: pip install hydra-optuna-sweeper adds it (installed: basic)"),
     (["evaluate", "patch=default", "seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
+    (["evaluate", "patch=default", "eval.device=gpu"], "eval.device must be auto, cpu or cuda[:N], got 'gpu'"),
     # argparse's own errors: one line too (it prints its whole usage block first).
     (["apply", "default", "--out", "o"], "the following arguments are required: INPUT (see briarpatch apply --help)"),
     (["suite", "--bogus"], "unrecognized arguments: --bogus (see briarpatch suite --help)"),
