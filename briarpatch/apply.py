@@ -92,10 +92,21 @@ def min_image_size(patch: BriarPatch, **placement_changes) -> tuple[int, int]:
 
 
 def _check_size(patch: BriarPatch, width: int, height: int, changes: dict) -> None:
+    """The patch is visible on a ``width x height`` photo, and (a corner patch) wholly on it: one
+    partly off the photo would be reported as pasted."""
     min_w, min_h = min_image_size(patch, **changes)
     if width < min_w or height < min_h:
         raise ImageTooSmall(f"{width}x{height} is too small for this patch: its finest part would be under one pixel "
                             f"wide; the smallest image it covers is {min_w}x{min_h}")
+    placement = _placement(patch, changes)
+    if placement.stretch:
+        return
+    boxes = sample_boxes(placement, batch=1, height=height, width=width, patch_hw=tuple(patch.pixels.shape[-2:]))
+    bw, bh = float(boxes.w[0]), float(boxes.h[0])
+    left, top = float(boxes.cx[0]) - (bw - 1) / 2, float(boxes.cy[0]) - (bh - 1) / 2
+    if left < 0 or top < 0 or left + bw > width or top + bh > height:
+        raise ValueError(f"the patch ({bw:g}x{bh:g} px at x={left:g}, y={top:g}) does not fit in this "
+                         f"{width}x{height} photo: choose a smaller size or margin, or another position")
 
 
 def paste_array(patch: BriarPatch, image: torch.Tensor, **placement_changes) -> torch.Tensor:
@@ -509,6 +520,13 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _quality(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="briarpatch apply",
@@ -545,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "photos a model resizes whole to a square, without cropping (the copy costs that model "
                         "10-13 accuracy points); a model that crops to the centre square then loses the frame")
     p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
-    p.add_argument("--quality", type=int, default=95,
+    p.add_argument("--quality", type=_quality, default=95,
                    help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4), "
                         "WebP halves it (a weaker patch)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")

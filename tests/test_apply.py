@@ -561,3 +561,21 @@ def test_heic_photos_are_named_with_the_fix(patch_file, tmp_path, capsys):
     assert "IMG_0001.HEIC: an HEIC/HEIF or AVIF photo (what iPhones save by default)" in capsys.readouterr().err
     assert cli([str(patch_file), str(src), "--out", str(tmp_path / "b")]) == 0
     assert "(IMG_0001.HEIC); 1 of them HEIC/HEIF/AVIF: convert those to JPEG first" in capsys.readouterr().err
+
+
+def test_a_corner_patch_off_the_photo_is_a_failure_not_a_success(patch_file, tmp_path, capsys):
+    """A margin or a pixel position that puts the box past the photo's edge pasted part of it (or
+    nothing) and reported success."""
+    _rgb(40, 30).save(tmp_path / "p.png")
+    for extra in (["--margin", "0.8"], ["--at", "35,10"], ["--at", "32,22"]):
+        code = cli([str(patch_file), str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), *extra])
+        out, err = capsys.readouterr()
+        fits = extra == ["--at", "32,22"]  # an 8 px box at (32, 22) ends on the 40 x 30 photo's corner
+        assert code == (0 if fits else 1), err
+        assert fits or "does not fit in this 40x30 photo: choose a smaller size or margin, or another position" in err
+    patch = load_patch(patch_file)
+    with pytest.raises(ValueError, match="does not fit in this 40x30 photo"):
+        patch.apply(_rgb(40, 30), x=100, y=0, unit="pixel")
+    with pytest.raises(SystemExit):
+        cli([str(patch_file), str(tmp_path / "p.png"), "--out", str(tmp_path / "q"), "--quality", "101"])
+    assert "--quality: must be a whole number from 1 to 100" in capsys.readouterr().err
