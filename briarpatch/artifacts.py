@@ -176,6 +176,10 @@ def load_patch(path) -> BriarPatch:
             "Use the patch.safetensors written by `briarpatch train`"
         )
     if not path.is_file():
+        last = path.parent / "checkpoints" / "last.ckpt"
+        if path.name == "patch.safetensors" and last.is_file():  # a run stopped before its last step
+            raise PatchFileError(f"{path}: no patch yet, the run stopped before its last step; finish it with its "
+                                 f"own settings and ckpt_path={last}")
         raise PatchFileError(f"{path}: no such patch file")
     if path.stat().st_size > MAX_PATCH_BYTES:
         raise PatchFileError(f"{path}: {path.stat().st_size} bytes is too large for a patch file "

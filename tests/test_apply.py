@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from briarpatch import load_patch
+from briarpatch import PatchFileError, load_patch
 from briarpatch.apply import apply_patch, cli, paste_array
 from briarpatch.artifacts import BriarPatch, save_patch
 from briarpatch.data import to_unit
@@ -356,6 +356,12 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
     _rgb(10, 10).save(tmp_path / "x.png")
     assert cli([str(tmp_path / "p.pt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
     assert "refusing a pickle-based file" in capsys.readouterr().err
+    run = tmp_path / "run"  # stopped before its last step: checkpoints, no patch
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(PatchFileError, match=r"no patch yet, the run stopped before its last step; finish it with "
+                                             r"its own settings and ckpt_path=.*last.ckpt"):
+        load_patch(run)
 
 
 def test_placement_options(patch_file, tmp_path):
