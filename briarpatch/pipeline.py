@@ -152,7 +152,8 @@ class PhotoPipeline(nn.Module):
             raise ValueError(f"pipeline.aspect_range must be a range within [1, 4], got {list(aspect_range)}")
         if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
             raise ValueError(f"pipeline.jpeg_quality must be a range within [1, 100], got {list(jpeg_quality)}")
-        for name, pair in (("crop_ratio", crop_ratio), ("downscale_sigma", downscale_sigma), ("blur_sigma", blur_sigma)):
+        ranges = {"crop_ratio": crop_ratio, "downscale_sigma": downscale_sigma, "blur_sigma": blur_sigma}
+        for name, pair in ranges.items():
             if not 0 < pair[0] <= pair[1]:
                 raise ValueError(f"pipeline.{name} must be a range [low, high] with 0 < low <= high, got {list(pair)}")
         for name, value in (("rotation_degrees", rotation_degrees), ("brightness", brightness), ("contrast", contrast)):
