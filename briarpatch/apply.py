@@ -520,6 +520,11 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _first_line(exc: BaseException) -> str:
+    """What a failed photo's line says: the error's own first line, or its kind."""
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
 def _quality(text: str) -> int:
     v = int(text)
     if not 1 <= v <= 100:
@@ -669,7 +674,7 @@ def cli(argv: list[str] | None = None) -> int:
                 try:  # the header tells most failures (not a truncated file's) without decoding
                     _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
                 except Exception as exc:
-                    failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+                    failed.append((f"{src}: {_first_line(exc)}", exc))
                     continue
                 print(f"would write {dst}")
                 written += 1
@@ -687,7 +692,7 @@ def cli(argv: list[str] | None = None) -> int:
                 written += 1
                 webp += dst.suffix.lower() == ".webp"
             except Exception as exc:  # one bad image must not stop the others; it is reported below
-                failed.append((f"{src}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", exc))
+                failed.append((f"{src}: {_first_line(exc)}", exc))
     except KeyboardInterrupt:  # Ctrl-C: the photos written stay whole (atomic writes), the rest are not written
         interrupted = True
     for msg, _ in failed:
