@@ -340,7 +340,7 @@ def cli(argv=None) -> int:
         print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
               file=sys.stderr)
         return 2
-    from .config import check_overrides, report_user_error, user_errors
+    from .config import check_overrides, remove_if_empty_run, report_user_error, user_errors
 
     # The recipe's overrides, as briarpatch train checks them (with a member and a seed set as the suite sets them).
     problem = check_overrides("train", [*args.overrides, f"data.member={members[0]}", f"seed={seeds[0]}"])
@@ -357,11 +357,9 @@ def cli(argv=None) -> int:
     except user_errors() as exc:
         # A mistake the first run meets (a value out of range): one line; the folders it made go.
         for run in sorted(args.out.glob("*/seed*")) if args.out.is_dir() else ():
-            if [p.name for p in run.iterdir()] == ["run.log"]:
-                (run / "run.log").unlink()
-                run.rmdir()
-                if not any(run.parent.iterdir()):
-                    run.parent.rmdir()
+            remove_if_empty_run(run)  # a run folder holding only its run.log
+            if run.parent.is_dir() and not any(run.parent.iterdir()):
+                run.parent.rmdir()
         if not existed and args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()
         return report_user_error("briarpatch suite", exc)
