@@ -149,6 +149,18 @@ def recipe(cfg: DictConfig) -> dict:
         else:
             flat[prefix[:-1]] = node
     walk(resolved, "")
+    return _absolute_paths(flat)
+
+
+# Files and folders named in a recipe: compared by where they point, so a run resumed from another
+# folder with the same data given relative to it is the same recipe.
+_PATH_SETTINGS = ("data.root", "data.manifest", "encoder.weights")
+
+
+def _absolute_paths(flat: dict) -> dict:
+    for key in _PATH_SETTINGS:
+        if isinstance(flat.get(key), str):
+            flat[key] = os.path.abspath(os.path.expanduser(flat[key]))
     return flat
 
 
@@ -168,7 +180,8 @@ def _check_checkpoint(path: Path, cfg: DictConfig | None = None) -> None:
     saved = ckpt.get("briarpatch_recipe")
     if cfg is None or not isinstance(saved, str):  # checkpoints written before the recipe was kept
         return
-    saved, now = json.loads(saved), recipe(cfg)
+    # Checkpoints of earlier versions kept paths as given: read relative to here, as they were.
+    saved, now = _absolute_paths(json.loads(saved)), recipe(cfg)
     changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     if changed:
         listed = ", ".join(f"{k}={_show(now.get(k))} (the checkpoint's: {_show(saved.get(k))})" for k in changed[:3])

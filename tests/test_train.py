@@ -300,3 +300,25 @@ def test_an_unseeded_run_trains_and_is_evaluated(tiny_cfg):
     # seed=null: the training is not seeded; the evaluation (controls, probes) still needs a seed.
     result = train(tiny_cfg("seed=null"))
     assert result["report"]["patched"]["accuracy"] >= 0 and result["patch"].is_file()
+
+
+def test_a_resume_compares_data_paths_by_where_they_point(tmp_path, monkeypatch):
+    """A run resumed from another folder, its manifest given relative to that folder, is the same
+    recipe; a manifest that is another file is a change."""
+    import json
+
+    from briarpatch.train import _check_checkpoint, recipe
+
+    from .conftest import compose_cfg
+
+    data = ["data=manifest", "data.target=y", "data.sensitive=s"]
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    made = recipe(compose_cfg("train", [*data, "data.manifest=sub/m.csv"]))
+    assert made["data.manifest"] == str(tmp_path / "a" / "sub" / "m.csv")
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"patch.pixels": torch.zeros(3)}, "briarpatch_recipe": json.dumps(made)}, ckpt)
+    monkeypatch.chdir(tmp_path / "a" / "sub")
+    _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=m.csv"]))
+    with pytest.raises(ValueError, match=r"data\.manifest=.*other\.csv \(the checkpoint's: .*sub/m\.csv\)"):
+        _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=other.csv"]))
