@@ -331,3 +331,25 @@ def test_export_web_keeps_existing_files(tmp_path, capsys):
     payload = json.loads((tmp_path / "site" / "patch.json").read_text())
     pixels = np.frombuffer(__import__("base64").b64decode(payload["pixels"]), "<f4").reshape(3, payload["height"], -1)
     np.testing.assert_array_equal(pixels, load_patch("default").pixels.numpy())  # exact float32, not 8-bit
+
+
+def test_briarpatch_web_names_a_port_it_cannot_use(capsys, monkeypatch):
+    import errno
+    import http.server
+
+    from briarpatch.cli import main
+
+    for port in ("99999", "-1", "x"):
+        try:
+            code = main(["web", "--port", port, "--no-browser"])
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and f"{port} is not a port: choose 0-65535" in err and "Traceback" not in err
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(http.server, "ThreadingHTTPServer", refused)  # a port under 1024, not as root
+    assert main(["web", "--port", "80", "--no-browser"]) == 2
+    assert "port 80 needs administrator rights; pass --port 1024 or above" in capsys.readouterr().err

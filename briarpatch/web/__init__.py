@@ -111,6 +111,16 @@ def _load(spec: str, prog: str) -> BriarPatch | None:
         return None
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: choose 0-65535 (0 picks a free one)")
+    return port
+
+
 def cli_web(argv=None) -> int:
     p = ArgumentParser(prog="briarpatch web", description=(
         "Serve a page that pastes a patch onto photos in the browser, on 127.0.0.1 only. The photos never "
@@ -119,7 +129,7 @@ def cli_web(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("patch", nargs="?", default="default",
                    help="patch file (.safetensors), a training run directory, or 'default' (the shipped patch)")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
     args = p.parse_args(argv)
     patch = _load(args.patch, "briarpatch web")
@@ -136,6 +146,10 @@ def cli_web(argv=None) -> int:
             if exc.errno == errno.EADDRINUSE:
                 print(f"briarpatch web: port {args.port} is in use; pass --port N (0 picks a free one)",
                       file=sys.stderr)
+                return 2
+            if exc.errno == errno.EACCES:
+                print(f"briarpatch web: port {args.port} needs administrator rights; pass --port 1024 or above "
+                      "(0 picks a free one)", file=sys.stderr)
                 return 2
             raise
     return 0
