@@ -167,8 +167,16 @@ def load_patch(path) -> BriarPatch:
 
     if str(path) == "default":
         path = default_patch_path()
-    path = Path(path)
+    if not str(path).strip():
+        raise PatchFileError("no patch given: name a patch.safetensors file, a training run's folder, or 'default'")
+    if "://" in str(path):
+        raise PatchFileError(f"{path}: an address, and patches are read from files on this machine (nothing is "
+                             "downloaded): download the .safetensors file first and give its path")
+    path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / "patch.safetensors").exists() and not (path / "checkpoints" / "last.ckpt").is_file():
+            raise PatchFileError(f"{path}: a folder without patch.safetensors; name the patch file, or a "
+                                 "training run's folder")
         path = path / "patch.safetensors"
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PatchFileError(

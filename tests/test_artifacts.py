@@ -44,6 +44,20 @@ def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path):
         load_patch(tmp_path / "missing.safetensors")
 
 
+def test_what_is_not_a_patch_path_is_named(tmp_path, monkeypatch):
+    with pytest.raises(PatchFileError, match="no patch given: name a patch.safetensors file"):
+        load_patch("")
+    with pytest.raises(PatchFileError, match="an address, and patches are read from files on this machine"):
+        load_patch("https://example.org/patch.safetensors")
+    with pytest.raises(PatchFileError, match="a folder without patch.safetensors"):
+        load_patch(tmp_path)
+    from briarpatch.artifacts import default_patch_path
+
+    (tmp_path / "p.safetensors").write_bytes(default_patch_path().read_bytes())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_patch("~/p.safetensors").pixels.shape[0] == 3  # as a shell would expand it
+
+
 def test_a_patch_missing_a_tensor_is_called_damaged(tmp_path):
     from safetensors import safe_open
 
