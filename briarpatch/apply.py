@@ -29,12 +29,12 @@ __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_
            "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-KINDS = "JPEG, PNG, WebP, TIFF, BMP or GIF"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif"}
+KINDS = "JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF"
 FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP")}
 # GIF is read, not written: its 256 colours would change the photo (a patched GIF is written as .png).
-_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-                ".bmp": "BMP"}
+_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF", ".tif": "TIFF",
+                ".tiff": "TIFF", ".bmp": "BMP"}
 
 
 # ----------------------------------------------------------------------------- core
@@ -480,9 +480,15 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
             img = bg
         elif img.mode == "I;16":
             img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
-    if fmt == "WEBP" and img.mode == "I;16":
+    if fmt in ("WEBP", "AVIF") and img.mode == "I;16":
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP", "AVIF") else {}
+    if fmt == "AVIF":
+        from PIL import features
+
+        if not features.check("avif"):
+            raise ValueError("this Pillow cannot write AVIF: pip install -U pillow (11.3 or later), or --format jpg")
+        kwargs["subsampling"] = "4:4:4"  # full-resolution colour, as for JPEG below
     if fmt == "JPEG":
         # Full-resolution colour (4:4:4), not PIL's default 4:2:0: halving the colour planes blurs a
         # band a few pixels wide, and a model that sees the photo near that size reads S through it
@@ -569,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "10-13 accuracy points); a model that crops to the centre square then loses the frame")
     p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
     p.add_argument("--quality", type=_quality, default=95,
-                   help="JPEG/WebP quality (default 95); JPEGs keep full colour resolution (4:4:4), "
+                   help="JPEG/WebP/AVIF quality (default 95); JPEGs and AVIFs keep full colour resolution (4:4:4), "
                         "WebP halves it (a weaker patch)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
@@ -643,9 +649,9 @@ def cli(argv: list[str] | None = None) -> int:
         print(notice, file=sys.stderr)
     if left_out and not args.quiet:
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-        heif = sum(p.suffix.lower() in (".heic", ".heif", ".avif") for p in left_out)
+        heif = sum(p.suffix.lower() in (".heic", ".heif") for p in left_out)
         print(f"left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} not named as {KINDS} images "
-              f"({names})" + (f"; {heif} of them HEIC/HEIF/AVIF: convert those to JPEG first" if heif else ""),
+              f"({names})" + (f"; {heif} of them HEIC/HEIF: convert those to JPEG first" if heif else ""),
               file=sys.stderr)
     if to_file:
         plans = [(pairs[0][0], out_dir, None)]

@@ -325,7 +325,7 @@ def test_animations_are_refused_gifs_become_png_and_other_files_are_named(patch_
     assert "written 2, skipped 0 (already exist), failed 3" in captured.out
     for name in ("anim.gif", "anim.webp", "pages.tiff"):
         assert f"{name}: 2 frames (an animation or a multi-page file)" in captured.err
-    assert "left out 1 file not named as JPEG, PNG, WebP, TIFF, BMP or GIF images (notes.txt)" in captured.err
+    assert "left out 1 file not named as JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF images (notes.txt)" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["camera.jpg", "still.png"]
     assert fmt(out / "still.png") == ("PNG", 1) and fmt(out / "camera.jpg") == ("JPEG", 1)
     # Asked for by name, a GIF is one line and nothing written.
@@ -566,7 +566,32 @@ def test_heic_photos_are_named_with_the_fix(patch_file, tmp_path, capsys):
     assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "a")]) == 1
     assert "IMG_0001.HEIC: an HEIC/HEIF or AVIF photo (what iPhones save by default)" in capsys.readouterr().err
     assert cli([str(patch_file), str(src), "--out", str(tmp_path / "b")]) == 0
-    assert "(IMG_0001.HEIC); 1 of them HEIC/HEIF/AVIF: convert those to JPEG first" in capsys.readouterr().err
+    assert "(IMG_0001.HEIC); 1 of them HEIC/HEIF: convert those to JPEG first" in capsys.readouterr().err
+
+
+def test_avif_photos_are_patched_and_written_as_avif_in_full_colour(patch_file, tmp_path, capsys):
+    """AVIF (web downloads, some phones) was left out of folders as if it were HEIC, which Pillow reads."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    src = tmp_path / "in"
+    src.mkdir()
+    ramp = np.linspace(40, 200, 64)
+    photo = Image.fromarray(np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 120 + 0 * ramp[None, :]),
+                                     -1).astype(np.uint8), "RGB")
+    photo.save(src / "a.avif", quality=100, subsampling="4:4:4")
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out")]) == 0
+    assert "left out" not in capsys.readouterr().err
+    with Image.open(tmp_path / "out" / "a.avif") as out:
+        assert out.format == "AVIF" and out.size == (64, 64)
+        written = np.asarray(out.convert("RGB"), dtype=float)
+    expected = np.asarray(load_patch(patch_file).apply(_open(src / "a.avif")), dtype=float)
+    box = (slice(48, 64), slice(48, 64))  # the patch: a quarter of the side, bottom right
+    halved = tmp_path / "halved.avif"
+    Image.fromarray(expected.astype(np.uint8)).save(halved, quality=95, subsampling="4:2:0")
+    # Full-resolution colour keeps the patch's pixels closer than the codec's default 4:2:0 would.
+    assert np.abs(written - expected)[box].mean() < 0.7 * np.abs(np.asarray(_open(halved), float) - expected)[box].mean()
 
 
 def test_a_corner_patch_off_the_photo_is_a_failure_not_a_success(patch_file, tmp_path, capsys):
