@@ -66,7 +66,7 @@ def _new_interpreter(*argv, cwd, timeout=600):
     # argparse's own errors: one line too (it prints its whole usage block first).
     (["apply", "default", "--out", "o"], "the following arguments are required: INPUT (see briarpatch apply --help)"),
     (["suite", "--bogus"], "unrecognized arguments: --bogus (see briarpatch suite --help)"),
-    (["web", "--port", "x"], "argument --port: invalid int value: 'x'"),
+    (["web", "--port", "x"], "argument --port: x is not a port: choose 0-65535"),
 ])
 def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args, expected):
     out = _run(*args, cwd=tmp_path)
