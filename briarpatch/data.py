@@ -131,6 +131,9 @@ class SyntheticDataModule(SplitDataModule):
         overrides it.
     train_size, train_correlation : optional
         Size of the training split and P(Y = S) in it (and in validation).
+    limit : int, optional
+        At most this many images per split, as every dataset's ``data.limit`` (quick runs, such
+        as ``experiment=smoke``, on any data).
     s_cue, s_strength, cue, background, object_radius, objects, purity, subject, clutter : optional
         The recipe (:data:`briarpatch.synthetic.RECIPE`).
     """
@@ -160,6 +163,7 @@ class SyntheticDataModule(SplitDataModule):
         purity: float | None = None,
         subject: float | None = None,
         clutter: int | None = None,
+        limit: int | None = None,
     ):
         super().__init__()
         given = {"train_size": train_size, "train_correlation": train_correlation, "s_cue": s_cue,
@@ -176,6 +180,9 @@ class SyntheticDataModule(SplitDataModule):
         self.sizes = {"train": settings["train_size"], "val": val_size, "test": test_size}
         for name, n in self.sizes.items():  # no validation is allowed; no training or evaluation is not
             _whole_number(f"data.{name}_size", n, least=0 if name == "val" else 1)
+        if limit is not None:
+            _whole_number("data.limit", limit, least=1)
+            self.sizes = {name: min(n, int(limit)) for name, n in self.sizes.items()}
         corr = float(settings["train_correlation"])
         for key, value in (("train_correlation", corr), ("test_correlation", test_correlation)):
             if not 0 <= float(value) <= 1:  # checked now: the evaluation split is drawn after training

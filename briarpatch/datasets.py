@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._images import DEEP_MODES, unit_gray
-from .data import SplitDataModule
+from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
            "manifest"]
@@ -159,6 +159,8 @@ class TableDataModule(SplitDataModule):
                  pin_memory: bool = False, limit: int | None = None, seed: int = 0, max_missing: float = 0.01,
                  describe: dict | None = None):
         super().__init__()
+        if limit is not None:
+            _whole_number("data.limit", limit, least=1)
         exists = table["path"].map(lambda p: Path(p).is_file())
         missing = int((~exists).sum())
         if missing:

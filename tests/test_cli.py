@@ -79,9 +79,9 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
     ({"taken": b"mine"}, ["suite", "--out", "taken"], "--out taken is a file; give a folder"),
     ({"taken": b"mine"}, ["export-web", "default", "--out", "taken"], "taken is a file; --out names a folder"),
     ({"taken": b"mine"}, ["sweep-report", "taken"], "taken is a file, not a folder"),
-    # The smoke preset sizes the synthetic data; a manifest takes no data.train_size.
+    # A key added to a data config that does not take it (a preset's would be named the same way).
     ({"m.csv": b"path,y,s\n/nowhere/a.jpg,1,x\n"},
-     ["train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s", "experiment=smoke"],
+     ["train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s", "+data.train_size=64"],
      "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset"),
     ({"w.pt": b"\xff\xd8\xff\xe0 a photo"}, ["train", "encoder.weights=w.pt"],
      "w.pt cannot be read as weights for encoder efficientnet_lite0 (a state dict saved with torch.save)"),

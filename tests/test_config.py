@@ -52,6 +52,18 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     assert obj is not None
 
 
+def test_the_smoke_preset_shrinks_any_data(tmp_path):
+    """experiment=smoke checks one's own data too: it caps every split through data.limit, a
+    setting of every data config (it once set the synthetic data's sizes, which a manifest refused)."""
+    limited = {o: compose_cfg("train", [f"data={o}", "experiment=smoke"], run_dir=tmp_path).data.limit
+               for o in GROUPS["data"]}
+    assert limited == dict.fromkeys(GROUPS["data"], 64)
+    assert build(compose_cfg("train", ["experiment=smoke"], run_dir=tmp_path).data).sizes == {
+        "train": 64, "val": 64, "test": 64}
+    with pytest.raises(ValueError, match="data.limit must be a whole number >= 1, got 0"):
+        build(compose_cfg("train", ["data.limit=0"], run_dir=tmp_path).data)
+
+
 @pytest.mark.parametrize("option", GROUPS["trainer"])
 def test_trainer_configs_compose(option, tmp_path):
     cfg = compose_cfg("train", [f"trainer={option}"], run_dir=tmp_path)

@@ -185,9 +185,10 @@ def test_clear_errors(tmp_path):
     dm = build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}", "data.max_missing=0.1"]).data)
     assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == 55
     path = make_manifest(tmp_path / "m")
-    with pytest.raises(ValueError, match="the train split of manifest:manifest.csv is empty"):
-        build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
-                                    "data.sensitive=group", "data.split_column=split", "data.limit=0"]).data)
+    for limit in (0, -1):  # pandas' "negative number of rows" once
+        with pytest.raises(ValueError, match=f"data.limit must be a whole number >= 1, got {limit}"):
+            build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
+                                        "data.sensitive=group", "data.split_column=split", f"data.limit={limit}"]).data)
 
 
 def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path, caplog, capsys):
