@@ -54,14 +54,18 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
         return False
     problem = check_overrides(config_name, args)
     flags = {a for a in args if a.startswith("-")}
-    if problem is None and config_name == "train" and not flags:  # a run, not a sweep, --help or --cfg
-        # Before Hydra writes its .hydra/ files into a folder that holds an earlier run.
-        from .train import finished_run_problem
+    sweep = flags & {"-m", "--multirun"}
+    if problem is None and config_name == "train" and flags <= sweep:  # a run or a sweep, not --help or --cfg
+        # Before Hydra writes its .hydra/ files (and a sweep's multirun.yaml) over an earlier run's.
+        from .train import finished_run_problem, finished_sweep_problem
 
         given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
-        if "hydra.run.dir" in given:
+        overwrite = given.get("overwrite", "").lower() == "true"
+        if sweep and "hydra.sweep.dir" in given:
+            problem = finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite)
+        elif not sweep and "hydra.run.dir" in given:
             problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"),
-                                           overwrite=given.get("overwrite", "").lower() == "true")
+                                           overwrite=overwrite)
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is None

@@ -25,7 +25,7 @@ from .data import check_groups
 from .module import BriarPatchModule
 
 __all__ = ["train", "build_module", "main", "EpochLog", "quiet_lightning", "recipe", "RESUMABLE",
-           "finished_run_problem", "TrainingInterrupted"]
+           "finished_run_problem", "finished_sweep_problem", "TrainingInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,17 @@ def finished_run_problem(run_dir, *, ckpt_path=None, overwrite=False) -> str | N
         return None
     return (f"{run_dir} already holds a trained patch: choose another folder (hydra.run.dir=...), resume it "
             f"(ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}), or replace it (overwrite=true)")
+
+
+def finished_sweep_problem(sweep_dir, *, overwrite=False) -> str | None:
+    """Why a sweep into ``sweep_dir`` would replace an earlier sweep's patches, or ``None``."""
+    sweep_dir = Path(sweep_dir)
+    done = sorted(p.parent for p in sweep_dir.rglob("patch.safetensors")) if sweep_dir.is_dir() else []
+    if overwrite or not done:
+        return None
+    return (f"{sweep_dir} holds an earlier sweep's trained patches ({', '.join(map(str, done[:2]))}"
+            f"{', ...' if len(done) > 2 else ''}): choose another folder (hydra.sweep.dir=...), or replace them "
+            "(overwrite=true)")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

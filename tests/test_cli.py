@@ -116,6 +116,22 @@ def test_a_run_folder_that_holds_a_patch_is_kept(tmp_path):
     assert shown.returncode == 0 and "patch_steps: 512" in shown.stdout, shown.stderr
 
 
+def test_a_sweep_folder_that_holds_patches_is_kept(tmp_path):
+    """-m with hydra.sweep.dir given again: Hydra rewrote the earlier sweep's multirun.yaml and
+    each job's .hydra/ before the first job refused its folder, so they no longer described its patch."""
+    sweep = tmp_path / "sw"
+    before = {"multirun.yaml": b"earlier sweep\n", "0/patch.safetensors": b"an earlier patch",
+              "0/.hydra/overrides.yaml": b"- seed=0\n"}
+    for name, content in before.items():
+        (sweep / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / name).write_bytes(content)
+    out = _run("train", "-m", "experiment=smoke", "seed=5,6", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert (f"{sweep} holds an earlier sweep's trained patches ({sweep / '0'}): choose another folder "
+            "(hydra.sweep.dir=...), or replace them (overwrite=true)") in out.stderr
+    assert {str(p.relative_to(sweep)): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
     # The tests above fork from a process that has imported the library (tests/processes.py); a
     # warning raised while importing would show only in a new interpreter, as a user starts one.
