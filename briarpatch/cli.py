@@ -55,17 +55,22 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     problem = check_overrides(config_name, args)
     flags = {a for a in args if a.startswith("-")}
     sweep = flags & {"-m", "--multirun"}
-    if problem is None and config_name == "train" and flags <= sweep:  # a run or a sweep, not --help or --cfg
-        # Before Hydra writes its .hydra/ files (and a sweep's multirun.yaml) over an earlier run's.
+    given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    overwrite = given.get("overwrite", "").lower() == "true"
+    # Before Hydra writes into a folder that holds earlier results: its .hydra/ files, a sweep's
+    # multirun.yaml, the log. A run or a sweep only, not --help or --cfg.
+    if problem is None and flags <= sweep and config_name == "train":
         from .train import finished_run_problem, finished_sweep_problem
 
-        given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
-        overwrite = given.get("overwrite", "").lower() == "true"
         if sweep and "hydra.sweep.dir" in given:
             problem = finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite)
         elif not sweep and "hydra.run.dir" in given:
             problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"),
                                            overwrite=overwrite)
+    elif problem is None and not flags and config_name == "evaluate" and "hydra.run.dir" in given:
+        from .evaluation import kept_report_problem
+
+        problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is None

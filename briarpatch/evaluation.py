@@ -633,12 +633,25 @@ def patch_and_quality(argv: list[str], *, usage: str, default_quality: int, code
     return args.patch, args.quality, patch_config(args.patch, overrides)
 
 
+def kept_report_problem(run_dir, *, overwrite=False) -> str | None:
+    """Why evaluating into ``run_dir`` would replace the report there (a training run's, or an
+    earlier evaluation's), or ``None``."""
+    report = Path(run_dir) / "report" / "report.json"
+    if overwrite or not report.is_file():
+        return None
+    return (f"{run_dir} already holds a report ({report}): choose another folder (hydra.run.dir=..., or leave it "
+            "out for a new one), or replace it (overwrite=true)")
+
+
 def evaluate(cfg: DictConfig, overrides=()) -> dict:
     """Hydra-free entry: evaluate ``cfg.patch_path`` into ``cfg.run_dir/report``.
 
     ``overrides``: what the user set on the command line (decides whether the training run's
     own data and encoder are used, see :func:`with_run_config`).
     """
+    problem = kept_report_problem(cfg.run_dir, overwrite=cfg.get("overwrite", False))
+    if problem:  # never replace a user's earlier results unasked
+        raise FileExistsError(problem)
     if cfg.get("seed") is not None:
         import lightning.pytorch as pl
 

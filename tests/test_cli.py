@@ -116,6 +116,26 @@ def test_a_run_folder_that_holds_a_patch_is_kept(tmp_path):
     assert shown.returncode == 0 and "patch_steps: 512" in shown.stdout, shown.stderr
 
 
+def test_a_folder_that_holds_a_report_is_kept_by_evaluate(tmp_path):
+    """evaluate hydra.run.dir=RUN replaced the training run's report (robustness section and all)
+    with its own, without a word."""
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    (run / "report" / "report.json").write_bytes(b"{}")
+    out = _run("evaluate", "patch=default", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert f"{run} already holds a report ({run / 'report' / 'report.json'}): choose another folder" in out.stderr
+    assert "or replace it (overwrite=true)" in out.stderr
+    assert [str(p.relative_to(run)) for p in run.rglob("*")] == ["report", "report/report.json"]
+    from briarpatch.evaluation import evaluate
+
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg("evaluate", ["patch_path=default", f"run_dir={run}"])
+    with pytest.raises(FileExistsError, match="already holds a report"):  # the Python entry, as the suite's scripts
+        evaluate(cfg)
+
+
 def test_a_sweep_folder_that_holds_patches_is_kept(tmp_path):
     """-m with hydra.sweep.dir given again: Hydra rewrote the earlier sweep's multirun.yaml and
     each job's .hydra/ before the first job refused its folder, so they no longer described its patch."""
