@@ -193,8 +193,6 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
     browser.save_screenshot(str(shot))
     with Image.open(shot) as img:
         assert img.size[0] > 500
-    if os.environ.get("BRIARPATCH_SCREENSHOT"):  # the README's picture: BRIARPATCH_SCREENSHOT=assets/figures/web.png
-        shutil.copy(shot, os.environ["BRIARPATCH_SCREENSHOT"])
 
 
 def test_the_page_downloads_one_photo_in_its_own_format(browser, site, tmp_path):
