@@ -351,3 +351,17 @@ def test_briarpatch_web_names_a_port_it_cannot_use(capsys, monkeypatch):
     monkeypatch.setattr(http.server, "ThreadingHTTPServer", refused)  # a port under 1024, not as root
     assert main(["web", "--port", "80", "--no-browser"]) == 2
     assert "port 80 needs administrator rights; pass --port 1024 or above" in capsys.readouterr().err
+
+
+def test_the_readmes_picture_of_the_page_is_made_by_its_script(tmp_path):
+    _need_browser()
+    out = tmp_path / "web.png"
+    done = subprocess.run([sys.executable, "scripts/web_screenshot.py", "--out", str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and f"wrote {out}" in done.stdout, done.stderr
+    with Image.open(out) as shot:
+        assert shot.width == 1100 and shot.height > 1000  # the whole page, the result below the fold included
+    bad = subprocess.run([sys.executable, "scripts/web_screenshot.py", "--photo", str(tmp_path / "none.jpg"),
+                          "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode == 2 and "none.jpg: no such file" in bad.stderr and not (tmp_path / "x.png").exists()
