@@ -56,6 +56,24 @@ def collect_runs(root: Path) -> list[dict]:
     return runs
 
 
+def launched_jobs(root: Path) -> int | None:
+    """How many jobs the sweep in ``root`` launched, from its ``multirun.yaml`` (Hydra's basic
+    sweeper: the product of each swept list), or ``None`` when that cannot be told."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra_cfg = OmegaConf.load(Path(root) / "multirun.yaml").hydra
+        if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None  # an optimiser's sweeper chooses its own trials
+        jobs = 1
+        for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+            if override.is_sweep_override():
+                jobs *= len(list(override.sweep_string_iterator()))
+        return jobs
+    except Exception:  # noqa: BLE001 - no multirun.yaml, or one this cannot read: nothing to say
+        return None
+
+
 def pareto_mask(accuracy: np.ndarray, dp: np.ndarray) -> np.ndarray:
     """True for runs no other run beats on both accuracy (higher) and DP difference (lower)."""
     n = len(accuracy)
@@ -155,14 +173,20 @@ def sweep_report(root, out=None) -> dict:
     seeds = sorted({str(r["seed"]) for r in runs})
     what = ", ".join(swept) if swept else f"the seed only ({len(seeds)} seeds: {', '.join(seeds)})" if len(seeds) > 1 \
         else "nothing (one setting, one seed)"
-    md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} runs; swept: {what} "
+    launched = launched_jobs(root)
+    # A job that failed, was stopped or was not evaluated has no report: say so, or the table would
+    # pass for the whole sweep.
+    gone = launched - len(runs) if launched is not None else 0
+    missing = (f" ({gone} of the {launched} jobs the sweep launched {'have' if gone > 1 else 'has'} no report: "
+               "stopped, failed or not evaluated)") if gone > 0 else ""
+    md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} run{'s' if len(runs) > 1 else ''}{missing}; swept: {what} "
                     "(each cell: the mean over seeds, then each seed's value in the order of the seeds column; "
                     "mean ± std past five seeds). Leakage columns: logistic S probe balanced accuracy, non-adaptive "
                     "(fit on clean) and adaptive (refit on patched).", "", *lines, "", "![Pareto](pareto.png)", ""])
     with atomic_path(out / "sweep_report.md") as tmp:
         tmp.write_text(md)
     with atomic_path(out / "sweep_report.json") as tmp:
-        tmp.write_text(json.dumps({"swept": swept, "rows": rows, "runs": [
+        tmp.write_text(json.dumps({"swept": swept, "launched": launched, "rows": rows, "runs": [
             {k: v for k, v in r.items() if k != "config"} for r in runs]}, indent=2))
     _figure(runs, out / "pareto.png")
     print(md)

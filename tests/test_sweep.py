@@ -49,3 +49,29 @@ def test_a_seed_only_sweep_says_so(tiny_cfg, tmp_path, capsys):
     assert "swept: the seed only (2 seeds: 0, 1)" in capsys.readouterr().out
     labels = [r["label"] for r in json.loads((tmp_path / "sweep" / "sweep_report.json").read_text())["runs"]]
     assert sorted(labels) == ["0", "1"]
+    # A job that failed or was stopped has no report: the table says it is not the whole sweep.
+    multirun = ("hydra:\n  sweeper:\n    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+                "  overrides:\n    task:\n    - experiment=smoke\n    - seed={}\n")
+    (tmp_path / "sweep" / "multirun.yaml").write_text(multirun.format("0,1,2"))
+    assert main(["sweep-report", str(tmp_path / "sweep")]) == 0
+    assert "2 runs (1 of the 3 jobs the sweep launched has no report: stopped, failed or not evaluated)" in \
+        capsys.readouterr().out
+    (tmp_path / "sweep" / "multirun.yaml").write_text(multirun.format("range(0,2)"))
+    assert main(["sweep-report", str(tmp_path / "sweep")]) == 0
+    assert "2 runs; swept" in capsys.readouterr().out
+
+
+def test_launched_jobs_counts_the_basic_sweepers_product_only(tmp_path):
+    from briarpatch.sweep import launched_jobs
+
+    def write(target, *task):
+        (tmp_path / "multirun.yaml").write_text(
+            f"hydra:\n  sweeper:\n    _target_: {target}\n  overrides:\n    task: {list(task)}\n")
+        return launched_jobs(tmp_path)
+
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    assert write(basic, "seed=0,1,2", "patch.size=2,4", "data.member=grain") == 6
+    assert write(basic, "data.member=grain") == 1
+    assert write("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "seed=0,1") is None
+    (tmp_path / "multirun.yaml").unlink()
+    assert launched_jobs(tmp_path) is None
