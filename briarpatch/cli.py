@@ -67,10 +67,14 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
         elif not sweep and "hydra.run.dir" in given:
             problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"),
                                            overwrite=overwrite)
-    elif problem is None and not flags and config_name == "evaluate" and "hydra.run.dir" in given:
+    elif problem is None and flags <= sweep and config_name == "evaluate":
         from .evaluation import kept_report_problem
+        from .train import finished_sweep_problem
 
-        problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
+        if sweep and "hydra.sweep.dir" in given:
+            problem = finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite, evaluation=True)
+        elif not sweep and "hydra.run.dir" in given:
+            problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is None

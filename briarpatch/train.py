@@ -207,13 +207,16 @@ def finished_run_problem(run_dir, *, ckpt_path=None, overwrite=False) -> str | N
             f"(ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}), or replace it (overwrite=true)")
 
 
-def finished_sweep_problem(sweep_dir, *, overwrite=False) -> str | None:
-    """Why a sweep into ``sweep_dir`` would replace an earlier sweep's patches, or ``None``."""
+def finished_sweep_problem(sweep_dir, *, overwrite=False, evaluation=False) -> str | None:
+    """Why a sweep into ``sweep_dir`` would replace an earlier sweep's patches (or, for an
+    ``evaluation`` sweep, its reports), or ``None``."""
     sweep_dir = Path(sweep_dir)
-    done = sorted(p.parent for p in sweep_dir.rglob("patch.safetensors")) if sweep_dir.is_dir() else []
+    marker, what = ("report/report.json", "reports") if evaluation else ("patch.safetensors", "trained patches")
+    found = sweep_dir.rglob(Path(marker).name) if sweep_dir.is_dir() else []
+    done = sorted({p.parents[marker.count("/")] for p in found if p.as_posix().endswith(marker)})
     if overwrite or not done:
         return None
-    return (f"{sweep_dir} holds an earlier sweep's trained patches ({', '.join(map(str, done[:2]))}"
+    return (f"{sweep_dir} holds an earlier sweep's {what} ({', '.join(map(str, done[:2]))}"
             f"{', ...' if len(done) > 2 else ''}): choose another folder (hydra.sweep.dir=...), or replace them "
             "(overwrite=true)")
 

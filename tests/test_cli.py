@@ -150,6 +150,11 @@ def test_a_sweep_folder_that_holds_patches_is_kept(tmp_path):
     assert (f"{sweep} holds an earlier sweep's trained patches ({sweep / '0'}): choose another folder "
             "(hydra.sweep.dir=...), or replace them (overwrite=true)") in out.stderr
     assert {str(p.relative_to(sweep)): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    # The same for an evaluation sweep, whose jobs would replace the reports there.
+    (sweep / "0" / "report").mkdir()
+    (sweep / "0" / "report" / "report.json").write_bytes(b"{}")
+    out = _run("evaluate", "-m", "patch=default", "seed=5,6", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert out.returncode == 2 and f"{sweep} holds an earlier sweep's reports ({sweep / '0'}): choose" in out.stderr
 
 
 def test_a_new_interpreter_also_prints_one_line(tmp_path):
