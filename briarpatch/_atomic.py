@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "write_json"]
 
 
 def _umask() -> int:
@@ -34,3 +36,21 @@ def atomic_path(dst):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _finite(obj):
+    """``obj`` with NaN and infinities as ``None``: JSON has no such numbers, and strict readers
+    (a browser's ``JSON.parse``, jq) refuse Python's ``NaN``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(dst, obj, **kwargs) -> None:
+    """Write ``obj`` as standard JSON (undefined numbers as ``null``), atomically."""
+    with atomic_path(dst) as tmp:
+        tmp.write_text(json.dumps(_finite(obj), allow_nan=False, **kwargs))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, write_json
 
 __all__ = ["write_report", "print_summary", "summary_rows", "markdown"]
 
@@ -32,6 +32,12 @@ def _table(header, rows) -> str:
     return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
 
 
+def _num(value, fmt: str = "{:.3f}") -> str:
+    """A table cell, or a dash where the figure is undefined (a DP ratio when no group gets a
+    positive prediction: 0 / 0; ``null`` in report.json)."""
+    return fmt.format(value) if value is not None and math.isfinite(value) else "—"
+
+
 def _with_ci(value: float, ci) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
@@ -42,11 +48,11 @@ def _leak_rows(report: dict):
                           ("adaptive", "refit on patched, score patched")):
         for kind, v in report["leakage"][setting].items():
             rows.append((setting, note, kind, _with_ci(v["balanced_accuracy"], v.get("balanced_accuracy_ci")),
-                         f"{v['auc']:.3f}"))
+                         _num(v['auc'])))
     for name, v in report.get("controls_leakage", {}).items():
         lv = v["non_adaptive"]["logistic"]
         rows.append((f"{name} control", "fit clean, score control-patched", "logistic",
-                     _with_ci(lv["balanced_accuracy"], lv.get("balanced_accuracy_ci")), f"{lv['auc']:.3f}"))
+                     _with_ci(lv["balanced_accuracy"], lv.get("balanced_accuracy_ci")), _num(lv['auc'])))
     return rows
 
 
@@ -153,7 +159,7 @@ def markdown(report: dict) -> str:
            f"Downstream predictor of Y: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
            f"scored on {s['n_test']} evaluation images. Groups: {', '.join(s['groups'])}.", "",
            "## Downstream predictor", "",
-           _table(("setting", *_HEAD), [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]), "",
+           _table(("setting", *_HEAD), [(n, *(_num(r[c]) for c in _COLS)) for n, r in summary_rows(report)]), "",
            *([_accuracy_note(report), ""] if _accuracy_note(report) else []),
            "Baselines are Fairlearn mitigations applied by a model developer on clean embeddings; "
            "the patch is applied by the image owner." + (" " + _baseline_note(report) if _baseline_note(report) else ""),
@@ -164,7 +170,7 @@ def markdown(report: dict) -> str:
            "Threat model: the patch is fixed, so a probe retrained on patched images (adaptive) can usually "
            "still recover the attribute; the patch targets models trained on ordinary images (non-adaptive).", ""]
     if report.get("probe_separation"):
-        rows = [(name, f"{v['gap']:+.2f}", f"{v['share_of_clean_gap']:.0%}", f"{v['within_std']:.2f}")
+        rows = [(name, f"{v['gap']:+.2f}", _num(v["share_of_clean_gap"], "{:.0%}"), f"{v['within_std']:.2f}")
                 for name, v in report["probe_separation"].items()]
         out += ["### Closing the gap or swamping the probe", "",
                 _table(("setting", "group gap", "share of the clean gap", "within-group std"), rows), "",
@@ -264,13 +270,13 @@ def _robustness_figure(channels: dict, path: Path) -> None:
 
 def write_report(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    write_json(out_dir / "report.json", report, indent=2, sort_keys=True)
     _atomic_text(out_dir / "report.md", markdown(report))
     _figures(report, out_dir)
 
 
 def print_summary(report: dict) -> None:
-    rows = [(n, *(f"{r[c]:.3f}" for c in _COLS)) for n, r in summary_rows(report)]
+    rows = [(n, *(_num(r[c]) for c in _COLS)) for n, r in summary_rows(report)]
     print("\nDownstream predictor of Y (evaluation split)")
     print(_table(("setting", *_HEAD), rows))
     if _accuracy_note(report):

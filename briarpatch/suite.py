@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path
+from ._atomic import atomic_path, write_json
 
 __all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
 
@@ -200,7 +200,8 @@ def finished_runs(out: Path) -> dict:
 
 
 def _cell(runs, key, fmt="{:.3f}") -> str:
-    return " / ".join(fmt.format(r[key]) for r in runs)
+    # None: a figure report.json holds as null (undefined, e.g. a share of a clean gap of 0)
+    return " / ".join("—" if r[key] is None else fmt.format(r[key]) for r in runs)
 
 
 def _pairs(runs, control) -> str:
@@ -249,8 +250,7 @@ def markdown(table: dict) -> str:
 
 def _write(out: Path, table: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "suite.json") as tmp:
-        tmp.write_text(json.dumps(table, indent=2))
+    write_json(out / "suite.json", table, indent=2)
     with atomic_path(out / "suite.md") as tmp:
         tmp.write_text(markdown(table))
     _figure(table, out / "suite.png")

@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path
+from ._atomic import atomic_path, write_json
 
 __all__ = ["collect_runs", "summarise", "pareto_mask", "sweep_report", "cli"]
 
@@ -185,9 +185,8 @@ def sweep_report(root, out=None) -> dict:
                     "(fit on clean) and adaptive (refit on patched).", "", *lines, "", "![Pareto](pareto.png)", ""])
     with atomic_path(out / "sweep_report.md") as tmp:
         tmp.write_text(md)
-    with atomic_path(out / "sweep_report.json") as tmp:
-        tmp.write_text(json.dumps({"swept": swept, "launched": launched, "rows": rows, "runs": [
-            {k: v for k, v in r.items() if k != "config"} for r in runs]}, indent=2))
+    write_json(out / "sweep_report.json", {"swept": swept, "launched": launched, "rows": rows, "runs": [
+        {k: v for k, v in r.items() if k != "config"} for r in runs]}, indent=2)
     _figure(runs, out / "pareto.png")
     print(md)
     return {"swept": swept, "rows": rows}

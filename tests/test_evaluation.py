@@ -302,3 +302,28 @@ def test_reports_state_the_probes_chance_for_their_number_of_groups():
                               settings=EvalSettings(n_boot=0, baselines=False, progress=False))
         chance = {3: "scores 0.333 (3 groups)", 2: "scores 0.500 (2 groups)"}[len(names)]
         assert f"A probe that reads nothing of S {chance}." in report_md(report)
+
+
+def test_undefined_figures_are_null_in_report_json_and_a_dash_in_its_tables(tmp_path):
+    """A DP ratio with no positive prediction in any group is 0 / 0: report.json held Python's NaN,
+    which strict JSON readers (a browser, jq) refuse, and the tables printed "nan"."""
+    import json
+
+    from briarpatch.report import markdown, write_report
+
+    clean_train, y_train, s_train = _toy_embeddings(n=200, seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(n=200, seed=1)
+    report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=clean_train,
+                          patched_test={"patched": clean_test, "gray": clean_test}, y_train=y_train, y_test=y_test,
+                          s_train=s_train, s_test=s_test, group_names=["a", "b"],
+                          settings=EvalSettings(n_boot=0, baselines=False, progress=False))
+    report["controls"]["gray"]["demographic_parity_ratio"] = float("nan")
+    write_report(report, tmp_path)
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    saved = json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+    assert saved["controls"]["gray"]["demographic_parity_ratio"] is None
+    row = next(ln for ln in markdown(saved).splitlines() if ln.startswith("| control: gray patch"))
+    assert "| —" in row and "nan" not in markdown(report)
