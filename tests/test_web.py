@@ -167,7 +167,7 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
         assert items[name].get_attribute("data-status") == "failed"
         assert "3 frames (an animation): only still images are patched" in items[name].text, items[name].text
     assert apply_cli(["default", str(paths["anim.png"]), "--out", str(tmp_path / "anim"), "-q"]) == 1  # the same refusal
-    assert "HEIC/HEIF or AVIF photo (what iPhones save by default): convert it to JPEG" in items["IMG_0001.heic"].text
+    assert "an HEIC/HEIF photo (what iPhones save by default): convert it to JPEG" in items["IMG_0001.heic"].text
 
     readable = [p for n, p in paths.items()
                 if n not in ("broken.png", "tiny.png", "anim.png", "anim.webp", "IMG_0001.heic")]
@@ -193,6 +193,43 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
     browser.save_screenshot(str(shot))
     with Image.open(shot) as img:
         assert img.size[0] > 500
+
+
+def test_the_page_patches_avif_photos_like_briarpatch_apply(browser, site, tmp_path):
+    """AVIF (read by apply through Pillow, by the page through the browser): the same pixels, upright;
+    written as PNG (a canvas cannot write AVIF); an image sequence refused as apply refuses it, and
+    one with transparency refused (the browser reads its alpha plane up to 20 levels from Pillow)."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+
+    def smooth(h, w, c):
+        return np.asarray(Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, c), dtype=np.uint8)).resize(
+            (w, h), Image.BILINEAR))
+
+    Image.fromarray(smooth(96, 160, 3)).save(folder / "photo.avif", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    Image.fromarray(smooth(48, 72, 3)).save(folder / "rotated.avif", quality=90, exif=exif.tobytes())
+    Image.fromarray(smooth(80, 64, 4), "RGBA").save(folder / "alpha.avif", quality=90)
+    frames = [Image.fromarray(smooth(40, 48, 3)) for _ in range(3)]
+    frames[0].save(folder / "anim.avif", save_all=True, append_images=frames[1:])
+    names = ("photo.avif", "rotated.avif", "alpha.avif", "anim.avif")
+    items = _patch_everything(browser, (site / "index.html").as_uri(), [folder / n for n in names], fmt="keep")
+    assert "3 frames (an animation): only still images are patched" in items["anim.avif"].text
+    assert apply_cli(["default", str(folder / "anim.avif"), "--out", str(tmp_path / "anim"), "-q"]) == 1
+    assert "an AVIF with transparency, which this page cannot read as briarpatch apply does" in items["alpha.avif"].text
+    library = _library_outputs("default", [folder / "photo.avif", folder / "rotated.avif"], tmp_path / "library")
+    with _download_all(browser) as archive:
+        assert sorted(archive.namelist()) == ["photo.png", "rotated.png"]
+        for name in archive.namelist():
+            with archive.open(name) as fh, Image.open(fh) as page, Image.open(library / name) as lib:
+                assert page.size == ((160, 96) if name == "photo.png" else (48, 72))  # upright
+                _same_pixels(page, lib, name)
 
 
 def test_the_page_downloads_one_photo_in_its_own_format(browser, site, tmp_path):

@@ -56,11 +56,11 @@
     const kind = BP.sniff(bytes);
     if (!kind) {
       const brand = String.fromCharCode(...bytes.subarray(4, 12));
-      if (/^ftyp(heic|heix|hevc|hevx|mif1|msf1|avif|avis)$/.test(brand)) {
-        throw new Error("an HEIC/HEIF or AVIF photo (what iPhones save by default): convert it to JPEG first " +
+      if (/^ftyp(heic|heix|hevc|hevx|mif1|msf1)$/.test(brand)) {
+        throw new Error("an HEIC/HEIF photo (what iPhones save by default): convert it to JPEG first " +
           "(or set the camera to Settings > Camera > Formats > Most Compatible)");
       }
-      throw new Error("not a JPEG, PNG or WebP image");
+      throw new Error("not a JPEG, PNG, WebP or AVIF image");
     }
     let head;
     try { head = BP.headerSize(bytes, kind); } catch (e) { throw new Error(`the ${kind.toUpperCase()} file is damaged or truncated`); }
@@ -69,11 +69,17 @@
     if (head.width * head.height > BP.MAX_PIXELS) {
       throw new Error(`${head.width}×${head.height} is more than ${BP.MAX_PIXELS / 1e6} megapixels; refused before decoding`);
     }
+    if (kind === "avif" && BP.avifHasAlpha(bytes)) {
+      // Browsers and briarpatch apply (Pillow) read an AVIF's alpha plane differently (by up to 20
+      // levels): refused rather than patched unlike apply would.
+      throw new Error("an AVIF with transparency, which this page cannot read as briarpatch apply does: convert " +
+        "it to PNG first, or use briarpatch apply");
+    }
     const damaged = () => new Error(`the ${kind.toUpperCase()} file is damaged, truncated or of a kind this page cannot read`);
     if (kind === "png") {
       try { return { img: await BP.decodePNG(bytes), kind }; } catch (e) { throw damaged(); }
     }
-    // JPEG and WebP: the browser's decoder, upright as EXIF says, no colour conversion.
+    // JPEG, WebP and AVIF: the browser's decoder, upright as EXIF (AVIF: irot/imir) says, no colour conversion.
     let bitmap;
     try {
       bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none" });
@@ -160,7 +166,8 @@
       await nextTick(); // let the page breathe between chunks of rows
     }
     const choice = $("format").value;
-    const format = choice === "keep" ? kind : choice;
+    // The page writes no AVIF (browsers' canvases cannot): an AVIF kept lossless, as PNG.
+    const format = choice === "keep" ? (kind === "avif" ? "png" : kind) : choice;
     const blob = await encode(img, format, Number($("quality").value));
     return { name: outName(file.name, format), blob, ms: performance.now() - t0, width: img.width, height: img.height };
   }

@@ -1,6 +1,6 @@
 "use strict";
 // Image files without any library: PNG decoded and encoded here (exact samples, alpha, gray and
-// 16-bit, with the browser's own zlib streams), JPEG and WebP sizes read from their headers
+// 16-bit, with the browser's own zlib streams), JPEG, WebP and AVIF sizes read from their headers
 // before decoding (untrusted images are bounded), and a zip archive for "download all".
 (function (BP) {
   const CRC_TABLE = (() => {
@@ -35,8 +35,32 @@
     if (bytes[0] === 0xff && bytes[1] === 0xd8) return "jpeg";
     if (bytes.length > 12 && String.fromCharCode(...bytes.subarray(0, 4)) === "RIFF" &&
       String.fromCharCode(...bytes.subarray(8, 12)) === "WEBP") return "webp";
+    if (avifBrands(bytes).length) return "avif";
     return null;
   };
+
+  // The AVIF brands of an ISO media file's ftyp box (major and compatible), or [] for another file
+  // (HEIC among them: the page cannot read it).
+  function avifBrands(bytes) {
+    if (bytes.length < 16 || String.fromCharCode(...bytes.subarray(4, 8)) !== "ftyp") return [];
+    const size = Math.min(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0), bytes.length);
+    const brands = [String.fromCharCode(...bytes.subarray(8, 12))];
+    for (let at = 16; at + 4 <= size; at += 4) brands.push(String.fromCharCode(...bytes.subarray(at, at + 4)));
+    return brands[0].startsWith("he") ? [] : brands.filter((b) => b === "avif" || b === "avis");
+  }
+
+  // Offsets of the boxes of one type anywhere in the file's first megabyte (an AVIF's meta box,
+  // where ispe and the alpha plane's auxC live, comes before its pixels).
+  function findBoxes(bytes, type) {
+    const found = [], end = Math.min(bytes.length, 1 << 20) - 8;
+    const t = [...type].map((c) => c.charCodeAt(0));
+    for (let i = 4; i <= end; i++) {
+      if (bytes[i] === t[0] && bytes[i + 1] === t[1] && bytes[i + 2] === t[2] && bytes[i + 3] === t[3]) found.push(i - 4);
+    }
+    return found;
+  }
+  BP.avifHasAlpha = (bytes) => findBoxes(bytes, "auxC").some((at) =>
+    new TextDecoder().decode(bytes.subarray(at + 12, at + 80)).includes("auxiliary:alpha"));
 
   // Width, height and (JPEG) number of components from the header alone.
   BP.headerSize = function (bytes, kind) {
@@ -66,6 +90,16 @@
       if (chunk === "VP8 ") return { width: dv.getUint16(26, true) & 0x3fff, height: dv.getUint16(28, true) & 0x3fff };
       throw new Error("unknown WebP chunk " + chunk);
     }
+    if (kind === "avif") { // the largest image spatial extent (ispe): the photo's, not a thumbnail's
+      let best = null;
+      for (const at of findBoxes(bytes, "ispe")) {
+        if (at + 20 > bytes.length) continue;
+        const width = dv.getUint32(at + 12), height = dv.getUint32(at + 16);
+        if (!best || width * height > best.width * best.height) best = { width, height };
+      }
+      if (!best) throw new Error("no AVIF image size");
+      return best;
+    }
     throw new Error("not an image");
   };
 
@@ -90,6 +124,10 @@
         pos += 8 + size + (size & 1); // chunks are padded to an even size
       }
       return Math.max(frames, 2);
+    }
+    if (kind === "avif" && avifBrands(bytes).includes("avis")) { // an image sequence: its sample count
+      const at = findBoxes(bytes, "stsz")[0];
+      return Math.max(at !== undefined && at + 20 <= bytes.length ? dv.getUint32(at + 16) : 0, 2);
     }
     return 1;
   };
