@@ -279,17 +279,14 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
         return _apply_pil(patch, image, keep_gray=keep_gray, **placement_changes)
     if isinstance(image, np.ndarray):
         if image.dtype.kind == "f" and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+            _check_unit_range(image)
             # Float arrays stay float: pasted as the (C, H, W) tensor they are, at their own precision.
             chw = torch.from_numpy(np.ascontiguousarray(image.reshape(*image.shape[:2], -1))).permute(2, 0, 1)
             out = apply_patch(patch, chw, keep_gray=keep_gray, **placement_changes)
             return out.permute(1, 2, 0).numpy().reshape(image.shape)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            hint = {"u": " (16-bit: divide by 65535.0 for a float array in [0, 1])",
-                    "f": " (for RGBA, patch the colour channels [..., :3])"}.get(image.dtype.kind, "")
-            if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
-                hint = " (channels last: image.transpose(1, 2, 0))"
             raise TypeError(f"numpy images must be uint8 (H, W[, 1|3|4]) or float in [0, 1] (H, W[, 1|3]), "
-                            f"got {image.dtype} {image.shape}{hint}")
+                            f"got {image.dtype} {image.shape}{_array_hint(image)}")
         mode = {2: "L"}.get(image.ndim) or {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[2]]
         arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         out = np.asarray(_apply_pil(patch, Image.fromarray(np.ascontiguousarray(arr), mode),
@@ -316,6 +313,42 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
             return torch.stack([paste_array(patch, one, **placement_changes) for one in image])
         return paste_array(patch, image, **placement_changes)
     raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float tensor")
+
+
+def _check_unit_range(image: np.ndarray) -> None:
+    """A float array's pixels are in [0, 1]; 0-255 floats (``img.astype(float)``) are named."""
+    if image.size == 0:
+        return
+    low, high = float(np.min(image)), float(np.max(image))
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError("array holds NaN: pixels must be numbers in [0, 1]")
+    if low < 0 or high > 1:
+        fix = "divide by 255 (or pass the uint8 array)" if low >= 0 and high <= 255 else "paste before normalizing"
+        raise ValueError(f"float arrays hold pixels in [0, 1], got {low:.3g} to {high:.3g}: {fix}")
+
+
+def _array_hint(image: np.ndarray) -> str:
+    """The likely fix for a numpy array that is not an image apply takes."""
+    if image.ndim == 4:
+        return " (one image at a time: image[0]; a batch as a (B, C, H, W) float tensor)"
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+        return " (channels last: image.transpose(1, 2, 0))"
+    if image.dtype == bool:
+        return " (a mask: image.astype(np.uint8) * 255)"
+    sixteen = " (16-bit: divide by 65535.0 for a float array in [0, 1])"
+    if image.dtype == np.uint16:
+        return sixteen
+    if image.dtype.kind in "iu" and image.dtype != np.uint8 and image.size:  # int arrays from arithmetic
+        high, low = int(image.max()), int(image.min())
+        if 0 <= low and high <= 255:
+            return " (values 0-255: image.astype(np.uint8))"
+        if 0 <= low and high <= 65535:
+            return sixteen
+    if image.ndim == 3 and image.shape[2] == 2:
+        return " (gray and alpha: pass Image.fromarray(image, 'LA'))"
+    if image.dtype.kind == "f" and image.ndim == 3 and image.shape[2] == 4:
+        return " (for RGBA, patch the colour channels [..., :3])"
+    return ""
 
 
 class PatchTransform:

@@ -101,10 +101,18 @@ def test_api_takes_float_arrays_and_names_the_fix_for_the_rest(patch_file):
     assert not np.array_equal(out, arr) and np.array_equal(out[:22], arr[:22])  # only the bottom-right box moved
     gray = arr[:, :, 0].astype(np.float32)
     assert patch.apply(gray).shape == gray.shape and patch.apply(gray).dtype == np.float32
-    with pytest.raises(ValueError, match="pixels in"):
-        patch.apply(arr * 255)
+    with pytest.raises(ValueError, match=r"float arrays hold pixels in \[0, 1\], got 0 to 255: divide by 255"):
+        patch.apply(np.round(arr * 255))
+    with pytest.raises(ValueError, match="got -2.5 to 2.5: paste before normalizing"):
+        patch.apply((arr * 0 + np.array([0, 1, 0.5])[None, None] - 0.5) / 0.2)
+    with pytest.raises(ValueError, match="array holds NaN"):
+        patch.apply(arr * np.nan)
+    ints = (np.asarray(arr) * 255).astype(np.int64)  # arithmetic on a uint8 array gives these
     for bad, fix in ((np.zeros((3, 30, 40), np.uint8), r"transpose\(1, 2, 0\)"),
                      (np.zeros((30, 40), np.uint16), "divide by 65535"),
+                     (ints, r"values 0-255: image.astype\(np.uint8\)"), (ints > 100, "a mask"),
+                     (ints[None].astype(np.uint8), r"one image at a time: image\[0\]"),
+                     (ints[..., :2].astype(np.uint8), "gray and alpha"),
                      (torch.rand(30, 40, 3), r"permute\(2, 0, 1\)"),
                      (torch.rand(4, 30, 40), r"RGBA: patch the colour channels")):
         with pytest.raises(TypeError, match=fix):
