@@ -129,6 +129,16 @@ class EvalSettings:
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"eval.device={self.device} needs a CUDA GPU, and this machine has none: use "
                                  "eval.device=auto (the default)")
+        if self.cache_dir:  # found at the first save, the embeddings it was to keep would be lost with the run
+            folder = Path(self.cache_dir).expanduser()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                problem = None if os.access(folder, os.W_OK) else "not writable"
+            except OSError as exc:
+                problem = exc.strerror or exc.__class__.__name__
+            if problem:
+                raise ValueError(f"eval.cache_dir={self.cache_dir} cannot be written ({problem}): choose a folder you "
+                                 "can write (or set BRIARPATCH_CACHE), or eval.cache_dir=null to keep no cache")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r} (the evaluation's "
                              "probes and resamples are seeded with it)")

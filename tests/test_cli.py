@@ -44,6 +44,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "eval.robustness_size=8"], "in the 8 training images the robustness channels use"),
     (["evaluate", "patch=default", "eval.robustness_size=-1"], "eval.robustness_size must be a positive number"),
     (["evaluate", "patch=default", "eval.n_boot=-1"], "eval.n_boot must be a whole number >= 0, got -1"),
+    # Found when the first embeddings were saved, once computed: now before anything runs.
+    (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"], "eval.cache_dir=/proc/briarpatch cannot be written"),
+    (["train", "experiment=smoke", "eval.cache_dir=/proc/briarpatch"], "or eval.cache_dir=null to keep no cache"),
     (["train", "eval.predictor=svm"], "eval.predictor must be 'logistic' or 'mlp', got 'svm'"),
     (["evaluate"], "which patch? add patch=PATH"),
     (["trian"], "unknown command 'trian'; did you mean train?"),
