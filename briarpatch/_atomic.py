@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_json"]
+__all__ = ["atomic_path", "write_json", "folder_problem"]
 
 
 def _umask() -> int:
@@ -54,3 +54,31 @@ def write_json(dst, obj, **kwargs) -> None:
     """Write ``obj`` as standard JSON (undefined numbers as ``null``), atomically."""
     with atomic_path(dst) as tmp:
         tmp.write_text(json.dumps(_finite(obj), allow_nan=False, **kwargs))
+
+
+def folder_problem(folder) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or ``None``.
+
+    Asked before a command starts work: a folder that cannot be made or written is otherwise found
+    at the first save, after the work (or per photo). A missing folder is made and removed again,
+    so that nothing is left behind if the command then stops for another reason.
+    """
+    folder = Path(folder).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file"
+    if folder.exists():
+        try:  # a file made and gone at once: the answer of the file system itself (read-only mounts, ACLs)
+            with tempfile.TemporaryFile(dir=folder):
+                return None
+        except OSError as exc:
+            return exc.strerror or exc.__class__.__name__
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        return exc.strerror or exc.__class__.__name__
+    for made in (folder, *folder.parents):
+        if made == existing:
+            break
+        made.rmdir()
+    return None

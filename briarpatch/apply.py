@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path
+from ._atomic import atomic_path, folder_problem
 from ._images import DEEP_MODES, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
@@ -664,6 +664,11 @@ def cli(argv: list[str] | None = None) -> int:
     if blocking is not None:
         print(f"briarpatch apply: --out {out_dir}: {blocking} is a file, not a folder; give a folder (or, for one "
               "photo, an image file name such as patched.jpg)", file=sys.stderr)
+        return 2
+    why = folder_problem(folder)
+    if why:  # else every photo would fail with the same error
+        print(f"briarpatch apply: --out {out_dir}: {folder} cannot be written ({why}); choose a folder you can write",
+              file=sys.stderr)
         return 2
     if to_file and (len(pairs) > 1 or problems):
         print(f"briarpatch apply: --out {out_dir} names one file, but the inputs hold {len(pairs) + len(problems)} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from ._memory import keep_freed_memory
 
@@ -57,6 +58,17 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     sweep = flags & {"-m", "--multirun"}
     given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
     overwrite = given.get("overwrite", "").lower() == "true"
+    if problem is None and flags <= sweep and config_name in ("train", "evaluate"):
+        # Hydra's own error for a folder it cannot make is several lines, under its name.
+        from ._atomic import folder_problem
+
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        folder = given.get(key, "multirun" if sweep else "outputs")  # Hydra's defaults, in this folder
+        why = folder_problem(folder)
+        if why:
+            problem = (f"{key}={folder} cannot be written ({why}): choose a folder you can write" if key in given
+                       else f"cannot write run folders here ({Path(folder).resolve()}: {why}): run from a folder you "
+                            f"can write, or set {key}=...")
     # Before Hydra writes into a folder that holds earlier results: its .hydra/ files, a sweep's
     # multirun.yaml, the log. A run or a sweep only, not --help or --cfg.
     if problem is None and flags <= sweep and config_name == "train":

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path
+from ._atomic import atomic_path, folder_problem
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, remove_if_empty_run, report_user_error, user_errors
@@ -130,12 +130,7 @@ class EvalSettings:
                 raise ValueError(f"eval.device={self.device} needs a CUDA GPU, and this machine has none: use "
                                  "eval.device=auto (the default)")
         if self.cache_dir:  # found at the first save, the embeddings it was to keep would be lost with the run
-            folder = Path(self.cache_dir).expanduser()
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                problem = None if os.access(folder, os.W_OK) else "not writable"
-            except OSError as exc:
-                problem = exc.strerror or exc.__class__.__name__
+            problem = folder_problem(self.cache_dir)
             if problem:
                 raise ValueError(f"eval.cache_dir={self.cache_dir} cannot be written ({problem}): choose a folder you "
                                  "can write (or set BRIARPATCH_CACHE), or eval.cache_dir=null to keep no cache")

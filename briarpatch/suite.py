@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path, write_json
+from ._atomic import atomic_path, folder_problem, write_json
 
 __all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
 
@@ -338,6 +338,11 @@ def cli(argv=None) -> int:
         return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"briarpatch suite: --out {args.out} is a file; give a folder (new, or a suite's to continue it)",
+              file=sys.stderr)
+        return 2
+    why = folder_problem(args.out)
+    if why:
+        print(f"briarpatch suite: --out {args.out} cannot be written ({why}); choose a folder you can write",
               file=sys.stderr)
         return 2
     from .config import check_overrides, remove_if_empty_run, report_user_error, user_errors

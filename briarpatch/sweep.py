@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path, write_json
+from ._atomic import atomic_path, folder_problem, write_json
 
 __all__ = ["collect_runs", "summarise", "pareto_mask", "sweep_report", "cli"]
 
@@ -153,6 +153,9 @@ def sweep_report(root, out=None) -> dict:
     if not runs:
         raise FileNotFoundError(f"no runs with config.yaml and report/report.json under {root}; "
                                 "run `briarpatch train -m ...` with evaluate_after_train=true first")
+    why = folder_problem(out)
+    if why:
+        raise PermissionError(f"--out {out} cannot be written ({why}); choose a folder you can write")
     swept, rows = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
     def fmt(r, m):
@@ -201,7 +204,7 @@ def cli(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         sweep_report(args.dir, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         print(f"briarpatch sweep-report: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -95,3 +95,15 @@ def test_files_of_a_newer_format_are_refused_and_older_ones_read(tmp_path):
     # Files of format 1 (and the earliest, without the key) hold placements this version still reads.
     for version in ("1", None):
         assert load_patch(_with_version(path, version)).placement.anchor == "top_left"
+
+
+def test_folder_problem_answers_without_leaving_anything(tmp_path):
+    from briarpatch._atomic import folder_problem
+
+    assert folder_problem(tmp_path / "a" / "b" / "c") is None
+    assert not (tmp_path / "a").exists()  # made to try, and removed
+    assert folder_problem(tmp_path) is None and list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_bytes(b"x")
+    assert folder_problem(tmp_path / "f" / "sub") == f"{tmp_path / 'f'} is a file"
+    assert folder_problem("/proc/briarpatch") == "No such file or directory"  # a folder nothing can be made in
+    assert folder_problem("/proc") is not None  # exists, but takes no file

@@ -44,6 +44,17 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "eval.robustness_size=8"], "in the 8 training images the robustness channels use"),
     (["evaluate", "patch=default", "eval.robustness_size=-1"], "eval.robustness_size must be a positive number"),
     (["evaluate", "patch=default", "eval.n_boot=-1"], "eval.n_boot must be a whole number >= 0, got -1"),
+    # Folders that cannot be written: Hydra's several lines, a traceback (export-web), or one failure per photo.
+    (["train", "experiment=smoke", "hydra.run.dir=/proc/briarpatch/run"],
+     "hydra.run.dir=/proc/briarpatch/run cannot be written (No such file or directory): choose a folder you can write"),
+    (["evaluate", "patch=default", "hydra.run.dir=/proc/briarpatch"], "hydra.run.dir=/proc/briarpatch cannot be written"),
+    (["train", "-m", "seed=0,1", "hydra.sweep.dir=/proc/briarpatch"], "hydra.sweep.dir=/proc/briarpatch cannot be"),
+    (["apply", "default", str(ROOT / "assets" / "samples"), "--out", "/proc/briarpatch"],
+     "--out /proc/briarpatch: /proc/briarpatch cannot be written (No such file or directory)"),
+    (["apply", "default", str(ROOT / "assets" / "samples" / "chelsea.jpg"), "--out", "/proc/cat.jpg"],
+     "--out /proc/cat.jpg: /proc cannot be written"),
+    (["export-web", "default", "--out", "/proc/briarpatch"], "/proc/briarpatch cannot be written"),
+    (["suite", "--out", "/proc/briarpatch", "experiment=smoke"], "--out /proc/briarpatch cannot be written"),
     # Found when the first embeddings were saved, once computed: now before anything runs.
     (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"], "eval.cache_dir=/proc/briarpatch cannot be written"),
     (["train", "experiment=smoke", "eval.cache_dir=/proc/briarpatch"], "or eval.cache_dir=null to keep no cache"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._args import ArgumentParser
-from .._atomic import atomic_path
+from .._atomic import atomic_path, folder_problem
 from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
@@ -53,6 +53,9 @@ def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file; --out names a folder for the page (new or empty)")
+    why = folder_problem(out_dir)
+    if why:
+        raise PermissionError(f"{out_dir} cannot be written ({why}); choose a folder you can write")
     names = (*PAGE_FILES, *PATCH_FILES)
     clash = [n for n in names if (out_dir / n).exists()]
     if clash and not overwrite:
@@ -171,7 +174,7 @@ def cli_export(argv=None) -> int:
         return 2
     try:
         export_site(patch, args.out, overwrite=args.overwrite)
-    except FileExistsError as exc:
+    except (FileExistsError, PermissionError) as exc:
         print(f"briarpatch export-web: {exc}", file=sys.stderr)
         return 2
     notice = synthetic_notice(patch)
