@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_json", "folder_problem"]
+__all__ = ["atomic_path", "write_json", "folder_problem", "disk_full"]
 
 
 def _umask() -> int:
@@ -82,3 +83,12 @@ def folder_problem(folder) -> str | None:
             break
         made.rmdir()
     return None
+
+
+def disk_full(exc: BaseException, *, where=None) -> str | None:
+    """For a write that failed because the disk (or the user's quota) is full, the one line that
+    says so and where (the error's file, else ``where``); ``None`` for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = exc.filename2 or exc.filename or where
+    return f"no space left on the device{f' writing {where}' if where else ''}: free some space"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path, folder_problem
+from ._atomic import atomic_path, disk_full, folder_problem
 from ._images import DEEP_MODES, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
@@ -700,7 +700,7 @@ def cli(argv: list[str] | None = None) -> int:
     failed = [(p, None) for p in problems]
     say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731
     # A progress bar on a terminal only (disable=None): a log gets the summary lines, not bar redraws.
-    interrupted = False
+    interrupted, full = False, None
     try:
         for src, dst, reason in tqdm(plans, desc="applying", unit="img", file=sys.stderr,
                                      disable=True if args.quiet or args.dry_run else None):
@@ -736,6 +736,9 @@ def cli(argv: list[str] | None = None) -> int:
                 written += 1
                 webp += dst.suffix.lower() == ".webp"
             except Exception as exc:  # one bad image must not stop the others; it is reported below
+                full = disk_full(exc, where=dst)
+                if full:  # but a full disk stops them all: one line, not one failure per photo
+                    break
                 failed.append((f"{src}: {_first_line(exc)}", exc))
     except KeyboardInterrupt:  # Ctrl-C: the photos written stay whole (atomic writes), the rest are not written
         interrupted = True
@@ -748,7 +751,10 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"note: {webp} photo{'s' if webp > 1 else ''} {verb} written as lossy WebP, which halves the colour "
               "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     verb = "would write" if args.dry_run else "written"
+    left = len(plans) - written - skipped - len(failed) + len(problems)
     print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}"
-          + (f"; interrupted: {len(plans) - written - skipped - len(failed) + len(problems)} not written"
-             if interrupted else ""))
-    return 130 if interrupted else 1 if failed else 0
+          + (f"; interrupted: {left} not written" if interrupted else ""))
+    if full:
+        print(f"briarpatch apply: stopped, {left} not written: {full}, then run the same command again (the photos "
+              "written are kept and skipped)", file=sys.stderr)
+    return 130 if interrupted else 1 if failed or full else 0

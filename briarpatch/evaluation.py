@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path, folder_problem
+from ._atomic import atomic_path, disk_full, folder_problem
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
 from .config import build, config_dir, remove_if_empty_run, report_user_error, user_errors
@@ -250,8 +250,12 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
     emb = embed()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, emb, allow_pickle=False)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, emb, allow_pickle=False)
+    except OSError as exc:  # a cache is a saving, not a result: a full disk must not stop the evaluation
+        why = disk_full(exc) or exc.strerror or str(exc).splitlines()[0]
+        stage(f"note: embeddings not cached in {settings.cache_dir} ({why}); the evaluation goes on", file=sys.stderr)
     return emb
 
 
@@ -676,6 +680,14 @@ def _hydra_main(cfg: DictConfig) -> None:
         evaluate(cfg, overrides=list(HydraConfig.get().overrides.task))
     except user_errors() as exc:
         sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir")))
+    except OSError as exc:  # a full disk: one line (the embeddings cached so far are kept)
+        full = disk_full(exc)
+        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        remove_if_empty_run(cfg.get("run_dir"))
+        print(f"briarpatch evaluate: {full} (or set eval.cache_dir=... or hydra.run.dir=... elsewhere); no report was "
+              "written", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; embeddings cached so far are kept
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

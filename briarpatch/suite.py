@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ._args import ArgumentParser
-from ._atomic import atomic_path, folder_problem, write_json
+from ._atomic import atomic_path, disk_full, folder_problem, write_json
 
 __all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
 
@@ -368,4 +369,11 @@ def cli(argv=None) -> int:
         if not existed and args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()
         return report_user_error("briarpatch suite", exc)
+    except OSError as exc:  # a full disk: the finished runs are kept, as after Ctrl-C
+        full = disk_full(exc)
+        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"briarpatch suite: {full}; the finished runs in {args.out} are kept, and the same command continues "
+              "from the run it stopped in", file=sys.stderr)
+        return 1
     return 0

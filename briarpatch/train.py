@@ -20,6 +20,7 @@ from . import __version__
 from ._memory import keep_freed_memory
 from ._runlog import stage
 from .artifacts import save_patch, save_png
+from ._atomic import disk_full
 from .config import build, config_dir, config_hash, remove_if_empty_run, report_user_error, user_errors
 from .data import check_groups
 from .module import BriarPatchModule
@@ -336,6 +337,15 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg)
     except user_errors() as exc:
         sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
+    except OSError as exc:  # a full disk: one line, and how to go on from the last checkpoint written
+        full = disk_full(exc)
+        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+        remove_if_empty_run(cfg.run_dir)
+        print(f"briarpatch train: {full}, or write the run elsewhere (hydra.run.dir=...)"
+              + (f"; to go on, run the same command with ckpt_path={last}" if last.is_file() else ""), file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line and the shell's status, not a traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

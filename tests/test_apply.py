@@ -618,3 +618,33 @@ def test_a_corner_patch_off_the_photo_is_a_failure_not_a_success(patch_file, tmp
     with pytest.raises(SystemExit):
         cli([str(patch_file), str(tmp_path / "p.png"), "--out", str(tmp_path / "q"), "--quality", "101"])
     assert "--quality: must be a whole number from 1 to 100" in capsys.readouterr().err
+
+
+def test_a_full_disk_stops_apply_with_one_line_and_a_rerun_goes_on(patch_file, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import briarpatch.apply as apply_mod
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        _rgb(40, 30, seed=i).save(src / f"{i}.png")
+    real, calls = apply_mod._save_atomic, []
+
+    def fills_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(apply_mod, "_save_atomic", fills_up)
+    out = tmp_path / "out"
+    assert cli([str(patch_file), str(src), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert len(calls) == 2, "it went on after the disk was full"
+    assert "written 1, skipped 0 (already exist), failed 0" in captured.out
+    assert (f"briarpatch apply: stopped, 3 not written: no space left on the device writing {out / '1.png'}: free "
+            "some space, then run the same command again") in captured.err and "failed:" not in captured.err
+    monkeypatch.setattr(apply_mod, "_save_atomic", real)
+    assert cli([str(patch_file), str(src), "--out", str(out), "-q"]) == 0
+    assert "written 3, skipped 1 (already exist), failed 0" in capsys.readouterr().out

@@ -327,3 +327,21 @@ def test_undefined_figures_are_null_in_report_json_and_a_dash_in_its_tables(tmp_
     assert saved["controls"]["gray"]["demographic_parity_ratio"] is None
     row = next(ln for ln in markdown(saved).splitlines() if ln.startswith("| control: gray patch"))
     assert "| —" in row and "nan" not in markdown(report)
+
+
+def test_a_cache_that_cannot_be_saved_does_not_stop_the_evaluation(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from briarpatch.data import SyntheticDataModule
+    from briarpatch.encoders import build_encoder
+    from briarpatch.evaluation import clean_embeddings
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    settings = EvalSettings(cache_dir=str(tmp_path), progress=False)
+    dm = SyntheticDataModule(image_size=32, train_size=8, val_size=4, test_size=8)
+    emb = clean_embeddings(build_encoder(), dm, "train", settings=settings)
+    assert emb.shape[0] == 8 and list(tmp_path.iterdir()) == []  # no temporary file left either
+    assert f"note: embeddings not cached in {tmp_path} (no space left on the device" in capsys.readouterr().err

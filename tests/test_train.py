@@ -322,3 +322,27 @@ def test_a_resume_compares_data_paths_by_where_they_point(tmp_path, monkeypatch)
     _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=m.csv"]))
     with pytest.raises(ValueError, match=r"data\.manifest=.*other\.csv \(the checkpoint's: .*sub/m\.csv\)"):
         _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=other.csv"]))
+
+
+def test_a_full_disk_is_one_line_with_the_way_on(tiny_cfg, tmp_path, monkeypatch, capsys):
+    """A checkpoint that could not be written for want of space was Lightning's traceback."""
+    import errno
+
+    import briarpatch.train as train_mod
+
+    cfg = tiny_cfg(f"run_dir={tmp_path}/run")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"an earlier epoch's")
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(last.parent / "epoch=3.ckpt"))
+
+    monkeypatch.setattr(train_mod, "train", full)
+    with pytest.raises(SystemExit) as stop:
+        train_mod.main(cfg)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"briarpatch train: no space left on the device writing {last.parent / 'epoch=3.ckpt'}: free some space, "
+        f"or write the run elsewhere (hydra.run.dir=...); to go on, run the same command with ckpt_path={last}")
