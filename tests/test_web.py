@@ -23,7 +23,7 @@ from PIL import Image
 import briarpatch
 from briarpatch import load_patch
 from briarpatch.apply import cli as apply_cli
-from briarpatch.artifacts import FORMAT_VERSION, save_patch
+from briarpatch.artifacts import FORMAT_VERSION, MAX_PATCH_BYTES, save_patch
 from briarpatch.placement import Placement
 from briarpatch.web import export_site
 from tests.test_artifacts import _with_version
@@ -317,6 +317,11 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     browser.find_element("id", "patch-file").send_keys(str(bad))
     _wait(browser, lambda: "not a usable patch" in browser.find_element("id", "patch-error").text)
+    huge = tmp_path / "huge.safetensors"  # sparse: refused by its size, before it is read
+    with open(huge, "wb") as fh:
+        fh.truncate(MAX_PATCH_BYTES + 1)
+    browser.find_element("id", "patch-file").send_keys(str(huge))
+    _wait(browser, lambda: "too large for a patch file" in browser.find_element("id", "patch-error").text)
     # A file of a newer format is refused as load_patch() refuses it, not pasted some other way.
     newer = _with_version(corner, "3")
     browser.find_element("id", "patch-file").send_keys(str(newer))
@@ -326,6 +331,7 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
 def test_the_page_reads_the_format_the_library_writes():
     core = (Path(briarpatch.__file__).parent / "web" / "static" / "core.js").read_text()
     assert f"BP.PATCH_FORMAT = {FORMAT_VERSION};" in core
+    assert f"BP.MAX_PATCH_BYTES = {MAX_PATCH_BYTES // 2**20} * 1024 * 1024;" in core  # the same bound as load_patch
 
 
 def _free_port() -> int:

@@ -39,6 +39,7 @@
 
   async function loadPatchFile(file) {
     try {
+      if (file.size > BP.MAX_PATCH_BYTES) throw new Error(`${file.size} bytes is too large for a patch file`);
       const buf = await file.arrayBuffer();
       const patch = file.name.toLowerCase().endsWith(".json")
         ? BP.patchFromJSON(JSON.parse(new TextDecoder().decode(buf))) : BP.patchFromSafetensors(buf);

@@ -8,6 +8,7 @@
     right: [1, 0.5], bottom_left: [0, 1], bottom: [0.5, 1], bottom_right: [1, 1],
   };
   BP.MAX_PIXELS = 100000000; // as briarpatch apply --max-pixels
+  BP.MAX_PATCH_BYTES = 64 * 1024 * 1024; // as load_patch(): a patch is kB to a few MB, nothing huge is read
 
   // Python's round() and torch.round(): halves go to the even neighbour.
   BP.roundHalfEven = function (x) {
