@@ -459,12 +459,18 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
                 dirnames[:] = sorted(d for d in dirnames if not skipped(Path(dirpath) / d))
                 for name in sorted(filenames):
                     src = Path(dirpath) / name
-                    if src.suffix.lower() in IMAGE_SUFFIXES:
+                    if not src.is_file():  # a pipe or a device: opening it could wait forever
+                        if src.suffix.lower() in IMAGE_SUFFIXES:
+                            problems.append(f"{src}: " + ("a broken symbolic link" if not src.exists()
+                                                          else "not a file (a device, a pipe or a socket)"))
+                    elif src.suffix.lower() in IMAGE_SUFFIXES:
                         pairs.append((src, src.relative_to(root)))
                     elif not name.startswith("."):
                         left_out.append(src)
         elif Path(item).is_file():
             pairs.append((Path(item), Path(Path(item).name)))
+        elif Path(item).exists():
+            problems.append(f"{item}: not a file or a folder (a device, a pipe or a socket)")
         else:
             problems.append(f"{item}: no such file or folder")
     return pairs, problems, left_out

@@ -648,3 +648,19 @@ def test_a_full_disk_stops_apply_with_one_line_and_a_rerun_goes_on(patch_file, t
     monkeypatch.setattr(apply_mod, "_save_atomic", real)
     assert cli([str(patch_file), str(src), "--out", str(out), "-q"]) == 0
     assert "written 3, skipped 1 (already exist), failed 0" in capsys.readouterr().out
+
+
+def test_pipes_devices_and_broken_links_are_named_not_opened(patch_file, tmp_path, capsys):
+    """A pipe named like a photo made apply wait forever on its first read."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _rgb(40, 30).save(src / "ok.png")
+    os.mkfifo(src / "pipe.jpg")
+    (src / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out"), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "written 1, skipped 0 (already exist), failed 2" in captured.out
+    assert f"failed: {src / 'pipe.jpg'}: not a file (a device, a pipe or a socket)" in captured.err
+    assert f"failed: {src / 'gone.png'}: a broken symbolic link" in captured.err
+    assert cli([str(patch_file), "/dev/null", "--out", str(tmp_path / "x")]) == 2
+    assert "/dev/null: not a file or a folder (a device, a pipe or a socket)" in capsys.readouterr().err
