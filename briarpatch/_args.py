@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["ArgumentParser"]
+__all__ = ["ArgumentParser", "help_asked"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -15,3 +15,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def help_asked(doc: str, argv: list[str]) -> list[str]:
+    """``argv`` of a script that reads its arguments by hand; ``-h`` or ``--help`` among them
+    prints ``doc`` (its usage) and exits 0, instead of being taken for a path or an override."""
+    if {"-h", "--help"} & set(argv):
+        print((doc or "").strip())
+        sys.exit(0)
+    return argv

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from briarpatch import load_patch  # noqa: E402
+from briarpatch._args import help_asked  # noqa: E402
 from briarpatch.suite import suite_table  # noqa: E402
 
 
@@ -86,4 +87,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

@@ -21,6 +21,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from briarpatch import load_patch
+from briarpatch._args import help_asked
 from briarpatch.config import config_dir
 from briarpatch.synthetic import make_synthetic
 from briarpatch.train import train
@@ -71,4 +72,4 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from briarpatch._args import help_asked
 from briarpatch.report import _with_ci
 from briarpatch.suite import _cut, _leak
 
@@ -45,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from briarpatch._args import help_asked
 from briarpatch.suite import _cut, _leak, finished_runs
 
 
@@ -62,4 +63,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

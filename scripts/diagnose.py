@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from briarpatch import load_patch
+from briarpatch._args import help_asked
 from briarpatch.config import build, config_dir
 from briarpatch.data import to_unit
 from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, control_patches, embed_dataset, fit_probe
@@ -155,4 +156,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

@@ -21,6 +21,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from briarpatch._args import help_asked
 from briarpatch.config import build, config_dir
 from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, fit_probe
 from briarpatch.metrics import fairness_summary, leakage_scores
@@ -66,4 +67,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from briarpatch import load_patch
+from briarpatch._args import help_asked
 from briarpatch.config import build
 from briarpatch.evaluation import (EvalSettings, _embed_kwargs, clean_embeddings, control_patches, embed_dataset,
                                    fit_probe)
@@ -104,4 +105,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

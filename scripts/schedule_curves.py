@@ -24,6 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
+from briarpatch._args import help_asked  # noqa: E402
+
 
 def _probe(run: Path) -> float | None:
     report = run / "report" / "report.json"
@@ -107,4 +109,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(help_asked(__doc__, sys.argv[1:]))

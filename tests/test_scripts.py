@@ -168,3 +168,12 @@ def test_channel_table_lists_every_run_with_its_interval(tmp_path, capsys):
     row = capsys.readouterr().out.splitlines()[-1]
     # Both runs in order; the interval where the report has one; the second misses the probe target.
     assert "0.990 → 0.620 [0.600, 0.640] / 0.990 → 0.700 |" in row and row.endswith("| 1 of 2 runs |")
+
+
+def test_every_script_answers_help():
+    """--help prints the script's usage and exits 0: the scripts that read their arguments by hand
+    took it for a path or a Hydra override (a traceback, or "no report.json in --help")."""
+    for script in sorted((ROOT / "scripts").glob("*.py")):
+        out = run_python([str(script), "--help"], timeout=120, cwd=ROOT)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, (script.name, out.stderr[-500:])
+        assert len(out.stdout.strip()) > 40, script.name
