@@ -331,6 +331,10 @@ CHANNELS = {
               "is resized and centre square cropped, the standard preprocessing: the image is that square",
     "squash": "patched as a photo of this aspect (the image stretched to it), then the whole photo resized to the "
               "model's square input, no crop (squash:4:3)",
+    "saturation": "an editor's or an app's colour filter: saturation times this factor, 0 for black and white "
+                  "(saturation:1.3; PIL's ImageEnhance.Color)",
+    "contrast": "contrast times this factor about the mean grey (contrast:1.2; PIL's ImageEnhance.Contrast)",
+    "brightness": "brightness times this factor (brightness:0.85; PIL's ImageEnhance.Brightness)",
 }
 #: Channels that give back the clean photo untouched (``aspect``'s wider photo is cut back to the
 #: image): their clean embeddings are the main protocol's.
@@ -348,7 +352,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
     except ValueError:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
-              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1, "resize": 1}
+              "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1, "resize": 1, "saturation": 1,
+              "contrast": 1, "brightness": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
@@ -360,7 +365,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
              "jpeg": [quality], "webp": [quality],
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
              "aspect": [side, side], "squash": [side, side],
-             "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")]}
+             "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")],
+             **dict.fromkeys(("saturation", "contrast", "brightness"), [(lambda v: 0 <= v <= 4, "a factor from 0 to 4")])}
     for v, (ok, what) in zip(values, rules.get(name, [])):
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
@@ -468,6 +474,12 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         # PIL's bilinear filter widens with the reduction (antialiased), as torchvision's Resize does.
         small = (max(1, round(w * args[0])), max(1, round(h * args[0])))
         return _pil_each(x, lambda i, im: im.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
+    if name in ("saturation", "contrast", "brightness"):
+        from PIL import ImageEnhance
+
+        enhance = {"saturation": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
+                   "brightness": ImageEnhance.Brightness}[name]
+        return _pil_each(x, lambda i, im: enhance(im).enhance(args[0]))
     if name == "shift":
         k = int(args[0])
         return F.pad(x, (k, 0, k, 0), mode="replicate")[..., :h, :w]

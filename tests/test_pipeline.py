@@ -55,6 +55,18 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     assert (apply_channel("resize:1", x) - x).abs().max() <= 0.5 / 255 + 1e-6  # the 8-bit photo itself
     webp = apply_channel("webp:75", x)
     assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
+    # Colour filters: black and white, none, and the factors on the 8-bit photo (PIL's ImageEnhance).
+    colour = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)).mul(255).round().div(255)
+    gray = apply_channel("saturation:0", colour)
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    assert torch.equal(apply_channel("saturation:1", colour), colour)
+    assert (apply_channel("brightness:0.5", colour) - colour / 2).abs().max() <= 1 / 255 + 1e-6
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    flat[..., :4] = 0.25
+    stronger = apply_channel("contrast:2", flat)
+    assert stronger[..., :4].mean() < 0.25 - 0.05 and stronger[..., 4:].mean() > 0.5 + 0.05  # further apart
+    with pytest.raises(ValueError, match="robustness channel 'saturation:5': 5 is not a factor from 0 to 4"):
+        parse_channel("saturation:5")
     with pytest.raises(ValueError, match="unknown robustness channel 'crop'"):
         parse_channel("crop")
     with pytest.raises(ValueError, match="takes 1 argument"):
