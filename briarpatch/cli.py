@@ -45,7 +45,7 @@ def _unknown_flag(args: list[str]) -> str | None:
 
 def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     """Overrides that would not compose are one line on stderr, before Hydra starts a run folder."""
-    from .config import check_overrides
+    from .config import check_overrides, override_values
 
     flag = _unknown_flag(args)
     if flag is not None:
@@ -56,7 +56,7 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     problem = check_overrides(config_name, args)
     flags = {a for a in args if a.startswith("-")}
     sweep = flags & {"-m", "--multirun"}
-    given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    given = override_values(args)
     overwrite = given.get("overwrite", "").lower() == "true"
     if problem is None and flags <= sweep and config_name in ("train", "evaluate"):
         # Hydra's own error for a folder it cannot make is several lines, under its name.

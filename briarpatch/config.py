@@ -65,6 +65,60 @@ def user_errors() -> tuple:
             MissingMandatoryValue, TypeError)
 
 
+# What Hydra's override grammar reads unquoted in a value (paths included).
+_PLAIN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/.-_:+@%$\\")
+
+
+def _quoted(key: str, value: str) -> str:
+    """``key=value`` as typed in a shell so that Hydra gets the value quoted."""
+    return f'{key}="\\"{value}\\""' if "'" in value else f"{key}=\"'{value}'\""
+
+
+def _unreadable_override(overrides: list[str]) -> str | None:
+    """Why the first override Hydra cannot parse is unreadable, with the fix, when it can be told:
+    ``~`` (never expanded) or characters the grammar takes only quoted (accents, spaces, brackets)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            parser.parse_overrides([text])
+            continue
+        except OverrideParseException:
+            pass
+        key, eq, value = text.partition("=")
+        if not eq:
+            return f"cannot read {text!r}: settings are key=value, such as patch_steps=256"
+        if value.startswith("~"):
+            return f"cannot read the override {text}: ~ is not expanded there; write the path out: {key}=$HOME{value[1:]}"
+        odd = sorted(set(value) - _PLAIN)
+        if odd and not value.startswith(("[", "'", '"')):
+            return (f"cannot read the override {text}: a value holding {' '.join(odd)} is quoted inside the "
+                    f"override: {_quoted(key, value)}")
+        return None
+    return None
+
+
+def override_values(args: list[str]) -> dict[str, str]:
+    """``key -> value`` of the plain overrides among ``args`` as Hydra reads them (quotes taken
+    off: ``hydra.run.dir="'runü'"`` is ``runü``); sweeps and unreadable ones are left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, values = OverridesParser.create(), {}
+    for text in args:
+        if text.startswith("-") or "=" not in text:
+            continue
+        try:
+            override = parser.parse_overrides([text])[0]
+        except OverrideParseException:
+            continue
+        if not override.is_sweep_override():
+            values[override.get_key_element().lstrip("+~")] = str(override.value())
+    return values
+
+
 def check_overrides(config_name: str, args: list[str]) -> str | None:
     """Compose the config as Hydra will, with the first value of any sweep; a one-line message
     naming the mistake and its fix, or ``None`` when the overrides are fine.
@@ -85,7 +139,13 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as exc:
-        return f"cannot read the override: {str(exc).splitlines()[0]}"
+        return _unreadable_override(overrides) or f"cannot read the override: {str(exc).splitlines()[0]}"
+    if not {"-m", "--multirun"} & set(args):
+        for o, text in zip(parsed, overrides):
+            if o.is_sweep_override():  # Hydra's answer is a block of three numbered choices
+                key, value = text.split("=", 1)
+                return (f"{text} is several values (a sweep): add -m to run each; for one value that holds a "
+                        f"comma, quote it inside the override: {_quoted(key, value)}")
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else text
              for o, text in zip(parsed, overrides) if not o.key_or_group.startswith("hydra")]
     GlobalHydra.instance().clear()

@@ -26,6 +26,12 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "encoder.name=foo"], "unknown encoder 'foo'"),
     (["train", "encoder=foo"], "encoder=foo does not exist; choose one of: efficientnet_lite0"),
     (["train", "patch.sise=5"], "patch.sise is not a setting; did you mean patch.size?"),
+    # Hydra's grammar: accents and brackets only quoted, ~ never expanded, a comma a sweep.
+    (["train", "hydra.run.dir=résumé"], "a value holding é is quoted inside the override: hydra.run.dir=\"'résumé'\""),
+    (["train", "data.manifest=/a/b(1).csv"], "a value holding ( ) is quoted inside the override"),
+    (["train", "data.manifest=/a/it's.csv"], "quoted inside the override: data.manifest=\"\\\"/a/it's.csv\\\"\""),
+    (["train", "hydra.run.dir=~/runs/a"], "~ is not expanded there; write the path out: hydra.run.dir=$HOME/runs/a"),
+    (["train", "seed=0,1"], "seed=0,1 is several values (a sweep): add -m to run each"),
     (["train", "-m", "seed=0,1", "patch.sise=5"], "did you mean patch.size?"),
     # Raised inside the sweep's first job: its folder, multirun.yaml and multirun/DATE go too.
     (["train", "-m", "seed=0,1", "patch.size=200"], "a frame's bands (patch.size=200 at patch.insets=[12]) must fit"),

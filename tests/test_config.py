@@ -122,3 +122,12 @@ def test_a_failed_runs_folder_goes_but_a_folder_the_user_named_stays(tmp_path):
     (kept / "11-00-00" / ".hydra").mkdir(parents=True)
     remove_if_empty_run(kept / "11-00-00")
     assert sorted(p.name for p in kept.iterdir()) == ["10-00-00"]
+
+
+def test_override_values_reads_them_as_hydra_does():
+    """The CLI's checks of run folders read hydra.run.dir as Hydra will: a quoted folder (the fix
+    its message gives for an accent) is the folder, not the folder with quotes."""
+    from briarpatch.config import override_values
+
+    assert override_values(["hydra.run.dir='résumé'", "-m", "seed=0,1", "+a.b=3", "overwrite=true"]) == {
+        "hydra.run.dir": "résumé", "a.b": "3", "overwrite": "True"}
