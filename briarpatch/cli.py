@@ -88,6 +88,8 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
         elif not sweep and "hydra.run.dir" in given:
             problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
     if problem:
+        if config_name == "evaluate":  # in the words the user typed (patch= is patch_path= to Hydra)
+            problem = problem.replace("patch_path=", "patch=")
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is None
 

@@ -32,6 +32,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "data.manifest=/a/it's.csv"], "quoted inside the override: data.manifest=\"\\\"/a/it's.csv\\\"\""),
     (["train", "hydra.run.dir=~/runs/a"], "~ is not expanded there; write the path out: hydra.run.dir=$HOME/runs/a"),
     (["train", "seed=0,1"], "seed=0,1 is several values (a sweep): add -m to run each"),
+    (["evaluate", "patch=é/p.safetensors"], "cannot read the override patch=é/p.safetensors: a value holding é is "
+                                            "quoted inside the override: patch=\"'é/p.safetensors'\""),
     (["train", "-m", "seed=0,1", "patch.sise=5"], "did you mean patch.size?"),
     # Raised inside the sweep's first job: its folder, multirun.yaml and multirun/DATE go too.
     (["train", "-m", "seed=0,1", "patch.size=200"], "a frame's bands (patch.size=200 at patch.insets=[12]) must fit"),
