@@ -43,6 +43,43 @@ def _unknown_flag(args: list[str]) -> str | None:
     return next((a for a in args if a.startswith("-") and a.split("=")[0] not in known), None)
 
 
+def _unwritable(given: dict, sweep: bool) -> str | None:
+    """A run (or sweep) folder that cannot be made: Hydra's own error is several lines, under its name."""
+    from ._atomic import folder_problem
+
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    folder = given.get(key, "multirun" if sweep else "outputs")  # Hydra's defaults, in this folder
+    why = folder_problem(folder)
+    if not why:
+        return None
+    if key in given:
+        return f"{key}={folder} cannot be written ({why}): choose a folder you can write"
+    return (f"cannot write run folders here ({Path(folder).resolve()}: {why}): run from a folder you can write, "
+            f"or set {key}=...")
+
+
+def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
+    """A folder given again that holds an earlier run's patch or report, or a sweep's: refused
+    before Hydra writes its .hydra/ files (and a sweep's multirun.yaml) over theirs."""
+    overwrite = given.get("overwrite", "").lower() == "true"
+    if sweep:
+        if "hydra.sweep.dir" not in given:
+            return None
+        from .train import finished_sweep_problem
+
+        return finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite,
+                                      evaluation=config_name == "evaluate")
+    if "hydra.run.dir" not in given:
+        return None
+    if config_name == "evaluate":
+        from .evaluation import kept_report_problem
+
+        return kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
+    from .train import finished_run_problem
+
+    return finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"), overwrite=overwrite)
+
+
 def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     """Overrides that would not compose are one line on stderr, before Hydra starts a run folder."""
     from .config import check_overrides, override_values
@@ -55,38 +92,10 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
         return False
     problem = check_overrides(config_name, args)
     flags = {a for a in args if a.startswith("-")}
-    sweep = flags & {"-m", "--multirun"}
-    given = override_values(args)
-    overwrite = given.get("overwrite", "").lower() == "true"
-    if problem is None and flags <= sweep and config_name in ("train", "evaluate"):
-        # Hydra's own error for a folder it cannot make is several lines, under its name.
-        from ._atomic import folder_problem
-
-        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-        folder = given.get(key, "multirun" if sweep else "outputs")  # Hydra's defaults, in this folder
-        why = folder_problem(folder)
-        if why:
-            problem = (f"{key}={folder} cannot be written ({why}): choose a folder you can write" if key in given
-                       else f"cannot write run folders here ({Path(folder).resolve()}: {why}): run from a folder you "
-                            f"can write, or set {key}=...")
-    # Before Hydra writes into a folder that holds earlier results: its .hydra/ files, a sweep's
-    # multirun.yaml, the log. A run or a sweep only, not --help or --cfg.
-    if problem is None and flags <= sweep and config_name == "train":
-        from .train import finished_run_problem, finished_sweep_problem
-
-        if sweep and "hydra.sweep.dir" in given:
-            problem = finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite)
-        elif not sweep and "hydra.run.dir" in given:
-            problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"),
-                                           overwrite=overwrite)
-    elif problem is None and flags <= sweep and config_name == "evaluate":
-        from .evaluation import kept_report_problem
-        from .train import finished_sweep_problem
-
-        if sweep and "hydra.sweep.dir" in given:
-            problem = finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite, evaluation=True)
-        elif not sweep and "hydra.run.dir" in given:
-            problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
+    sweep = bool(flags & {"-m", "--multirun"})
+    if problem is None and flags <= {"-m", "--multirun"}:  # a run or a sweep, not --help or --cfg
+        given = override_values(args)
+        problem = _unwritable(given, sweep) or _earlier_results(config_name, given, sweep)
     if problem:
         if config_name == "evaluate":  # in the words the user typed (patch= is patch_path= to Hydra)
             problem = problem.replace("patch_path=", "patch=")
