@@ -91,7 +91,8 @@ def _unreadable_override(overrides: list[str]) -> str | None:
         if not eq:
             return f"cannot read {text!r}: settings are key=value, such as patch_steps=256"
         if value.startswith("~"):
-            return f"cannot read the override {text}: ~ is not expanded there; write the path out: {key}=$HOME{value[1:]}"
+            return (f"cannot read the override {text}: ~ is not expanded there; write the path out: "
+                    f"{key}=$HOME{value[1:]}")
         odd = sorted(set(value) - _PLAIN)
         if odd and not value.startswith(("[", "'", '"')):
             return (f"cannot read the override {text}: a value holding {' '.join(odd)} is quoted inside the "

@@ -366,7 +366,8 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
              "aspect": [side, side], "squash": [side, side],
              "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")],
-             **dict.fromkeys(("saturation", "contrast", "brightness"), [(lambda v: 0 <= v <= 4, "a factor from 0 to 4")])}
+             **dict.fromkeys(("saturation", "contrast", "brightness"),
+                             [(lambda v: 0 <= v <= 4, "a factor from 0 to 4")])}
     for v, (ok, what) in zip(values, rules.get(name, [])):
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")

@@ -182,7 +182,8 @@ def sweep_report(root, out=None) -> dict:
     gone = launched - len(runs) if launched is not None else 0
     missing = (f" ({gone} of the {launched} jobs the sweep launched {'have' if gone > 1 else 'has'} no report: "
                "stopped, failed or not evaluated)") if gone > 0 else ""
-    md = "\n".join([f"# Sweep report: {root}", "", f"{len(runs)} run{'s' if len(runs) > 1 else ''}{missing}; swept: {what} "
+    runs_line = f"{len(runs)} run{'s' if len(runs) > 1 else ''}{missing}"
+    md = "\n".join([f"# Sweep report: {root}", "", f"{runs_line}; swept: {what} "
                     "(each cell: the mean over seeds, then each seed's value in the order of the seeds column; "
                     "mean ± std past five seeds). Leakage columns: logistic S probe balanced accuracy, non-adaptive "
                     "(fit on clean) and adaptive (refit on patched).", "", *lines, "", "![Pareto](pareto.png)", ""])

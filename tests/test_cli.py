@@ -27,7 +27,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "encoder=foo"], "encoder=foo does not exist; choose one of: efficientnet_lite0"),
     (["train", "patch.sise=5"], "patch.sise is not a setting; did you mean patch.size?"),
     # Hydra's grammar: accents and brackets only quoted, ~ never expanded, a comma a sweep.
-    (["train", "hydra.run.dir=résumé"], "a value holding é is quoted inside the override: hydra.run.dir=\"'résumé'\""),
+    (["train", "hydra.run.dir=résumé"],
+     "a value holding é is quoted inside the override: hydra.run.dir=\"'résumé'\""),
     (["train", "data.manifest=/a/b(1).csv"], "a value holding ( ) is quoted inside the override"),
     (["train", "data.manifest=/a/it's.csv"], "quoted inside the override: data.manifest=\"\\\"/a/it's.csv\\\"\""),
     (["train", "hydra.run.dir=~/runs/a"], "~ is not expanded there; write the path out: hydra.run.dir=$HOME/runs/a"),
@@ -55,7 +56,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     # Folders that cannot be written: Hydra's several lines, a traceback (export-web), or one failure per photo.
     (["train", "experiment=smoke", "hydra.run.dir=/proc/briarpatch/run"],
      "hydra.run.dir=/proc/briarpatch/run cannot be written (No such file or directory): choose a folder you can write"),
-    (["evaluate", "patch=default", "hydra.run.dir=/proc/briarpatch"], "hydra.run.dir=/proc/briarpatch cannot be written"),
+    (["evaluate", "patch=default", "hydra.run.dir=/proc/briarpatch"],
+     "hydra.run.dir=/proc/briarpatch cannot be written"),
     (["train", "-m", "seed=0,1", "hydra.sweep.dir=/proc/briarpatch"], "hydra.sweep.dir=/proc/briarpatch cannot be"),
     (["apply", "default", str(ROOT / "assets" / "samples"), "--out", "/proc/briarpatch"],
      "--out /proc/briarpatch: /proc/briarpatch cannot be written (No such file or directory)"),
@@ -64,7 +66,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["export-web", "default", "--out", "/proc/briarpatch"], "/proc/briarpatch cannot be written"),
     (["suite", "--out", "/proc/briarpatch", "experiment=smoke"], "--out /proc/briarpatch cannot be written"),
     # Found when the first embeddings were saved, once computed: now before anything runs.
-    (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"], "eval.cache_dir=/proc/briarpatch cannot be written"),
+    (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"],
+     "eval.cache_dir=/proc/briarpatch cannot be written"),
     (["train", "experiment=smoke", "eval.cache_dir=/proc/briarpatch"], "or eval.cache_dir=null to keep no cache"),
     (["train", "eval.predictor=svm"], "eval.predictor must be 'logistic' or 'mlp', got 'svm'"),
     (["evaluate"], "which patch? add patch=PATH"),
