@@ -440,7 +440,7 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
     ``skip``: a folder whose files are never inputs (the output folder: earlier runs' outputs
     are not photos to patch again). Returns ``(source, relative output path)`` pairs, problems
     found while collecting, and the files of the folders that are not images by their suffix
-    (hidden files aside).
+    (hidden files and folders are skipped: a named hidden file is still an input).
     """
     pairs, problems, left_out = [], [], []
     skip = skip.resolve() if skip is not None else None
@@ -456,16 +456,20 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
         elif Path(item).is_dir():
             root = Path(item)
             for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not skipped(Path(dirpath) / d))
+                # Hidden folders and files are not the photos asked for: a viewer's .thumbnails, and
+                # the ._IMG_1.jpg metadata files a Mac leaves on USB drives (not images at all).
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not skipped(Path(dirpath) / d))
                 for name in sorted(filenames):
                     src = Path(dirpath) / name
+                    if name.startswith("."):
+                        continue
                     if not src.is_file():  # a pipe or a device: opening it could wait forever
                         if src.suffix.lower() in IMAGE_SUFFIXES:
                             problems.append(f"{src}: " + ("a broken symbolic link" if not src.exists()
                                                           else "not a file (a device, a pipe or a socket)"))
                     elif src.suffix.lower() in IMAGE_SUFFIXES:
                         pairs.append((src, src.relative_to(root)))
-                    elif not name.startswith("."):
+                    else:
                         left_out.append(src)
         elif Path(item).is_file():
             pairs.append((Path(item), Path(Path(item).name)))
@@ -597,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default' for the shipped patch")
     # nargs="*": a missing INPUT is named in cli(), which can tell a photo given in the patch's place.
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or quoted globs")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive; hidden files and folders skipped) or quoted globs")
     p.add_argument("--out", "-o", required=True, type=Path,
                    help="output folder (created if missing); for one photo, an image file name also works "
                         "(its extension sets the format)")

@@ -665,3 +665,16 @@ def test_pipes_devices_and_broken_links_are_named_not_opened(patch_file, tmp_pat
     assert f"failed: {src / 'gone.png'}: a broken symbolic link" in captured.err
     assert cli([str(patch_file), "/dev/null", "--out", str(tmp_path / "x")]) == 2
     assert "/dev/null: not a file or a folder (a device, a pipe or a socket)" in capsys.readouterr().err
+
+
+def test_hidden_files_and_folders_in_a_folder_are_skipped(patch_file, tmp_path, capsys):
+    """A Mac's ._IMG_1.jpg on a USB drive is not an image: every photo had a failed twin. A
+    viewer's .thumbnails folder was patched as photos."""
+    src = tmp_path / "in"
+    (src / ".thumbnails").mkdir(parents=True)
+    _rgb(40, 30).save(src / "IMG_1.jpg")
+    (src / "._IMG_1.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    _rgb(40, 30).save(src / ".thumbnails" / "t.jpg")
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out"), "-q"]) == 0
+    assert [p.name for p in (tmp_path / "out").rglob("*")] == ["IMG_1.jpg"]
+    assert cli([str(patch_file), str(src / ".thumbnails" / "t.jpg"), "--out", str(tmp_path / "one"), "-q"]) == 0
