@@ -601,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default' for the shipped patch")
     # nargs="*": a missing INPUT is named in cli(), which can tell a photo given in the patch's place.
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive; hidden files and folders skipped) or quoted globs")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders (recursive; hidden files and folders skipped) or quoted globs")
     p.add_argument("--out", "-o", required=True, type=Path,
                    help="output folder (created if missing); for one photo, an image file name also works "
                         "(its extension sets the format)")
