@@ -167,7 +167,11 @@ class TableDataModule(SplitDataModule):
             frac = missing / len(table)
             msg = f"{missing} of {len(table)} listed images are missing on disk (e.g. {table.loc[~exists, 'path'].iloc[0]})"
             if frac > max_missing:
-                raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; check data.root")
+                where = ("paths are read relative to the list's folder: check data.manifest's path column"
+                         if name.startswith("manifest") else "check data.root")
+                if table.loc[~exists, "path"].str.contains("\\", regex=False).any():
+                    where = "its paths hold \\ (a list written on Windows): write them with /"
+                raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; {where}")
             log.warning("%s; skipping them", msg)
         # A file that is not an image would stop training at its first batch: left out here, counted
         # with the missing ones against data.max_missing.
@@ -381,7 +385,11 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     if paths.isna().any():  # a row without a file cannot be read: left out, and said so, as rows without labels
         log.warning("%d of %d rows have no %r value; skipping them", int(paths.isna().sum()), len(frame), path_column)
         frame, paths = frame[paths.notna()].copy(), paths[paths.notna()]
-    frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths.astype(str)]
+    # A list written on Windows: its folders joined by \ (a Linux name may hold one, so only where
+    # that name is not there and the / one is).
+    paths = paths.astype(str).map(lambda p: p.replace("\\", "/") if "\\" in p and not (path.parent / p).exists()
+                                  and (path.parent / p.replace("\\", "/")).exists() else p)
+    frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths]
     split = None
     if split_column:
         split = _column(frame, split_column, "split column").astype(str).str.lower()

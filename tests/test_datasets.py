@@ -332,3 +332,20 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
                                          "metrics need two: binarise it"):
         check_evaluable(load("three.csv"), EvalSettings())
     check_evaluable(load("manifest.csv"), EvalSettings())
+
+
+def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_looked_for(tmp_path):
+    path = make_manifest(tmp_path / "m")
+    frame = pd.read_csv(path)
+    data = ["data=manifest", "data.target=label", "data.sensitive=group", "data.split_column=split"]
+    windows = tmp_path / "m" / "windows.csv"
+    frame.assign(path=frame["path"].str.replace("/", "\\")).to_csv(windows, index=False)
+    dm = build(compose_cfg("train", [*data, f"data.manifest={windows}"]).data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N
+    moved = tmp_path / "m" / "moved.csv"
+    frame.assign(path="elsewhere/" + frame["path"]).to_csv(moved, index=False)
+    with pytest.raises(FileNotFoundError, match="paths are read relative to the list's folder"):
+        build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
+    frame.assign(path="elsewhere\\" + frame["path"]).to_csv(moved, index=False)
+    with pytest.raises(FileNotFoundError, match=r"its paths hold \\ \(a list written on Windows\): write them with /"):
+        build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
