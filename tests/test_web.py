@@ -408,3 +408,38 @@ def test_the_readmes_picture_of_the_page_is_made_by_its_script(tmp_path):
                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
     assert bad.returncode == 2 and "none.jpg: no such file" in bad.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
+    """A whole album: its photos, in sub-folders too; hidden files (a Mac's ._IMG_1.jpg) and
+    folders (.thumbnails) skipped, as apply skips them, and files that are not photos left out."""
+    album = tmp_path / "album"
+    (album / "2024").mkdir(parents=True)
+    (album / ".thumbnails").mkdir()
+    rng = np.random.default_rng(4)
+    for path in (album / "a.jpg", album / "2024" / "b.png", album / ".thumbnails" / "t.jpg"):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+    (album / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (album / "notes.txt").write_text("not a photo")
+    browser.get((site / "index.html").as_uri())
+    browser.find_element("id", "format").send_keys("PNG")
+    browser.find_element("id", "folder").send_keys(str(album))
+    _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
+    names = sorted(li.find_element("css selector", ".name").text for li in browser.find_elements("css selector", "#results li"))
+    assert names == ["a.jpg", "b.png"]
+    assert browser.find_element("id", "status").text == "Done: 2 patched."
+    assert apply_cli(["default", str(album), "--out", str(tmp_path / "library"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["a.jpg", "b.png"]
+    # A folder dropped on the page: the same walk, on the entries a drop gives (readEntries in batches).
+    walked = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const file = (name) => ({ name, isFile: true, isDirectory: false, file: (ok) => ok(new File(["x"], name)) });
+        const folder = (name, children) => ({ name, isFile: false, isDirectory: true, createReader: () => {
+            const batches = [children.slice(0, 1), children.slice(1), []];
+            return { readEntries: (ok) => ok(batches.shift()) };
+        } });
+        const album = folder("album", [file("a.jpg"), file("._a.jpg"), file("notes.txt"),
+                                       folder("2024", [file("b.png")]), folder(".thumbnails", [file("t.jpg")])]);
+        BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.name)));""")
+    assert sorted(walked) == ["a.jpg", "b.png"]
+

@@ -215,6 +215,35 @@
     }
   }
 
+  // A folder's photos, as briarpatch apply takes a folder: its image files by name, hidden files
+  // and folders (a Mac's ._IMG_1.jpg, a viewer's .thumbnails) skipped.
+  const PHOTO = /\.(jpe?g|png|webp|avif)$/i;
+  const hidden = (path) => path.split("/").some((part) => part.startsWith("."));
+  const photosOf = (files) => Array.from(files).filter((f) => PHOTO.test(f.name) && !hidden(f.webkitRelativePath || f.name));
+
+  // What was dropped: the files, or, for folders among them, the photos inside (walked as above).
+  async function dropped(entries, files) {
+    if (!entries.some((entry) => entry.isDirectory)) return Array.from(files);
+    const out = [];
+    async function walk(entry) {
+      if (entry.name.startsWith(".")) return;
+      if (entry.isFile) {
+        const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+        if (PHOTO.test(file.name)) out.push(file);
+        return;
+      }
+      const reader = entry.createReader();
+      for (;;) { // readEntries answers in batches until an empty one
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child);
+      }
+    }
+    for (const entry of entries) await walk(entry);
+    return out;
+  }
+  BP.droppedPhotos = dropped; // read by the tests (a folder cannot be dropped from a test driver)
+
   function updateProgress() {
     $("progress").max = Math.max(1, state.total);
     $("progress").value = state.done;
@@ -256,7 +285,14 @@
     const drop = $("drop");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
     drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-    drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); handleFiles(e.dataTransfer.files); });
+    $("folder").addEventListener("change", (e) => { handleFiles(photosOf(e.target.files)); e.target.value = ""; });
+    drop.addEventListener("drop", async (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+      // The entries are read now: the drop's items are gone once this handler returns.
+      const entries = Array.from(e.dataTransfer.items || []).map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+      handleFiles(await dropped(entries, e.dataTransfer.files));
+    });
     $("quality").addEventListener("input", () => { $("quality-value").textContent = $("quality").value; });
     $("download-all").addEventListener("click", downloadAll);
     updateProgress();
