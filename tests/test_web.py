@@ -421,13 +421,15 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
         Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
     (album / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     (album / "notes.txt").write_text("not a photo")
+    (album / "IMG_2.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     browser.get((site / "index.html").as_uri())
     browser.find_element("id", "format").send_keys("PNG")
     browser.find_element("id", "folder").send_keys(str(album))
     _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
-    names = sorted(li.find_element("css selector", ".name").text for li in browser.find_elements("css selector", "#results li"))
-    assert names == ["a.jpg", "b.png"]
-    assert browser.find_element("id", "status").text == "Done: 2 patched."
+    items = browser.find_elements("css selector", "#results li")
+    names = sorted(li.find_element("css selector", ".name").text for li in items)
+    assert names == ["IMG_2.HEIC", "a.jpg", "b.png"]  # the HEIC, to be told to convert it, as apply tells
+    assert browser.find_element("id", "status").text == "Done: 2 patched, 1 could not be read."
     assert apply_cli(["default", str(album), "--out", str(tmp_path / "library"), "-q"]) == 0
     assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["a.jpg", "b.png"]
     # A folder dropped on the page: the same walk, on the entries a drop gives (readEntries in batches).
@@ -441,5 +443,5 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
         const album = folder("album", [file("a.jpg"), file("._a.jpg"), file("notes.txt"),
                                        folder("2024", [file("b.png")]), folder(".thumbnails", [file("t.jpg")])]);
         BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.name)));""")
-    assert sorted(walked) == ["a.jpg", "b.png"]
+    assert sorted(walked) == ["a.jpg", "b.png"]  # the mock album has no HEIC
 
