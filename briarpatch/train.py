@@ -150,11 +150,16 @@ def recipe(cfg: DictConfig) -> dict:
         else:
             flat[prefix[:-1]] = node
     walk(resolved, "")
-    return _absolute_paths(flat)
+    given = {k: flat[k] for k in _PATH_SETTINGS if isinstance(flat.get(k), str)}
+    flat = _absolute_paths(flat)
+    if given:
+        flat["_as_given"] = given
+    return flat
 
 
-# Files and folders named in a recipe: compared by where they point, so a run resumed from another
-# folder with the same data given relative to it is the same recipe.
+# Files and folders named in a recipe: the same where they point to the same place (a run resumed
+# from another folder, its data given relative to that one), or where the same relative path is
+# given (a project folder moved with its data).
 _PATH_SETTINGS = ("data.root", "data.manifest", "encoder.weights")
 
 
@@ -181,9 +186,17 @@ def _check_checkpoint(path: Path, cfg: DictConfig | None = None) -> None:
     saved = ckpt.get("briarpatch_recipe")
     if cfg is None or not isinstance(saved, str):  # checkpoints written before the recipe was kept
         return
-    # Checkpoints of earlier versions kept paths as given: read relative to here, as they were.
-    saved, now = _absolute_paths(json.loads(saved)), recipe(cfg)
-    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    saved, now = json.loads(saved), recipe(cfg)
+    given_then, given_now = saved.pop("_as_given", {}), now.pop("_as_given", {})
+    saved = _absolute_paths(saved)  # earlier checkpoints kept paths as given: read relative to here, as they were
+
+    def same(key):
+        relative = given_now.get(key)
+        return saved.get(key) == now.get(key) or (
+            isinstance(relative, str) and not os.path.isabs(os.path.expanduser(relative))
+            and given_then.get(key) == relative)
+
+    changed = [k for k in sorted(set(saved) | set(now)) if not same(k)]
     if changed:
         listed = ", ".join(f"{k}={_show(now.get(k))} (the checkpoint's: {_show(saved.get(k))})" for k in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""

@@ -322,6 +322,12 @@ def test_a_resume_compares_data_paths_by_where_they_point(tmp_path, monkeypatch)
     _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=m.csv"]))
     with pytest.raises(ValueError, match=r"data\.manifest=.*other\.csv \(the checkpoint's: .*sub/m\.csv\)"):
         _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=other.csv"]))
+    # A project folder moved with its data, resumed with the same relative path: the same recipe.
+    (tmp_path / "moved" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "moved")
+    _check_checkpoint(ckpt, compose_cfg("train", [*data, "data.manifest=sub/m.csv"]))
+    with pytest.raises(ValueError, match="data.manifest="):  # an absolute path elsewhere is other data
+        _check_checkpoint(ckpt, compose_cfg("train", [*data, f"data.manifest={tmp_path / 'moved' / 'sub' / 'm.csv'}"]))
 
 
 def test_a_full_disk_is_one_line_with_the_way_on(tiny_cfg, tmp_path, monkeypatch, capsys):
