@@ -24,6 +24,7 @@ import numpy as np
 
 from ._args import ArgumentParser
 from ._atomic import atomic_path, disk_full, folder_problem, write_json
+from .report import _num
 
 __all__ = ["TARGETS", "check_targets", "finished_runs", "run_suite", "suite_table", "cli"]
 
@@ -201,8 +202,7 @@ def finished_runs(out: Path) -> dict:
 
 
 def _cell(runs, key, fmt="{:.3f}") -> str:
-    # None: a figure report.json holds as null (undefined, e.g. a share of a clean gap of 0)
-    return " / ".join("—" if r[key] is None else fmt.format(r[key]) for r in runs)
+    return " / ".join(_num(r[key], fmt) for r in runs)  # a dash for a figure report.json holds as null
 
 
 def _pairs(runs, control) -> str:
