@@ -31,7 +31,7 @@ __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_
 DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif"}
 KINDS = "JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF"
-FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP")}
+FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP"), "avif": (".avif", "AVIF")}
 # GIF is read, not written: its 256 colours would change the photo (a patched GIF is written as .png).
 _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF", ".tif": "TIFF",
                 ".tiff": "TIFF", ".bmp": "BMP"}
@@ -512,6 +512,12 @@ def _icc_fits(icc: bytes | None, mode: str) -> bool:
     return icc is not None and icc[16:20] == _ICC_SPACES.get(mode)
 
 
+def _can_write_avif() -> bool:
+    from PIL import features
+
+    return bool(features.check("avif"))
+
+
 def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> None:
     from PIL import Image
 
@@ -527,9 +533,7 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP", "AVIF") else {}
     if fmt == "AVIF":
-        from PIL import features
-
-        if not features.check("avif"):
+        if not _can_write_avif():
             raise ValueError("this Pillow cannot write AVIF: pip install -U pillow (11.3 or later), or --format jpg")
         kwargs["subsampling"] = "4:4:4"  # full-resolution colour, as for JPEG below
     if fmt == "JPEG":
@@ -572,6 +576,12 @@ def _fraction(text: str) -> float:
 def _first_line(exc: BaseException) -> str:
     """What a failed photo's line says: the error's own first line, or its kind."""
     return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
+def _format_name(text: str) -> str:
+    """--format as users type it: any case, a leading dot, ``jpeg`` for ``jpg``."""
+    name = text.strip().lower().lstrip(".")
+    return {"jpeg": "jpg"}.get(name, name)
 
 
 def _quality(text: str) -> int:
@@ -617,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a frame: do not paste its second copy on a non-square photo's centre square. Only for "
                         "photos a model resizes whole to a square, without cropping (the copy costs that model "
                         "10-13 accuracy points); a model that crops to the centre square then loses the frame")
-    p.add_argument("--format", choices=["keep", *FORMATS], default="keep", help="output format (default: keep)")
+    p.add_argument("--format", type=_format_name, choices=["keep", *FORMATS], default="keep",
+                   help="output format (default: keep)")
     p.add_argument("--quality", type=_quality, default=95,
                    help="JPEG/WebP/AVIF quality (default 95); JPEGs and AVIFs keep full colour resolution (4:4:4), "
                         "WebP halves it (a weaker patch)")
@@ -688,6 +699,10 @@ def cli(argv: list[str] | None = None) -> int:
     if to_file and args.format != "keep" and FORMATS[args.format][1] != _SAVE_FORMAT[out_dir.suffix.lower()]:
         print(f"briarpatch apply: --format {args.format} contradicts --out {out_dir}: drop one, or name the file "
               f"{out_dir.with_suffix(FORMATS[args.format][0]).name}", file=sys.stderr)
+        return 2
+    if (args.format == "avif" or to_file and out_dir.suffix.lower() == ".avif") and not _can_write_avif():
+        print("briarpatch apply: this Pillow cannot write AVIF: pip install -U pillow (11.3 or later), or "
+              "--format jpg", file=sys.stderr)
         return 2
     inside = [i for i in args.inputs if Path(i).is_dir() and _is_within(out_dir, Path(i))]
     if inside and out_dir.exists():

@@ -603,6 +603,25 @@ def test_avif_photos_are_patched_and_written_as_avif_in_full_colour(patch_file, 
     assert np.abs(written - expected)[box].mean() < 0.7 * halved_error
 
 
+def test_format_takes_the_names_users_type(patch_file, tmp_path, capsys, monkeypatch):
+    """``--format jpeg`` and ``--format PNG`` were invalid choices, and AVIF, read and kept, could not be
+    asked for."""
+    from briarpatch import apply as apply_mod
+
+    _rgb(40, 30).save(tmp_path / "p.png")
+    for given, fmt in (("jpeg", "JPEG"), ("PNG", "PNG"), (".webp", "WEBP")):
+        assert cli([str(patch_file), str(tmp_path / "p.png"), "--out", str(tmp_path / given), "--format", given,
+                    "-q"]) == 0
+        (written,) = (tmp_path / given).iterdir()
+        with Image.open(written) as out:
+            assert out.format == fmt
+    monkeypatch.setattr(apply_mod, "_can_write_avif", lambda: False)
+    for extra in (["--out", str(tmp_path / "a"), "--format", "avif"], ["--out", str(tmp_path / "x.avif")]):
+        assert cli([str(patch_file), str(tmp_path / "p.png"), *extra]) == 2
+        assert "this Pillow cannot write AVIF: pip install -U pillow" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
 def test_a_corner_patch_off_the_photo_is_a_failure_not_a_success(patch_file, tmp_path, capsys):
     """A margin or a pixel position that puts the box past the photo's edge pasted part of it (or
     nothing) and reported success."""
