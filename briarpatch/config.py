@@ -27,6 +27,17 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _paths_ending(node, leaf: str, parent: str) -> list[str]:
+    """Full keys below ``node`` whose last part is ``leaf`` (interpolations are not resolved)."""
+    tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    found = []
+    for key, value in tree.items() if isinstance(tree, dict) else ():
+        path = f"{parent}.{key}" if parent else str(key)
+        found += [path] if key == leaf else []
+        found += _paths_ending(value, leaf, path)
+    return found
+
+
 def build(node, **kwargs):
     """``hydra.utils.instantiate`` that re-raises the constructor's own error.
 
@@ -180,8 +191,13 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
                 node = base if not parent else OmegaConf.select(base, parent)
                 known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
                 close = difflib.get_close_matches(leaf, known, n=1)
-                hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else \
-                    f"{parent or 'the config'} has: {', '.join(known)}"
+                deeper = _paths_ending(node, leaf, parent)
+                if 0 < len(deeper) <= 4:  # lr=0.1 for optim.patch.lr: name where the word lives
+                    hint = f"did you mean {' or '.join(deeper)}?"
+                elif close:
+                    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+                else:
+                    hint = f"{parent or 'the config'} has: {', '.join(known)}"
                 return f"{key} is not a setting; {hint} (--help lists the settings)"
             return str(exc).splitlines()[0]
         finally:

@@ -26,6 +26,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "encoder.name=foo"], "unknown encoder 'foo'"),
     (["train", "encoder=foo"], "encoder=foo does not exist; choose one of: efficientnet_lite0"),
     (["train", "patch.sise=5"], "patch.sise is not a setting; did you mean patch.size?"),
+    # A setting's last word alone: where it lives (before: the whole top level, or a near word elsewhere).
+    (["train", "lr=0.1"], "lr is not a setting; did you mean optim.patch.lr or optim.adversary.lr?"),
+    (["train", "warmup_steps=3"], "warmup_steps is not a setting; did you mean adversary.warmup_steps?"),
     # Hydra's grammar: accents and brackets only quoted, ~ never expanded, a comma a sweep.
     (["train", "hydra.run.dir=résumé"],
      "a value holding é is quoted inside the override: hydra.run.dir=\"'résumé'\""),
