@@ -649,15 +649,20 @@ def cli(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    given = Path(args.patch)
+    photo_first = given.is_dir() and not (given / "patch.safetensors").exists() or given.suffix.lower() in IMAGE_SUFFIXES
     if not args.inputs:
-        given = Path(args.patch)
-        if given.is_dir() and not (given / "patch.safetensors").exists() or given.suffix.lower() in IMAGE_SUFFIXES:
+        if photo_first:
             parser.error(f"the patch comes first, then the photos: briarpatch apply default {args.patch} "
                          f"--out {args.out}")
         parser.error("the following arguments are required: INPUT")
     try:
         patch = load_patch(args.patch)
     except (PatchFileError, FileNotFoundError) as exc:
+        if photo_first and given.exists():
+            kind = "a folder without a patch" if given.is_dir() else "a photo, not a patch"
+            parser.error(f"{args.patch} is {kind}; the patch comes first, then the photos: "
+                         f"briarpatch apply default {' '.join([args.patch, *args.inputs])} --out {args.out}")
         print(f"briarpatch apply: {exc}", file=sys.stderr)
         return 2
     changes = {"anchor": args.anchor, "size": args.size, "margin": args.margin, "centre_square": args.centre_square}

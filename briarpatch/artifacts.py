@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -147,6 +148,16 @@ def default_patch_path() -> Path:
     raise FileNotFoundError("the shipped default patch is missing; reinstall briarpatch or pass a patch file")
 
 
+def _is_image(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except Exception:  # noqa: BLE001 - any reason PIL cannot read it: not an image
+        return False
+
+
 def load_patch(path) -> BriarPatch:
     """Read a patch back, without pickle.
 
@@ -197,6 +208,9 @@ def load_patch(path) -> BriarPatch:
         tensors = load(data)
         meta = _read_metadata(data)
     except (SafetensorError, ValueError, OSError) as exc:
+        if _is_image(data):  # `apply photo.jpg ...`: the photo in the patch's place
+            raise PatchFileError(f"{path}: an image, not a patch; a patch is the patch.safetensors a training "
+                                 "run writes, that run's folder, or default (the shipped one)") from None
         raise PatchFileError(f"{path}: not a readable safetensors patch ({exc.__class__.__name__}); "
                              "is this the patch.safetensors written by `briarpatch train`?") from None
     if meta.get("format") != FORMAT:

@@ -305,6 +305,13 @@ def test_a_photo_in_the_patchs_place_is_named(tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("\n") == 1
         assert f"the patch comes first, then the photos: briarpatch apply default {first} --out" in err
+    # With photos after it too: it was "not a readable safetensors patch (SafetensorError)".
+    for first in (tmp_path / "x.jpg", tmp_path):
+        with pytest.raises(SystemExit) as exit_:
+            cli([str(first), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert f"the patch comes first, then the photos: briarpatch apply default {first} {tmp_path / 'x.jpg'}" in err
     with pytest.raises(SystemExit):
         cli(["default", "--out", str(tmp_path / "o")])
     assert "required: INPUT" in capsys.readouterr().err and not (tmp_path / "o").exists()

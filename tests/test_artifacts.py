@@ -36,6 +36,11 @@ def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path):
     with pytest.raises(PatchFileError, match="not a readable safetensors patch") as err:
         load_patch(corrupt)
     assert "\n" not in str(err.value)
+    photo = tmp_path / "photo.png"  # evaluate patch=photo.png
+    photo.write_bytes(bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+                                    "0000000a4944415408d76360000000020001e221bc330000000049454e44ae426082"))
+    with pytest.raises(PatchFileError, match="photo.png: an image, not a patch; a patch is the patch.safetensors"):
+        load_patch(photo)
     foreign = tmp_path / "model.safetensors"
     save_file({"weight": torch.zeros(2)}, foreign)
     with pytest.raises(PatchFileError, match="not a briarpatch patch"):
