@@ -4,6 +4,7 @@ Without a browser these tests skip on a developer's machine, and fail in CI (``C
 .ci/run installs one.
 """
 
+import base64
 import io
 import json
 import os
@@ -326,6 +327,27 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     newer = _with_version(corner, "3")
     browser.find_element("id", "patch-file").send_keys(str(newer))
     _wait(browser, lambda: "written by a newer briarpatch" in browser.find_element("id", "patch-error").text)
+    # A photo chosen as the patch is named as one (it read "not a safetensors file").
+    browser.find_element("id", "patch-file").send_keys(str(photo))
+    _wait(browser, lambda: "p.png is a photo, not a patch: add photos with Choose photos" in
+          browser.find_element("id", "patch-error").text)
+    # A patch file dropped with photos is the patch they get; a photo's .json sidecar is not a patch,
+    # and photos dropped with a patch that cannot be used wait (they do not get the page's other one).
+    browser.get((site / "index.html").as_uri())
+    drop = """
+        const [b64, name, done] = arguments;
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const files = [new File(["x"], "q.jpg"), new File(["{}"], "q.jpg.json"), new File([bytes], name)];
+        const entries = files.map((f) => ({ name: f.name, isFile: true, isDirectory: false, file: (ok) => ok(f) }));
+        BP.droppedPhotos(entries, files).then((photos) => done(photos.map((f) => f.name)));"""
+    assert "frame" in browser.find_element("id", "patch-info").text
+    assert browser.execute_async_script(drop, base64.b64encode(b"\x10" + bytes(7)).decode(), "x.safetensors") == []
+    assert "x.safetensors: not a usable patch" in browser.find_element("id", "patch-error").text
+    assert "frame" in browser.find_element("id", "patch-info").text
+    dropped = browser.execute_async_script(drop, base64.b64encode(corner.read_bytes()).decode(), "c.safetensors")
+    assert dropped == ["q.jpg", "q.jpg.json"]
+    assert "square" in browser.find_element("id", "patch-info").text
+    assert browser.find_element("id", "patch-error").text == ""
 
 
 def test_the_page_reads_the_format_the_library_writes():

@@ -37,19 +37,29 @@
     $("min-size").textContent = `Photos smaller than ${mw}×${mh} px are refused: the patch would be under one pixel wide there.`;
   }
 
+  // Whether the file is now the page's patch (else the reason is shown, and the patch kept).
   async function loadPatchFile(file) {
     try {
       if (file.size > BP.MAX_PATCH_BYTES) throw new Error(`${file.size} bytes is too large for a patch file`);
       const buf = await file.arrayBuffer();
+      if (BP.sniff(new Uint8Array(buf))) {
+        $("patch-error").textContent = `${file.name} is a photo, not a patch: add photos with Choose photos, or ` +
+          "drop them below. A patch is the patch.safetensors that briarpatch train writes.";
+        return false;
+      }
       const patch = file.name.toLowerCase().endsWith(".json")
         ? BP.patchFromJSON(JSON.parse(new TextDecoder().decode(buf))) : BP.patchFromSafetensors(buf);
       showPatch(patch);
       $("patch-error").textContent = "";
+      return true;
     } catch (e) {
       $("patch-error").textContent = `${file.name}: not a usable patch (${e.message}). Use the patch.safetensors ` +
         "that briarpatch train writes, or the patch.json of an exported page.";
+      return false;
     }
   }
+  // Dropped among photos, only these are patches: a photo's .json sidecar (Google Takeout) is not.
+  const PATCH_FILE = /(\.safetensors|^patch\.json)$/i;
 
   // --------------------------------------------------------------------- decoding
   async function decode(file) {
@@ -242,7 +252,15 @@
     for (const entry of entries) await walk(entry);
     return out;
   }
-  BP.droppedPhotos = dropped; // read by the tests (a folder cannot be dropped from a test driver)
+  // A patch file dropped with (or without) photos is the patch they get: loaded first; the photos
+  // wait if it cannot be used, rather than get the page's other patch.
+  async function droppedWithPatch(entries, files) {
+    const patches = Array.from(files).filter((f) => PATCH_FILE.test(f.name));
+    if (patches.length && !(await loadPatchFile(patches[patches.length - 1]))) return [];
+    return dropped(entries.filter((entry) => !PATCH_FILE.test(entry.name)),
+      Array.from(files).filter((f) => !PATCH_FILE.test(f.name)));
+  }
+  BP.droppedPhotos = droppedWithPatch; // read by the tests (nothing can be dropped from a test driver)
 
   function updateProgress() {
     $("progress").max = Math.max(1, state.total);
@@ -291,7 +309,7 @@
       drop.classList.remove("over");
       // The entries are read now: the drop's items are gone once this handler returns.
       const entries = Array.from(e.dataTransfer.items || []).map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
-      handleFiles(await dropped(entries, e.dataTransfer.files));
+      handleFiles(await droppedWithPatch(entries, e.dataTransfer.files));
     });
     $("quality").addEventListener("input", () => { $("quality-value").textContent = $("quality").value; });
     $("download-all").addEventListener("click", downloadAll);
