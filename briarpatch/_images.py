@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "unit_gray"]
+__all__ = ["DEEP_MODES", "gray_scale", "unit_gray"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -18,5 +18,12 @@ def unit_gray(img) -> np.ndarray:
     turns white and a [0, 1] float one black.
     """
     arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
-    scale = (1.0 if arr.max(initial=0.0) <= 1.0 else 255.0) if img.mode == "F" else 65535.0
-    return np.clip(arr / scale, 0.0, 1.0)
+    return np.clip(arr / gray_scale(img, arr), 0.0, 1.0)
+
+
+def gray_scale(img, arr: np.ndarray | None = None) -> float:
+    """The value :func:`unit_gray` reads as white in ``img`` (``arr``: its pixels, if already read)."""
+    if img.mode != "F":
+        return 65535.0
+    arr = np.nan_to_num(np.asarray(img, dtype=np.float32)) if arr is None else arr
+    return 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0

@@ -21,7 +21,7 @@ import torch
 
 from ._args import ArgumentParser
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, unit_gray
+from ._images import DEEP_MODES, gray_scale, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -203,10 +203,12 @@ def _alpha_of_patch(patch: BriarPatch, height: int, width: int, changes: dict) -
 
 # ----------------------------------------------------------------------------- PIL images
 def _split(img):
-    """PIL image -> (float CHW colour, float HW alpha or None, bit depth, output mode)."""
+    """PIL image -> (float CHW colour, float HW alpha or None, the level of white, output mode)."""
     mode = img.mode
-    if mode in DEEP_MODES:  # written back as 16-bit grey, floats included
-        return torch.from_numpy(unit_gray(img))[None], None, 16, "I;16"
+    if mode in DEEP_MODES:
+        # Floats and 32-bit integers come back in their own mode (floats on their own scale); other
+        # deep modes (16-bit, either byte order) as 16-bit grey.
+        return torch.from_numpy(unit_gray(img))[None], None, gray_scale(img), mode if mode in ("F", "I") else "I;16"
     if mode == "1":
         img, mode = img.convert("L"), "L"
     if mode == "P":
@@ -224,15 +226,17 @@ def _split(img):
     t = torch.from_numpy(arr).permute(2, 0, 1)
     alpha = t[-1] if mode in ("LA", "RGBA") else None
     colour = t[:-1] if alpha is not None else t
-    return colour, alpha, 8, mode
+    return colour, alpha, 255, mode
 
 
-def _join(colour: torch.Tensor, alpha, depth: int, mode: str):
+def _join(colour: torch.Tensor, alpha, white: float, mode: str):
     from PIL import Image
 
-    if depth == 16:
-        arr = (colour[0].clamp(0, 1) * 65535).round().numpy().astype(np.uint16)
-        return Image.fromarray(arr)  # uint16 -> mode I;16
+    if mode == "F":
+        return Image.fromarray((colour[0].clamp(0, 1) * white).numpy().astype(np.float32), "F")
+    if mode in ("I", "I;16"):
+        arr = (colour[0].clamp(0, 1) * 65535).round().numpy()
+        return Image.fromarray(arr.astype(np.int32), "I") if mode == "I" else Image.fromarray(arr.astype(np.uint16))
     # In place on a tensor of our own (the pasted copy): each step a new one would be another
     # 288 MB for a 24 MP photo.
     levels = colour if alpha is None else torch.cat([colour, alpha[None]])
@@ -246,15 +250,15 @@ def _apply_pil(patch: BriarPatch, img, *, keep_gray: bool = True, **changes):
     from PIL import ImageOps
 
     img = ImageOps.exif_transpose(img)  # paste where the viewer sees the corner
-    colour, alpha, depth, mode = _split(img)
+    colour, alpha, white, mode = _split(img)
     if not keep_gray and colour.shape[0] == 1:
-        colour, depth = colour.expand(3, -1, -1).clone(), 8
+        colour, white = colour.expand(3, -1, -1).clone(), 255
         mode = "RGBA" if alpha is not None else "RGB"
     out = _paste_into(patch, colour, changes)  # colour is ours: no copy of a large photo
     if alpha is not None:
         cover = _alpha_of_patch(patch, colour.shape[1], colour.shape[2], changes)
         alpha = alpha + cover * (1 - alpha)
-    return _join(out, alpha, depth, mode)
+    return _join(out, alpha, white, mode)
 
 
 def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement_changes):
@@ -272,6 +276,13 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
         Grayscale images stay grayscale (the patch is pasted as luma).
     **placement_changes
         ``anchor``, ``x``, ``y``, ``unit``, ``size``, ``margin``.
+
+    Returns
+    -------
+    The patched image, of the input's kind. A PIL image keeps its mode, except that palette and
+    1-bit images come back as RGB(A) or L, 16-bit grey as ``I;16`` and CMYK or LAB as RGB; ``F``
+    stays on its own scale ([0, 1], or [0, 255] when it exceeds 1), and ``I`` is read as 16-bit
+    (values above 65535 are clipped).
     """
     from PIL import Image
 
@@ -502,7 +513,8 @@ def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None
     return plans
 
 
-_ICC_SPACES = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY"}
+_ICC_SPACES = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY", "I": b"GRAY",
+               "F": b"GRAY"}
 
 
 def _icc_fits(icc: bytes | None, mode: str) -> bool:
@@ -522,6 +534,8 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
     from PIL import Image
 
     fmt = _SAVE_FORMAT[dst.suffix.lower()]
+    if img.mode in ("F", "I") and fmt != "TIFF":  # only TIFF holds floats and 32-bit integers
+        img = Image.fromarray((unit_gray(img) * 65535).round().astype(np.uint16))
     if fmt == "JPEG":
         if img.mode in ("RGBA", "LA"):  # JPEG has no alpha: flatten onto white
             bg = Image.new("RGB" if img.mode == "RGBA" else "L", img.size, 255 if img.mode == "LA" else (255,) * 3)

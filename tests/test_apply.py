@@ -176,14 +176,30 @@ def test_jpeg_outputs_keep_full_colour_resolution(tmp_path):
 
 
 @pytest.mark.parametrize("scale", [1.0, 255.0])
-def test_float_images_keep_their_content(scale):
-    # A float image in [0, 1] (the usual convention) or [0, 255]; PIL's own conversion to 8 bits
-    # would clip the first to black.
+def test_float_images_keep_their_content_and_mode(scale, tmp_path):
+    """A float image in [0, 1] (the usual convention) or [0, 255]: PIL's own conversion to 8 bits
+    would clip the first to black. It comes back a float image on its own scale (it came back 16-bit)."""
     img = Image.fromarray(np.full((60, 80), 0.6 * scale, np.float32), "F")
     out = load_patch("default").apply(img)
-    assert out.mode == "I;16" and out.size == (80, 60)
-    arr = np.asarray(out).astype(float) / 65535
-    assert np.median(arr) == pytest.approx(0.6, abs=1e-4)  # outside the band, the photo itself
+    assert out.mode == "F" and out.size == (80, 60)
+    arr = np.asarray(out)
+    assert np.median(arr) == pytest.approx(0.6 * scale, rel=1e-6)  # outside the band, the photo itself
+    assert arr.max() <= scale and (arr != np.float32(0.6 * scale)).mean() > 0.05  # the band, on its scale
+    # apply writes it as a float TIFF, or as 16-bit grey where the format holds no floats.
+    img.save(tmp_path / "f.tif")
+    for fmt, mode in (("keep", "F"), ("png", "I;16")):
+        assert cli(["default", str(tmp_path / "f.tif"), "--out", str(tmp_path / fmt), "--format", fmt, "-q"]) == 0
+        (written,) = (tmp_path / fmt).iterdir()
+        with Image.open(written) as back:
+            assert back.mode == mode
+            level = np.asarray(back, dtype=float) / (scale if mode == "F" else 65535 / 1.0)
+            assert np.median(level) == pytest.approx(0.6, abs=1e-4)
+
+
+def test_32_bit_integer_images_come_back_in_their_mode():
+    img = Image.fromarray(np.full((60, 80), 40000, np.int32), "I")
+    out = load_patch("default").apply(img)
+    assert out.mode == "I" and np.median(np.asarray(out)) == 40000 and np.asarray(out).max() <= 65535
 
 
 @pytest.mark.parametrize("out", ["notes", "notes/sub", "notes/x.png"])
