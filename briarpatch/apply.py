@@ -664,7 +664,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     given = Path(args.patch)
-    photo_first = given.is_dir() and not (given / "patch.safetensors").exists() or given.suffix.lower() in IMAGE_SUFFIXES
+    photo_first = (given.is_dir() and not (given / "patch.safetensors").exists()
+                   or given.suffix.lower() in IMAGE_SUFFIXES)
     if not args.inputs:
         if photo_first:
             parser.error(f"the patch comes first, then the photos: briarpatch apply default {args.patch} "

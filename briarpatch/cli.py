@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +81,40 @@ def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
     return finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"), overwrite=overwrite)
 
 
+def _sweep_problem(config_name: str, args: list[str]) -> str | None:
+    """Every job of a sweep checked before the first starts: a bad value in a later job stopped
+    the sweep only after the earlier jobs had run (hours, for training)."""
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hydra.errors import HydraException
+
+    from .config import check_overrides, config_dir, sweep_jobs, user_errors
+
+    jobs = sweep_jobs(args)
+    if len(jobs) < 2:  # one job: the run names its own problem before it starts
+        return None
+    check = importlib.import_module(f"briarpatch.{'train' if config_name == 'train' else 'evaluation'}").check_job
+    for overrides, swept in jobs:
+        GlobalHydra.instance().clear()
+        message = None
+        try:
+            with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+                check(compose(config_name=config_name, overrides=overrides))
+        except HydraException:  # a later value that does not compose (patch=frame,hexagon): named as for a run
+            message = check_overrides(config_name, overrides)
+        except user_errors() as exc:
+            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        finally:
+            GlobalHydra.instance().clear()
+        if message:
+            named = re.sub(r"\\(.)", r"\1", " ".join(swept))  # as typed: Hydra escapes jpeg\:75
+            return f"the sweep's job with {named} would stop: {message}; no job was started"
+    return None
+
+
 def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     """Overrides that would not compose are one line on stderr, before Hydra starts a run folder."""
     from .config import check_overrides, override_values
@@ -96,6 +131,8 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     if problem is None and flags <= {"-m", "--multirun"}:  # a run or a sweep, not --help or --cfg
         given = override_values(args)
         problem = _unwritable(given, sweep) or _earlier_results(config_name, given, sweep)
+        if problem is None and sweep:
+            problem = _sweep_problem(config_name, args)
     if problem:
         if config_name == "evaluate":  # in the words the user typed (patch= is patch_path= to Hydra)
             problem = problem.replace("patch_path=", "patch=")

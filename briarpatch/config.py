@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def config_hash(cfg: DictConfig) -> str:
     """A short, stable hash of a resolved config (recorded in artifacts)."""
     text = OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def missing_settings(cfg: DictConfig) -> list[str]:
+    """The keys still ``???`` (mandatory, not given), without resolving interpolations."""
+    def walk(node, parent):
+        for key, value in node.items() if isinstance(node, dict) else ():
+            path = f"{parent}.{key}" if parent else str(key)
+            yield from [path] if value == "???" else walk(value, path)
+    return list(walk(OmegaConf.to_container(cfg, resolve=False), ""))
 
 
 def _paths_ending(node, leaf: str, parent: str) -> list[str]:
@@ -202,6 +212,32 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
             return str(exc).splitlines()[0]
         finally:
             GlobalHydra.instance().clear()
+
+
+def sweep_jobs(args: list[str], *, limit: int = 64) -> list[tuple[list[str], list[str]]]:
+    """The jobs a ``-m`` sweep would run: ``(overrides, swept)`` each, ``swept`` the values that
+    name the job. Beyond ``limit`` combinations, each value once with the others' first values."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    texts = [a for a in args if not a.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(texts)
+    options = []
+    for o, text in zip(parsed, texts):
+        if o.key_or_group.startswith("hydra"):
+            continue
+        key = text.split("=", 1)[0]
+        options.append([f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [text])
+    swept = [i for i, values in enumerate(options) if len(values) > 1]
+    count = math.prod(len(values) for values in options)
+    if count <= limit:
+        combos = [list(c) for c in itertools.product(*options)]
+    else:  # a value's mistake rarely needs another's: each value once
+        combos = [[values[0] for values in options]]
+        for i in swept:
+            combos += [[v if j == i else values[0] for j, values in enumerate(options)] for v in options[i][1:]]
+    return [(combo, [combo[i] for i in swept]) for combo in combos]
 
 
 def _mistyped(defaults: DictConfig, overrides) -> str | None:

@@ -48,7 +48,7 @@ from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
-           "patch_and_quality", "main"]
+           "patch_and_quality", "check_job", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -650,6 +650,13 @@ def kept_report_problem(run_dir, *, overwrite=False) -> str | None:
         return None
     return (f"{run_dir} already holds a report ({report}): choose another folder (hydra.run.dir=..., or leave it "
             "out for a new one), or replace it (overwrite=true)")
+
+
+def check_job(cfg: DictConfig) -> None:
+    """What one job of an evaluation sweep can be refused for before the first job starts: its
+    settings and its patch file. Raises a user error."""
+    EvalSettings.from_cfg(cfg.eval)
+    load_patch(cfg.patch_path)
 
 
 def evaluate(cfg: DictConfig, overrides=()) -> dict:

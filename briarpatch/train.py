@@ -21,7 +21,8 @@ from ._memory import keep_freed_memory
 from ._runlog import stage
 from .artifacts import save_patch, save_png
 from ._atomic import disk_full
-from .config import build, config_dir, config_hash, remove_if_empty_run, report_user_error, user_errors
+from .config import (build, config_dir, config_hash, missing_settings, remove_if_empty_run, report_user_error,
+                     user_errors)
 from .data import check_groups
 from .module import BriarPatchModule
 
@@ -40,9 +41,6 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
                       num_classes=num_classes, parts=[sl.stop - sl.start for _, sl in encoder.parts])
     objective = build(cfg.objective)
     pipeline = build(cfg.pipeline) if cfg.get("pipeline") else None
-    if cfg.get("patch_steps") is None or cfg.patch_steps < 1:
-        raise ValueError(f"patch_steps={cfg.get('patch_steps')} leaves the patch no step to train: "
-                         "set patch_steps to the number of patch steps (e.g. 256)")
     caching = cfg.get("cache_clean_embeddings", True)
     cache, val_cache = (len(datamodule.split(k)) for k in ("train", "val")) if caching else (None, None)
     return BriarPatchModule(
@@ -239,13 +237,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where it stopped and how to go on."""
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
+def check_settings(cfg: DictConfig) -> None:
+    """Settings a run can refuse before it reads any data, each a ``ValueError`` that names the fix.
 
-    Returns
-    -------
-    dict
-        ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
+    Also run on every job of a sweep before its first starts (:func:`check_job`).
     """
     for key in ("max_epochs", "max_steps"):  # the schedule is patch_steps: a value here would be replaced unsaid
         if cfg.trainer.get(key) not in (None, -1):
@@ -264,6 +259,36 @@ def train(cfg: DictConfig) -> dict:
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and this machine has none: "
                          "use trainer=cpu (the default)")
+    if cfg.get("patch_steps") is None or cfg.patch_steps < 1:
+        raise ValueError(f"patch_steps={cfg.get('patch_steps')} leaves the patch no step to train: "
+                         "set patch_steps to the number of patch steps (e.g. 256)")
+
+
+def check_job(cfg: DictConfig) -> None:
+    """What one job of a sweep can be refused for without data or encoder: its settings, and the
+    patch, objective, photo pipeline and evaluation it would build. Raises a user error."""
+    check_settings(cfg)
+    missing = missing_settings(cfg)
+    if missing:  # data.root of a real dataset: else found when that job reads its data
+        raise ValueError(f"{missing[0]} must be set (add {missing[0]}=...)")
+    for key in ("patch", "objective", "pipeline"):
+        if cfg.get(key):
+            build(cfg[key])
+    if cfg.get("evaluate_after_train", False):
+        from .evaluation import EvalSettings
+
+        EvalSettings.from_cfg(cfg.eval)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train a patch as configured; write the artifact (and the evaluation report) to ``cfg.run_dir``.
+
+    Returns
+    -------
+    dict
+        ``{"patch": Path, "metrics": {name: float}, "report": dict or None}``.
+    """
+    check_settings(cfg)
     problem = finished_run_problem(cfg.run_dir, ckpt_path=cfg.get("ckpt_path"), overwrite=cfg.get("overwrite", False))
     if problem:  # never replace a user's earlier results unasked
         raise FileExistsError(problem)

@@ -41,6 +41,15 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "-m", "seed=0,1", "patch.sise=5"], "did you mean patch.size?"),
     # Raised inside the sweep's first job: its folder, multirun.yaml and multirun/DATE go too.
     (["train", "-m", "seed=0,1", "patch.size=200"], "a frame's bands (patch.size=200 at patch.insets=[12]) must fit"),
+    # A bad value in a later job of a sweep: it stopped the sweep after the earlier jobs had trained.
+    (["train", "-m", "patch.size=4,200"], "the sweep's job with patch.size=200 would stop: a frame's bands"),
+    (["train", "-m", "eval.robustness=[identity],[jpeg:200]"],
+     "job with eval.robustness=[jpeg:200] would stop: robustness channel 'jpeg:200': 200 is not a whole quality"),
+    (["train", "-m", "experiment=smoke,celeba_smiling_male"],
+     "the sweep's job with experiment=celeba_smiling_male would stop: data.root must be set (add data.root=...)"),
+    (["train", "-m", "patch=frame,hexagon"], "job with patch=hexagon would stop: patch=hexagon does not exist"),
+    (["evaluate", "-m", "patch=default,nothere"],
+     "the sweep's job with patch=nothere would stop: nothere: no such patch file; no job was started"),
     (["train", "encoder.weights=/nowhere/w.pt"], "weights for encoder efficientnet_lite0 not found at /nowhere/w.pt"),
     (["train", "data=manifest", "data.manifest=/nowhere/m.csv", "data.target=y", "data.sensitive=s"],
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),

@@ -131,3 +131,14 @@ def test_override_values_reads_them_as_hydra_does():
 
     assert override_values(["hydra.run.dir='résumé'", "-m", "seed=0,1", "+a.b=3", "overwrite=true"]) == {
         "hydra.run.dir": "résumé", "a.b": "3", "overwrite": "True"}
+
+
+def test_sweep_jobs_are_hydras_combinations_or_each_value_once():
+    from briarpatch.config import sweep_jobs
+
+    jobs = sweep_jobs(["-m", "seed=0,1,2", "patch.size=2,3", "hydra.sweep.dir=x", "patch_steps=4"])
+    assert len(jobs) == 6 and all(o[-1] == "patch_steps=4" for o, _ in jobs)
+    assert jobs[-1] == (["seed=2", "patch.size=3", "patch_steps=4"], ["seed=2", "patch.size=3"])
+    few = sweep_jobs(["-m", "seed=0,1,2", "patch.size=2,3"], limit=4)  # beyond the limit: each value once
+    assert [swept for _, swept in few] == [["seed=0", "patch.size=2"], ["seed=1", "patch.size=2"],
+                                           ["seed=2", "patch.size=2"], ["seed=0", "patch.size=3"]]
