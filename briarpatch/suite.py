@@ -350,6 +350,10 @@ def cli(argv=None) -> int:
 
     # The recipe's overrides, as briarpatch train checks them (with a member and a seed set as the suite sets them).
     problem = check_overrides("train", [*args.overrides, f"data.member={members[0]}", f"seed={seeds[0]}"])
+    if problem and problem.startswith("data.member is not a setting"):  # data=manifest, experiment=celeba_...
+        problem = ("the suite's members are synthetic benchmarks, so a recipe that chooses other data (data=..., or "
+                   "an experiment= of a real dataset) cannot run on them: for your data, run briarpatch train with "
+                   "those overrides and -m seed=0,1,2")
     if problem:
         print(f"briarpatch suite: {problem}", file=sys.stderr)
         return 2

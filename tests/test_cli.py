@@ -77,6 +77,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
      "--out /proc/cat.jpg: /proc cannot be written"),
     (["export-web", "default", "--out", "/proc/briarpatch"], "/proc/briarpatch cannot be written"),
     (["suite", "--out", "/proc/briarpatch", "experiment=smoke"], "--out /proc/briarpatch cannot be written"),
+    # Other data: it read "data.member is not a setting; data has: ..." (a key the user never typed).
+    (["suite", "--out", "s", "experiment=celeba_smiling_male"],
+     "the suite's members are synthetic benchmarks, so a recipe that chooses other data (data=..., or an experiment="),
     # Found when the first embeddings were saved, once computed: now before anything runs.
     (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"],
      "eval.cache_dir=/proc/briarpatch cannot be written"),
