@@ -142,3 +142,16 @@ def test_sweep_jobs_are_hydras_combinations_or_each_value_once():
     few = sweep_jobs(["-m", "seed=0,1,2", "patch.size=2,3"], limit=4)  # beyond the limit: each value once
     assert [swept for _, swept in few] == [["seed=0", "patch.size=2"], ["seed=1", "patch.size=2"],
                                            ["seed=2", "patch.size=2"], ["seed=0", "patch.size=3"]]
+
+
+def test_evaluates_help_lists_every_option_of_its_groups():
+    """The group lines of `briarpatch evaluate --help` are written out in its config (it shows only
+    the groups evaluation uses): each must hold every option there is, and no other."""
+    import re
+
+    template = (Path(config_dir()) / "evaluate.yaml").read_text()
+    listed = dict(re.findall(r"^\s+(data|encoder|experiment): (.+)$", template, flags=re.M))
+    assert set(listed) == {"data", "encoder", "experiment"}
+    for group, options in listed.items():
+        there = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+        assert options.split(", ") == there, group
