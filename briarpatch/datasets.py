@@ -28,10 +28,36 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def _need(path: Path, what: str, fix: str = "set data.root to the dataset folder") -> Path:
+ROOT_FIX = "set data.root to the dataset folder"
+
+
+def _need(path: Path, what: str, fix: str = ROOT_FIX) -> Path:
     if not path.exists():
+        near = _root_near(path.parent, path.name) if fix == ROOT_FIX else None
+        fix = f"it is in {near}: data.root={near}" if near else fix
         raise FileNotFoundError(f"{what} not found: expected {path} ({fix})")
     return path
+
+
+def _labels(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    """A dataset's own label table, read with pandas; a damaged or empty one named, with the fix."""
+    try:
+        return pd.read_csv(_need(path, what), **kwargs)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        why = "is empty" if isinstance(exc, pd.errors.EmptyDataError) else "cannot be read as a table"
+        raise ValueError(f"{what} {path} {why}: download or unpack the dataset again") from None
+
+
+def _root_near(root: Path, name: str) -> Path | None:
+    """The folder next to ``root`` that holds ``name``: its parent (data.root given as the image
+    folder) or one of its sub-folders (an archive unpacked into a folder of its own)."""
+    if (root.parent / name).exists() and root.parent != root:
+        return root.parent
+    try:
+        subs = sorted(p for p in root.iterdir() if p.is_dir())[:100] if root.is_dir() else []
+    except OSError:
+        return None
+    return next((sub for sub in subs if (sub / name).exists()), None)
 
 
 def _column(frame: pd.DataFrame, name: str, role: str) -> pd.Series:
@@ -274,23 +300,31 @@ def celeba(*, root: str, target: str = "Smiling", sensitive: str = "Male", targe
     """CelebA, official layout (``list_attr_celeba.txt``) or the Kaggle CSV one (``list_attr_celeba.csv``)."""
     root = Path(root).expanduser()
     if (root / "list_attr_celeba.txt").is_file():
-        lines = (root / "list_attr_celeba.txt").read_text().splitlines()
-        names = lines[1].split()
-        rows = [ln.split() for ln in lines[2:] if ln.strip()]
-        attrs = pd.DataFrame([r[1:] for r in rows], columns=names).astype(int)
+        try:  # a count line, the attribute names, then one line per image
+            lines = (root / "list_attr_celeba.txt").read_text().splitlines()
+            names = lines[1].split()
+            rows = [ln.split() for ln in lines[2:] if ln.strip()]
+            attrs = pd.DataFrame([r[1:] for r in rows], columns=names).astype(int)
+        except (IndexError, ValueError, UnicodeDecodeError):
+            raise ValueError(f"CelebA labels {root / 'list_attr_celeba.txt'} cannot be read (empty or damaged): "
+                             "download or unpack the dataset again") from None
         attrs.insert(0, "image_id", [r[0] for r in rows])
-        part = pd.read_csv(_need(root / "list_eval_partition.txt", "CelebA partition file"), sep=r"\s+",
-                           header=None, names=["image_id", "partition"])
+        part = _labels(root / "list_eval_partition.txt", "CelebA partition file", sep=r"\s+",
+                       header=None, names=["image_id", "partition"])
     elif (root / "list_attr_celeba.csv").is_file():
-        attrs = pd.read_csv(root / "list_attr_celeba.csv")
-        part = pd.read_csv(_need(root / "list_eval_partition.csv", "CelebA partition file"))
+        attrs = _labels(root / "list_attr_celeba.csv", "CelebA labels")
+        part = _labels(root / "list_eval_partition.csv", "CelebA partition file")
     else:
+        near = _root_near(root, "list_attr_celeba.txt") or _root_near(root, "list_attr_celeba.csv")
         raise FileNotFoundError(f"CelebA labels not found: expected {root / 'list_attr_celeba.txt'} (official) or "
-                                f"{root / 'list_attr_celeba.csv'} (Kaggle); set data.root")
+                                f"{root / 'list_attr_celeba.csv'} (Kaggle); "
+                                + (f"they are in {near}: data.root={near}" if near else "set data.root"))
     images = root / "img_align_celeba"
     if (images / "img_align_celeba").is_dir():  # the Kaggle archive nests the folder
         images = images / "img_align_celeba"
     _need(images, "CelebA image folder")
+    for table in (attrs, part):
+        _column(table, "image_id", "column")
     frame = attrs.merge(part, on="image_id")
     frame["path"] = [str(images / f) for f in frame["image_id"]]
     split = frame["partition"].map({0: "train", 1: "val", 2: "test"})
@@ -327,12 +361,12 @@ def utkface(*, root: str, target: str = "age", sensitive: str = "gender", target
 def fairface(*, root: str, target: str = "age", sensitive: str = "race", target_threshold=40, **kwargs):
     """FairFace: ``fairface_label_train.csv`` (train and val, split 90/10) and ``fairface_label_val.csv`` (test)."""
     root = Path(root).expanduser()
-    train = pd.read_csv(_need(root / "fairface_label_train.csv", "FairFace train labels"))
-    test = pd.read_csv(_need(root / "fairface_label_val.csv", "FairFace val labels"))
+    train = _labels(root / "fairface_label_train.csv", "FairFace train labels")
+    test = _labels(root / "fairface_label_val.csv", "FairFace val labels")
     rng = np.random.default_rng(kwargs.get("seed", 0))
     train_split = np.where(rng.random(len(train)) < 0.9, "train", "val")
     frame = pd.concat([train, test], ignore_index=True)
-    frame["path"] = [str(root / f) for f in frame["file"]]
+    frame["path"] = [str(root / f) for f in _column(frame, "file", "column")]
     split = np.concatenate([train_split, np.full(len(test), "test")])
     return _module(frame, name="fairface", target=target, sensitive=sensitive, target_threshold=target_threshold,
                    y_values=_column(frame, target, "column"), s_values=_column(frame, sensitive, "column"),
@@ -342,7 +376,7 @@ def fairface(*, root: str, target: str = "age", sensitive: str = "race", target_
 def waterbirds(*, root: str, target: str = "y", sensitive: str = "place", target_threshold=None, **kwargs):
     """Waterbirds: ``metadata.csv`` with ``img_filename, y, split, place`` (split 0/1/2)."""
     root = Path(root).expanduser()
-    frame = pd.read_csv(_need(root / "metadata.csv", "Waterbirds metadata"))
+    frame = _labels(root / "metadata.csv", "Waterbirds metadata")
     frame["path"] = [str(root / f) for f in _column(frame, "img_filename", "column")]
     split = _column(frame, "split", "column").map({0: "train", 1: "val", 2: "test"})
     return _module(frame, name="waterbirds", target=target, sensitive=sensitive, target_threshold=target_threshold,

@@ -191,6 +191,28 @@ def test_clear_errors(tmp_path):
                                         "data.sensitive=group", "data.split_column=split", f"data.limit={limit}"]).data)
 
 
+def test_a_root_one_folder_off_and_damaged_label_files_are_named(tmp_path):
+    """data.root given as the image folder, or above the folder an archive unpacked into: the
+    folder that holds the labels is named. Empty or damaged label files: pandas' "No columns to
+    parse from file", an IndexError or a KeyError, without the file's name."""
+    make_celeba_official(tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match=f"they are in {tmp_path / 'c'}: data.root={tmp_path / 'c'}$"):
+        build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c' / 'img_align_celeba'}"]).data)
+    make_fairface(tmp_path / "f" / "fairface")
+    with pytest.raises(FileNotFoundError, match=f"it is in {tmp_path / 'f' / 'fairface'}: data.root="):
+        build(compose_cfg("train", ["experiment=fairface_age_race", f"data.root={tmp_path / 'f'}"]).data)
+    (tmp_path / "c" / "list_attr_celeba.txt").write_text("")
+    with pytest.raises(ValueError, match="list_attr_celeba.txt cannot be read .empty or damaged.: download or unpack"):
+        build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}"]).data)
+    (tmp_path / "f" / "fairface" / "fairface_label_val.csv").write_text("")
+    with pytest.raises(ValueError, match="FairFace val labels .*fairface_label_val.csv is empty: download or unpack"):
+        build(compose_cfg("train", ["experiment=fairface_age_race", f"data.root={tmp_path / 'f' / 'fairface'}"]).data)
+    (tmp_path / "f" / "fairface" / "fairface_label_val.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "f" / "fairface" / "fairface_label_train.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="unknown column 'file'; valid names: a, b"):
+        build(compose_cfg("train", ["experiment=fairface_age_race", f"data.root={tmp_path / 'f' / 'fairface'}"]).data)
+
+
 def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path, caplog, capsys):
     """A file that is not an image and a row without a label are skipped with a warning (counted
     against data.max_missing), not met at the first batch; a body that does not decode names its file."""
