@@ -323,7 +323,14 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
         if image.dim() == 4:
             return torch.stack([paste_array(patch, one, **placement_changes) for one in image])
         return paste_array(patch, image, **placement_changes)
-    raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float tensor")
+    hint = ""
+    if isinstance(image, (str, os.PathLike)):
+        hint = (f" ({image} is a file name: patch.apply(Image.open(path)), or briarpatch apply, which writes files "
+                "and keeps their format and metadata)")
+    elif isinstance(image, (bytes, bytearray)):
+        hint = " (a file's bytes: patch.apply(Image.open(io.BytesIO(data))))"
+    raise TypeError(f"cannot apply a patch to {type(image).__name__}; pass a PIL image, uint8 array or float "
+                    f"tensor{hint}")
 
 
 def _check_unit_range(image: np.ndarray) -> None:

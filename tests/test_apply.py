@@ -114,7 +114,9 @@ def test_api_takes_float_arrays_and_names_the_fix_for_the_rest(patch_file):
                      (ints[None].astype(np.uint8), r"one image at a time: image\[0\]"),
                      (ints[..., :2].astype(np.uint8), "gray and alpha"),
                      (torch.rand(30, 40, 3), r"permute\(2, 0, 1\)"),
-                     (torch.rand(4, 30, 40), r"RGBA: patch the colour channels")):
+                     (torch.rand(4, 30, 40), r"RGBA: patch the colour channels"),
+                     ("photo.jpg", r"photo.jpg is a file name: patch.apply\(Image.open\(path\)\), or briarpatch apply"),
+                     (b"\xff\xd8\xff", r"a file's bytes: patch.apply\(Image.open\(io.BytesIO\(data\)\)\)")):
         with pytest.raises(TypeError, match=fix):
             patch.apply(bad)
     with pytest.raises(TypeError, match="unknown placement change 'ancor'; choose from anchor"):
