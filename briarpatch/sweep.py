@@ -39,17 +39,23 @@ def _flatten(node, prefix="") -> dict:
 
 
 def collect_runs(root: Path) -> list[dict]:
-    """Runs under ``root`` that have ``config.yaml`` and ``report/report.json``."""
+    """Runs under ``root`` that have ``report/report.json`` and their config: a training run's
+    ``config.yaml``, or the ``.hydra/config.yaml`` of an evaluation (``briarpatch evaluate -m``)."""
     runs = []
     for report in sorted(Path(root).rglob("report.json")):
         if report.parent.name != "report":
             continue
         run = report.parent.parent
-        config = run / "config.yaml"
-        if not config.is_file():
+        config = next((c for c in (run / "config.yaml", run / ".hydra" / "config.yaml") if c.is_file()), None)
+        if config is None:
             continue
         cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
         data = json.loads(report.read_text())
+        if config.parent.name == ".hydra":  # an evaluation: its patch= as typed, and the data it used (each
+            # patch's own training data unless told otherwise)
+            cfg = {"patch": cfg.pop("patch_path", None), **cfg}
+            if isinstance(data.get("data"), dict) and isinstance(cfg.get("data"), dict):
+                cfg["data"]["evaluated_on"] = data["data"].get("dataset")
         runs.append({"dir": str(run), "label": str(run.relative_to(root)) if run != Path(root) else run.name,
                      "config": _flatten(cfg), "seed": cfg.get("seed"),
                      **{m: float(f(data)) for m, f in METRICS.items()}})
@@ -152,7 +158,8 @@ def sweep_report(root, out=None) -> dict:
     runs = collect_runs(root)
     if not runs:
         raise FileNotFoundError(f"no runs with config.yaml and report/report.json under {root}; "
-                                "run `briarpatch train -m ...` with evaluate_after_train=true first")
+                                "run `briarpatch train -m ...` with evaluate_after_train=true (or `briarpatch "
+                                "evaluate -m ...`) first")
     why = folder_problem(out)
     if why:
         raise PermissionError(f"--out {out} cannot be written ({why}); choose a folder you can write")
@@ -198,7 +205,7 @@ def sweep_report(root, out=None) -> dict:
 
 def cli(argv=None) -> int:
     p = ArgumentParser(prog="briarpatch sweep-report",
-                       description="Collect every run's report under DIR (e.g. a `briarpatch train -m` sweep "
+                       description="Collect every run's report under DIR (a `briarpatch train -m` or `briarpatch evaluate -m` sweep "
                                    "directory) into one table (mean ± std over seeds) and a Pareto figure.")
     p.add_argument("dir", type=Path)
     p.add_argument("--out", type=Path, help="where to write sweep_report.md/.json and pareto.png (default: DIR)")

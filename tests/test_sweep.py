@@ -75,3 +75,22 @@ def test_launched_jobs_counts_the_basic_sweepers_product_only(tmp_path):
     assert write("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "seed=0,1") is None
     (tmp_path / "multirun.yaml").unlink()
     assert launched_jobs(tmp_path) is None
+
+
+def test_an_evaluation_sweep_is_reported_with_the_data_each_patch_was_evaluated_on(tiny_cfg, tmp_path, capsys):
+    """`briarpatch evaluate -m patch=a,b` folders hold .hydra/config.yaml, not config.yaml: they
+    were "no runs". Each patch is evaluated on its own training data unless told otherwise."""
+    train(tiny_cfg(f"run_dir={tmp_path}/run"))
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    for job, (patch, dataset) in enumerate([("runs/a", "synthetic"), ("runs/b", "manifest:m.csv")]):
+        (tmp_path / "sweep" / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / "sweep" / str(job) / "report").mkdir()
+        (tmp_path / "sweep" / str(job) / ".hydra" / "config.yaml").write_text(
+            f"patch_path: {patch}\nseed: 0\nrun_dir: ${{hydra:runtime.output_dir}}\ndata:\n  member: default\n")
+        report["data"]["dataset"] = dataset
+        (tmp_path / "sweep" / str(job) / "report" / "report.json").write_text(json.dumps(report))
+    assert main(["sweep-report", str(tmp_path / "sweep")]) == 0
+    data = json.loads((tmp_path / "sweep" / "sweep_report.json").read_text())
+    assert data["swept"] == ["data.evaluated_on", "patch"]
+    assert sorted(r["setting"]["patch"] for r in data["rows"]) == ["runs/a", "runs/b"]
+    assert "| data.evaluated_on=manifest:m.csv, patch=runs/b |" in capsys.readouterr().out
