@@ -84,11 +84,8 @@ def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
 def _sweep_problem(config_name: str, args: list[str]) -> str | None:
     """Every job of a sweep checked before the first starts: a bad value in a later job stopped
     the sweep only after the earlier jobs had run (hours, for training)."""
-    import importlib
-
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
     from hydra.errors import HydraException
 
     from .config import check_overrides, config_dir, sweep_jobs, user_errors

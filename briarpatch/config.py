@@ -28,24 +28,18 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def missing_settings(cfg: DictConfig) -> list[str]:
-    """The keys still ``???`` (mandatory, not given), without resolving interpolations."""
-    def walk(node, parent):
-        for key, value in node.items() if isinstance(node, dict) else ():
-            path = f"{parent}.{key}" if parent else str(key)
-            yield from [path] if value == "???" else walk(value, path)
-    return list(walk(OmegaConf.to_container(cfg, resolve=False), ""))
-
-
-def _paths_ending(node, leaf: str, parent: str) -> list[str]:
-    """Full keys below ``node`` whose last part is ``leaf`` (interpolations are not resolved)."""
+def _nodes(node, parent: str = ""):
+    """``(full key, last key, value)`` of every key below ``node``, interpolations not resolved."""
     tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
-    found = []
     for key, value in tree.items() if isinstance(tree, dict) else ():
         path = f"{parent}.{key}" if parent else str(key)
-        found += [path] if key == leaf else []
-        found += _paths_ending(value, leaf, path)
-    return found
+        yield path, key, value
+        yield from _nodes(value, path)
+
+
+def missing_settings(cfg: DictConfig) -> list[str]:
+    """The keys still ``???`` (mandatory, not given)."""
+    return [path for path, _, value in _nodes(cfg) if value == "???"]
 
 
 def build(node, **kwargs):
@@ -168,7 +162,7 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
                 key, value = text.split("=", 1)
                 return (f"{text} is several values (a sweep): add -m to run each; for one value that holds a "
                         f"comma, quote it inside the override: {_quoted(key, value)}")
-    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else text
+    first = [f"{o.get_key_element()}={next(iter(sweep_values(o)), '')}" if o.is_sweep_override() else text
              for o, text in zip(parsed, overrides) if not o.key_or_group.startswith("hydra")]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -201,7 +195,7 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
                 node = base if not parent else OmegaConf.select(base, parent)
                 known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
                 close = difflib.get_close_matches(leaf, known, n=1)
-                deeper = _paths_ending(node, leaf, parent)
+                deeper = [path for path, last, _ in _nodes(node, parent) if last == leaf]
                 if 0 < len(deeper) <= 4:  # lr=0.1 for optim.patch.lr: name where the word lives
                     hint = f"did you mean {' or '.join(deeper)}?"
                 elif close:
@@ -212,6 +206,17 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
             return str(exc).splitlines()[0]
         finally:
             GlobalHydra.instance().clear()
+
+
+def sweep_values(override) -> list[str]:
+    """A sweep override's values, as Hydra's basic sweeper runs them; ``glob(...)`` over a config
+    group expanded here (Hydra expands it only inside a run)."""
+    from hydra.core.override_parser.types import Glob
+
+    value = override.value()
+    if isinstance(value, Glob):
+        return value.filter(sorted(p.stem for p in (Path(config_dir()) / override.key_or_group).glob("*.yaml")))
+    return list(override.sweep_string_iterator())
 
 
 def sweep_jobs(args: list[str], *, limit: int = 64) -> list[tuple[list[str], list[str]]]:
@@ -228,7 +233,7 @@ def sweep_jobs(args: list[str], *, limit: int = 64) -> list[tuple[list[str], lis
         if o.key_or_group.startswith("hydra"):
             continue
         key = text.split("=", 1)[0]
-        options.append([f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [text])
+        options.append([f"{key}={v}" for v in sweep_values(o)] if o.is_sweep_override() else [text])
     swept = [i for i, values in enumerate(options) if len(values) > 1]
     count = math.prod(len(values) for values in options)
     if count <= limit:

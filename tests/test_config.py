@@ -155,3 +155,12 @@ def test_evaluates_help_lists_every_option_of_its_groups():
     for group, options in listed.items():
         there = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
         assert options.split(", ") == there, group
+
+
+def test_glob_sweeps_over_a_group_are_expanded_before_hydra_runs():
+    """`-m 'patch=glob(*,exclude=grid)'` was a traceback ("ConfigLoader is not set") before any job."""
+    from briarpatch.config import check_overrides, sweep_jobs
+
+    jobs = sweep_jobs(["-m", "patch=glob(*,exclude=[grid,rectangle])", "seed=0"])
+    assert [swept for _, swept in jobs] == [["patch=circle"], ["patch=frame"], ["patch=square"]]
+    assert check_overrides("train", ["-m", "patch=glob(c*)"]) is None
