@@ -68,13 +68,15 @@ def launched_jobs(root: Path) -> int | None:
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from .config import sweep_values
+
         hydra_cfg = OmegaConf.load(Path(root) / "multirun.yaml").hydra
         if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
             return None  # an optimiser's sweeper chooses its own trials
         jobs = 1
         for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
             if override.is_sweep_override():
-                jobs *= len(list(override.sweep_string_iterator()))
+                jobs *= len(sweep_values(override))
         return jobs
     except Exception:  # noqa: BLE001 - no multirun.yaml, or one this cannot read: nothing to say
         return None
