@@ -605,6 +605,20 @@ def _format_name(text: str) -> str:
     return {"jpeg": "jpg"}.get(name, name)
 
 
+def _max_pixels(text: str) -> int:
+    """--max-pixels as written: 100000000, 100,000,000, 100_000_000, 1e8 or 100M."""
+    clean = text.strip().replace(",", "").replace("_", "")
+    scale = 1_000_000 if clean[-1:] in ("M", "m") else 1
+    try:
+        value = float(clean[:-1] if scale > 1 else clean) * scale
+    except ValueError:
+        value = float("nan")
+    if not (1 <= value < float("inf") and value == int(value)):
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 1 (e.g. 200M or 200000000), "
+                                         f"got {text!r}")
+    return int(value)
+
+
 def _quality(text: str) -> int:
     v = int(text)
     if not 1 <= v <= 100:
@@ -657,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
     p.add_argument("--strip-metadata", action="store_true", help="drop EXIF, ICC profile and DPI from outputs")
     p.add_argument("--color", action="store_true", help="write grayscale inputs as colour images with a colour patch")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images (decompression bombs), default {DEFAULT_MAX_PIXELS:,}")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file messages")
     return p

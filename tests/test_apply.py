@@ -371,6 +371,14 @@ def test_decompression_bombs_are_refused(patch_file, tmp_path, capsys):
     assert cli([str(patch_file), str(tmp_path / "big.png"), "--out", str(tmp_path / "o"), "-q",
                 "--max-pixels", "10000"]) == 1
     assert "more than --max-pixels 10000" in capsys.readouterr().err
+    # As its help writes the default (100,000,000), or shorter; 0 refused every photo one by one.
+    for given in ("120,000", "0.12M", "1.2e5"):
+        assert cli([str(patch_file), str(tmp_path / "big.png"), "--out", str(tmp_path / given), "-q",
+                    "--max-pixels", given]) == 0
+    for given in ("0", "-5", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            cli([str(patch_file), str(tmp_path / "big.png"), "--out", str(tmp_path / "x"), "--max-pixels", given])
+        assert exit_.value.code == 2 and "must be a whole number of pixels >= 1" in capsys.readouterr().err
 
 
 def test_outputs_cannot_escape_through_symlinks(patch_file, tmp_path):
