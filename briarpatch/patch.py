@@ -129,8 +129,14 @@ class Patch(nn.Module):
             band, height, width = height, int(image_size), int(image_size)
             deepest = max(insets) if shape == "frame" else 0
             if shape == "frame" and (min(insets) < 0 or not 1 <= band < image_size / 2 - deepest):
+                # Sizes are pixels of the training image, chosen at 128 px: at another data.image_size,
+                # the same shares of the image.
+                width, deep = max(1, round(band * image_size / 128)), [round(i * image_size / 128) for i in insets]
+                fits = image_size != 128 and min(insets) >= 0 and width < image_size / 2 - max(deep)
+                hint = (f"; at {image_size} px the same shares of the image as at 128 px are patch.size={width} "
+                        f"patch.insets=[{','.join(map(str, deep))}]" if fits else "")
                 raise ValueError(f"a frame's bands (patch.size={band} at patch.insets={list(insets)}) must fit in "
-                                 f"{image_size}px images: 1 <= size < {image_size // 2} - the largest inset")
+                                 f"{image_size}px images: 1 <= size < {image_size // 2} - the largest inset{hint}")
             if shape == "grid" and not 1 <= band < spacing <= image_size:
                 raise ValueError(f"a grid's lines (patch.size={band}) must be at least 1 px wide and narrower than "
                                  f"their spacing (patch.spacing={spacing}), which must fit in {image_size}px images")

@@ -55,6 +55,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
      "manifest not found: expected /nowhere/m.csv (check data.manifest)"),
     (["train", "data.member=nope"], "unknown suite member 'nope'; choose one of: default"),
     (["train", "data.train_size=-5"], "data.train_size must be a whole number >= 1, got -5"),
+    # The frame's pixels are chosen at 128 px: at another image size, what they scale to.
+    (["train", "data.image_size=32"], "at 32 px the same shares of the image as at 128 px are patch.size=1 "
+                                      "patch.insets=[3]"),
     (["train", "patch_steps=2.5"], "patch_steps takes a whole number (default 512), got 2.5"),
     (["train", "trainer.max_epochs=12"], "trainer.max_epochs is not used: the schedule is patch_steps (now 512)"),
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
