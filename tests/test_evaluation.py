@@ -345,3 +345,17 @@ def test_a_cache_that_cannot_be_saved_does_not_stop_the_evaluation(tmp_path, mon
     emb = clean_embeddings(build_encoder(), dm, "train", settings=settings)
     assert emb.shape[0] == 8 and list(tmp_path.iterdir()) == []  # no temporary file left either
     assert f"note: embeddings not cached in {tmp_path} (no space left on the device" in capsys.readouterr().err
+
+
+def test_the_mirror_of_a_probe_is_mentioned_only_for_two_groups():
+    from briarpatch.report import _leak_note
+
+    def report(groups):
+        probe = {"balanced_accuracy": 0.4, "balanced_accuracy_ci": [0.3, 0.5]}
+        return {"settings": {"groups": groups}, "leakage": {"non_adaptive": {"logistic": probe}},
+                "controls_leakage": {"gray": {"margin": 0.1, "margin_ci": [0.0, 0.2]}}}
+
+    assert "scores 0.500 (2 groups)" in _leak_note(report(["a", "b"]))
+    assert "a probe below 0.5 counts as its mirror" in _leak_note(report(["a", "b"]))
+    three = _leak_note(report(["a", "b", "c"]))
+    assert "scores 0.333 (3 groups)" in three and "mirror" not in three
