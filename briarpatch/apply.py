@@ -270,8 +270,9 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
     image : PIL.Image.Image, numpy.ndarray or torch.Tensor
         A PIL image (any common mode; EXIF orientation is applied first), a ``uint8`` array
         ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, a float array ``(H, W)`` or ``(H, W, 3)`` in
-        [0, 1] (scikit-image's layout), or a float tensor ``(C, H, W)`` in [0, 1], or a batch of
-        them ``(B, C, H, W)`` (each image patched alone).
+        [0, 1] (scikit-image's layout), or a tensor ``(C, H, W)``, float in [0, 1] or ``uint8``
+        (torchvision's ``read_image`` and ``v2.ToImage``; pasted as the uint8 array is), or a batch
+        of them ``(B, C, H, W)`` (each image patched alone). C = 1 or 3.
     keep_gray : bool
         Grayscale images stay grayscale (the patch is pasted as luma).
     **placement_changes
@@ -304,8 +305,13 @@ def apply_patch(patch: BriarPatch, image, *, keep_gray: bool = True, **placement
                                     keep_gray=keep_gray, **placement_changes))
         return out.reshape(image.shape)
     if isinstance(image, torch.Tensor):
+        if image.dtype == torch.uint8 and image.dim() in (3, 4) and image.shape[-3] in (1, 3):
+            # 8-bit, as torchvision's v2.ToImage() or read_image() give it: pasted as a uint8 array is.
+            levels = apply_patch(patch, image.detach().float().div_(255), keep_gray=keep_gray, **placement_changes)
+            out = levels.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            return out if type(image) is torch.Tensor else out.as_subclass(type(image))
         if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3) or not image.is_floating_point():
-            hint = " (divide by 255)" if image.dtype == torch.uint8 else ""
+            hint = ""
             if image.dim() in (3, 4) and image.shape[-1] in (1, 3) and image.shape[-3] not in (1, 3):
                 hint = " (channels last: image.permute(2, 0, 1), or (0, 3, 1, 2) for a batch)"
             elif image.dim() in (3, 4) and image.shape[-3] == 4:

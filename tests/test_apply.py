@@ -65,8 +65,12 @@ def test_api_returns_the_same_kind(patch_file):
     assert torch.equal(patch.apply(batch), torch.stack([patch.apply(batch[0]), patch.apply(batch[1])]))
     with pytest.raises(TypeError, match=r"or a batch \(B, C, H, W\)"):
         patch.apply(torch.rand(2, 4, 30, 40))
-    with pytest.raises(TypeError, match=r"got torch.uint8 \(3, 30, 40\) \(divide by 255\)"):
-        patch.apply(torch.zeros(3, 30, 40, dtype=torch.uint8))
+    # 8-bit tensors (torchvision's read_image, v2.ToImage) were refused: pasted as the uint8 array is.
+    levels = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+    assert torch.equal(patch.apply(levels), torch.from_numpy(np.array(out)).permute(2, 0, 1))
+    assert patch.apply(levels[None, :1]).dtype == torch.uint8
+    with pytest.raises(TypeError, match=r"got torch.int64 \(3, 30, 40\)"):
+        patch.apply(torch.zeros(3, 30, 40, dtype=torch.int64))
     box = np.asarray(out)[-8:, -8:]  # 0.25 * 30 = 7.5 -> 8 px at the bottom right
     assert np.array_equal(box, (patch.pixels * 255).round().byte().permute(1, 2, 0).numpy())
     transform = patch.transform(anchor="top_left")
