@@ -179,6 +179,19 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
         for name in names:
             with archive.open(name) as fh, Image.open(fh) as page, Image.open(library / name) as lib:
                 _same_pixels(page, lib, name)
+    # A plain zip holds 4 GB and 65535 files (it was written past them, broken): beyond, several
+    # zips, each whole. Here at 4 files a zip: 9 photos in three zips, each once.
+    (browser.downloads / "patched.zip").unlink()
+    browser.execute_script("BP.ZIP_MAX_FILES = 4;")
+    browser.find_element("id", "download-all").click()
+    zips = [browser.downloads / n for n in ("patched.zip", "patched-2.zip", "patched-3.zip")]
+    _wait(browser, lambda: all(z.is_file() for z in zips) and not list(browser.downloads.glob("*.crdownload")))
+    parts = []
+    for z in zips:
+        with zipfile.ZipFile(z) as archive:
+            assert archive.testzip() is None
+            parts.append(archive.namelist())
+    assert [len(p) for p in parts] == [4, 4, 1] and sorted(sum(parts, [])) == names
 
     # Every request the page made was for its own files (or in-memory blobs): no network at all.
     events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]

@@ -282,13 +282,26 @@
       if (k) name = name.replace(/(\.[^.]*)$/, ` (${k + 1})$1`);
       files.push({ name, blob: r.blob });
     }
-    const zip = await BP.zip(files);
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(zip);
-    a.download = "patched.zip";
-    document.body.appendChild(a);
-    a.click();
-    a.remove();
+    // Split into zips a plain zip can hold (4 GB, 65535 files): patched.zip, patched-2.zip, ...
+    const groups = [[]];
+    let bytes = 0;
+    for (const f of files) {
+      const cost = BP.zipEntryBytes(f.name, f.blob.size), last = groups[groups.length - 1];
+      if (last.length && (bytes + cost > BP.ZIP_MAX_BYTES || last.length >= BP.ZIP_MAX_FILES)) {
+        groups.push([]);
+        bytes = 0;
+      }
+      groups[groups.length - 1].push(f);
+      bytes += cost;
+    }
+    for (const [k, group] of groups.entries()) {
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(await BP.zip(group));
+      a.download = k ? `patched-${k + 1}.zip` : "patched.zip";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    }
   }
 
   // --------------------------------------------------------------------- wiring

@@ -322,25 +322,32 @@
 
   // --------------------------------------------------------------------- zip
   // An uncompressed (stored) zip: photos are already compressed.
+  // A plain (32-bit) zip holds at most this many bytes and files; downloadAll splits beyond it.
+  BP.ZIP_MAX_BYTES = 0xfffffffe;
+  BP.ZIP_MAX_FILES = 0xffff;
+  // What a file takes in a zip: its bytes, its two headers and its name in each.
+  BP.zipEntryBytes = (name, size) => size + 76 + 2 * new TextEncoder().encode(name).length;
   BP.zip = async function (files) { // [{name, blob}]
     const parts = [], central = [];
     let offset = 0;
     const enc = new TextEncoder();
     for (const f of files) {
-      const data = new Uint8Array(await f.blob.arrayBuffer());
-      const name = enc.encode(f.name), crc = crcDone(BP.crc32(data));
+      // Read for its checksum only: the zip refers to the blob, not to a copy of it in memory.
+      const size = f.blob.size, crc = crcDone(BP.crc32(new Uint8Array(await f.blob.arrayBuffer())));
+      const name = enc.encode(f.name);
       const local = new Uint8Array(30 + name.length), lv = new DataView(local.buffer);
       lv.setUint32(0, 0x04034b50, true); lv.setUint16(4, 20, true); lv.setUint16(6, 0x0800, true);
-      lv.setUint32(14, crc, true); lv.setUint32(18, data.length, true); lv.setUint32(22, data.length, true);
+      lv.setUint32(14, crc, true); lv.setUint32(18, size, true); lv.setUint32(22, size, true);
       lv.setUint16(26, name.length, true); local.set(name, 30);
       const cen = new Uint8Array(46 + name.length), cv = new DataView(cen.buffer);
       cv.setUint32(0, 0x02014b50, true); cv.setUint16(4, 20, true); cv.setUint16(6, 20, true); cv.setUint16(8, 0x0800, true);
-      cv.setUint32(16, crc, true); cv.setUint32(20, data.length, true); cv.setUint32(24, data.length, true);
+      cv.setUint32(16, crc, true); cv.setUint32(20, size, true); cv.setUint32(24, size, true);
       cv.setUint16(28, name.length, true); cv.setUint32(42, offset, true); cen.set(name, 46);
-      parts.push(local, data); central.push(cen);
-      offset += local.length + data.length;
+      parts.push(local, f.blob); central.push(cen);
+      offset += local.length + size;
     }
     const size = central.reduce((n, c) => n + c.length, 0);
+    if (offset + size > BP.ZIP_MAX_BYTES || files.length > BP.ZIP_MAX_FILES) throw new Error("too large for one zip");
     const end = new Uint8Array(22), ev = new DataView(end.buffer);
     ev.setUint32(0, 0x06054b50, true); ev.setUint16(8, files.length, true); ev.setUint16(10, files.length, true);
     ev.setUint32(12, size, true); ev.setUint32(16, offset, true);
