@@ -465,18 +465,24 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
     names = sorted(li.find_element("css selector", ".name").text for li in items)
     assert names == ["IMG_2.HEIC", "a.jpg", "b.png"]  # the HEIC, to be told to convert it, as apply tells
     assert browser.find_element("id", "status").text == "Done: 2 patched, 1 could not be read."
+    with _download_all(browser) as archive:  # the folder's tree kept, as apply mirrors it
+        assert sorted(archive.namelist()) == ["album/2024/b.png", "album/a.png"]
     assert apply_cli(["default", str(album), "--out", str(tmp_path / "library"), "-q"]) == 0
     assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["a.jpg", "b.png"]
     # A folder dropped on the page: the same walk, on the entries a drop gives (readEntries in batches).
     walked = browser.execute_async_script("""
         const done = arguments[arguments.length - 1];
-        const file = (name) => ({ name, isFile: true, isDirectory: false, file: (ok) => ok(new File(["x"], name)) });
-        const folder = (name, children) => ({ name, isFile: false, isDirectory: true, createReader: () => {
+        const base = (path) => path.split("/").pop();
+        const file = (path) => ({ name: base(path), fullPath: "/" + path, isFile: true, isDirectory: false,
+                                  file: (ok) => ok(new File(["x"], base(path))) });
+        const folder = (path, children) => ({ name: base(path), fullPath: "/" + path, isFile: false,
+                                              isDirectory: true, createReader: () => {
             const batches = [children.slice(0, 1), children.slice(1), []];
             return { readEntries: (ok) => ok(batches.shift()) };
         } });
-        const album = folder("album", [file("a.jpg"), file("._a.jpg"), file("notes.txt"),
-                                       folder("2024", [file("b.png")]), folder(".thumbnails", [file("t.jpg")])]);
-        BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.name)));""")
-    assert sorted(walked) == ["a.jpg", "b.png"]  # the mock album has no HEIC
+        const album = folder("album", [file("album/a.jpg"), file("album/._a.jpg"), file("album/notes.txt"),
+                                       folder("album/2024", [file("album/2024/b.png")]),
+                                       folder("album/.thumbnails", [file("album/.thumbnails/t.jpg")])]);
+        BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.relativePath)));""")
+    assert sorted(walked) == ["album/2024/b.png", "album/a.jpg"]  # the mock album has no HEIC
 

@@ -180,7 +180,9 @@
     // The page writes no AVIF (browsers' canvases cannot): an AVIF kept lossless, as PNG.
     const format = choice === "keep" ? (kind === "avif" ? "png" : kind) : choice;
     const blob = await encode(img, format, Number($("quality").value));
-    return { name: outName(file.name, format), blob, ms: performance.now() - t0, width: img.width, height: img.height };
+    // In the zip, a folder's photos keep their place in it, as apply mirrors the tree.
+    const path = outName(file.webkitRelativePath || file.relativePath || file.name, format);
+    return { name: outName(file.name, format), path, blob, ms: performance.now() - t0, width: img.width, height: img.height };
   }
 
   function addItem(file) {
@@ -239,6 +241,7 @@
       if (entry.name.startsWith(".")) return;
       if (entry.isFile) {
         const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+        file.relativePath = entry.fullPath.replace(/^\//, ""); // album/2024/b.png, as a chosen folder's
         if (PHOTO.test(file.name)) out.push(file);
         return;
       }
@@ -276,7 +279,7 @@
   async function downloadAll() {
     const seen = new Map(), files = [];
     for (const r of state.results) {
-      let name = r.name;
+      let name = r.path;
       const k = seen.get(name) || 0;
       seen.set(name, k + 1);
       if (k) name = name.replace(/(\.[^.]*)$/, ` (${k + 1})$1`);
