@@ -451,6 +451,12 @@ def _is_heif(path: Path) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
+def _beside(folder: Path) -> Path:
+    """A new folder next to ``folder`` for its patched photos: ``photos_patched``."""
+    folder = folder.resolve()
+    return folder.with_name(folder.name + "_patched")
+
+
 def _is_within(path: Path, root: Path) -> bool:
     try:
         return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
@@ -750,6 +756,16 @@ def cli(argv: list[str] | None = None) -> int:
     if (args.format == "avif" or to_file and out_dir.suffix.lower() == ".avif") and not _can_write_avif():
         print("briarpatch apply: this Pillow cannot write AVIF: pip install -U pillow (11.3 or later), or "
               "--format jpg", file=sys.stderr)
+        return 2
+    # --out naming the photos' own folder (or the one photo): every photo failed, one by one.
+    if to_file and out_dir.resolve() == Path(pairs[0][0]).resolve():
+        print(f"briarpatch apply: --out {out_dir} is the photo itself, and inputs are never overwritten: name "
+              f"another file (--out {out_dir.with_stem(out_dir.stem + '_patched')})", file=sys.stderr)
+        return 2
+    same = next((i for i in args.inputs if Path(i).is_dir() and Path(i).resolve() == out_dir.resolve()), None)
+    if same is not None:
+        print(f"briarpatch apply: --out {out_dir} is the folder of the photos themselves, and inputs are never "
+              f"overwritten: give another folder (--out {os.path.relpath(_beside(Path(same)))})", file=sys.stderr)
         return 2
     inside = [i for i in args.inputs if Path(i).is_dir() and _is_within(out_dir, Path(i))]
     if inside and out_dir.exists():

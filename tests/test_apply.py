@@ -319,6 +319,23 @@ def test_dry_run_names_the_failures_a_header_shows(patch_file, tmp_path, capsys)
     assert not (tmp_path / "o").exists()
 
 
+def test_out_naming_the_photos_themselves_is_one_line(tmp_path, capsys, monkeypatch):
+    """--out the input folder (or the one photo): every photo failed one by one ("is an input"),
+    and a GIF among them was written into the input folder as PNG."""
+    src = tmp_path / "album"
+    src.mkdir()
+    _rgb(40, 30).save(src / "a.jpg")
+    _rgb(40, 30).convert("P").save(src / "b.gif")
+    before = sorted(p.name for p in src.iterdir())
+    monkeypatch.chdir(tmp_path)
+    for given, out, fix in (("album", "album/", "give another folder (--out album_patched)"),
+                            ("album/a.jpg", "album/a.jpg", "name another file (--out album/a_patched.jpg)")):
+        assert cli(["default", given, "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "inputs are never overwritten" in err and fix in err, err
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
 def test_a_photo_in_the_patchs_place_is_named(tmp_path, capsys):
     _rgb(30, 30).save(tmp_path / "x.jpg")
     for first in (tmp_path / "x.jpg", tmp_path):
