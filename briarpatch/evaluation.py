@@ -610,8 +610,26 @@ def with_run_config(cfg: DictConfig, overrides=()) -> tuple[DictConfig, Path | N
     with open_dict(cfg):
         cfg.data, cfg.encoder = run.data, run.encoder
         mine = [o for o in overrides if o.lstrip("+~").startswith(("data.", "encoder."))]
+        _from_training_folder(cfg, source, given={o.lstrip("+~").split("=", 1)[0] for o in mine})
         cfg.merge_with(OmegaConf.from_dotlist([o.lstrip("+") for o in mine if not o.startswith("~")]))
     return cfg, source
+
+
+def _from_training_folder(cfg: DictConfig, source: Path, *, given: set) -> None:
+    """The run's data paths given relative to the folder it was trained from (Hydra's
+    ``runtime.cwd``): read from there when they are not found from here (an evaluation started
+    in another folder found no ``man/bom.csv``)."""
+    try:
+        trained_in = Path(OmegaConf.load(source.parent / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
+    except Exception:  # noqa: BLE001 - no Hydra record (a copied run folder): paths stay as they are
+        return
+    for key in ("data.root", "data.manifest", "encoder.weights"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if key in given or not isinstance(value, str) or Path(value).expanduser().is_absolute():
+            continue
+        if not Path(value).exists() and (trained_in / value).exists():
+            OmegaConf.update(cfg, key, str(trained_in / value))
+            stage(f"{key}={value} read from the folder the patch was trained in ({trained_in})", file=sys.stderr)
 
 
 def patch_config(patch_path, overrides=()) -> DictConfig:

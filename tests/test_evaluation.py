@@ -359,3 +359,30 @@ def test_the_mirror_of_a_probe_is_mentioned_only_for_two_groups():
     assert "a probe below 0.5 counts as its mirror" in _leak_note(report(["a", "b"]))
     three = _leak_note(report(["a", "b", "c"]))
     assert "scores 0.333 (3 groups)" in three and "mirror" not in three
+
+
+def test_a_runs_relative_data_paths_are_read_from_the_folder_it_was_trained_in(tmp_path, monkeypatch):
+    """`evaluate patch=RUN` from another folder than the training's: its data.manifest=lists/m.csv
+    was "manifest not found"."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_cfg
+
+    project, run = tmp_path / "project", tmp_path / "project" / "outputs" / "run"
+    (project / "lists").mkdir(parents=True)
+    (project / "lists" / "m.csv").write_text("path,y,s\n")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"data": {"manifest": "lists/m.csv", "root": "nowhere"},
+                                     "encoder": {"weights": None}}), run / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(project)}}}), run / ".hydra" / "hydra.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = compose_cfg("evaluate", [f"patch_path={run}"])
+    found, source = evaluation.with_run_config(cfg)
+    assert source == run / "config.yaml"
+    assert found.data.manifest == str(project / "lists" / "m.csv")
+    assert found.data.root == "nowhere"  # not there either: left as given, to be named as missing
+    mine, _ = evaluation.with_run_config(cfg, ["data.manifest=other.csv"])
+    assert mine.data.manifest == "other.csv"  # the user's own value is never moved
+    monkeypatch.chdir(project)  # from the training's folder: as given
+    assert evaluation.with_run_config(cfg)[0].data.manifest == "lists/m.csv"
