@@ -426,10 +426,21 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths]
     split = None
     if split_column:
-        split = _column(frame, split_column, "split column").astype(str).str.lower()
+        split = _column(frame, split_column, "split column").astype(str).str.strip().str.lower()
+        split = split.replace({"training": "train", "validation": "val", "valid": "val", "dev": "val",
+                               "testing": "test"})
         unknown = set(split) - set(SPLITS)
         if unknown:
             raise ValueError(f"split column {split_column!r} has values {sorted(unknown)}; use train/val/test")
+        if (split == "train").any() and not (split == "val").any():
+            # Many datasets ship train and test only: validation is a seeded tenth of train, as for FairFace.
+            rng = np.random.default_rng(kwargs.get("seed", 0))
+            split = split.mask((split == "train").to_numpy() & (rng.random(len(split)) < 0.1), "val")
+            log.warning("split column %r has no 'val' rows: a seeded 10 %% of the 'train' rows validate", split_column)
+        missing = [part for part in ("train", "test") if not (split == part).any()]
+        if missing:
+            raise ValueError(f"split column {split_column!r} has no {missing[0]!r} rows; mark some, or leave "
+                             "data.split_column out for a seeded 70/10/20 split")
     return _module(frame, name=f"manifest:{path.name}", target=target, sensitive=sensitive,
                    target_threshold=target_threshold, y_values=_column(frame, target, "column"),
                    s_values=_column(frame, sensitive, "column"), split=split, root=path, **kwargs)

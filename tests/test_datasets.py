@@ -371,3 +371,28 @@ def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_
     frame.assign(path="elsewhere\\" + frame["path"]).to_csv(moved, index=False)
     with pytest.raises(FileNotFoundError, match=r"its paths hold \\ \(a list written on Windows\): write them with /"):
         build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
+
+
+def test_split_columns_as_datasets_ship_them(tmp_path, caplog):
+    """Train and test only (many datasets): validation is a seeded tenth of train; it was "the val
+    split is empty". Spelled out (Validation, training) is read; a missing test split is named."""
+    path = make_manifest(tmp_path)
+    frame = pd.read_csv(path)
+    settings = ["data=manifest", f"data.manifest={path}", "data.target=label", "data.sensitive=group",
+                "data.split_column=split"]
+    frame["split"] = ["train" if i < 48 else "test" for i in range(N)]
+    frame.to_csv(path, index=False)
+    with caplog.at_level("WARNING"):
+        dm = build(compose_cfg("train", settings).data)
+    assert "has no 'val' rows: a seeded 10 % of the 'train' rows validate" in caplog.text
+    sizes = {s: len(dm.split(s)) for s in ("train", "val", "test")}
+    assert sizes["test"] == 12 and sizes["train"] + sizes["val"] == 48 and 1 <= sizes["val"] <= 12
+    again = build(compose_cfg("train", settings).data)
+    assert again.split("val").paths == dm.split("val").paths  # seeded
+    frame["split"] = [" Training", "Validation", "TEST"] * (N // 3)
+    frame.to_csv(path, index=False)
+    assert len(build(compose_cfg("train", settings).data).split("val")) == N // 3
+    frame["split"] = "train"
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match="split column 'split' has no 'test' rows; mark some, or leave"):
+        build(compose_cfg("train", settings).data)
