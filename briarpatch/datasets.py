@@ -12,6 +12,7 @@ import inspect
 import logging
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -419,9 +420,16 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     if paths.isna().any():  # a row without a file cannot be read: left out, and said so, as rows without labels
         log.warning("%d of %d rows have no %r value; skipping them", int(paths.isna().sum()), len(frame), path_column)
         frame, paths = frame[paths.notna()].copy(), paths[paths.notna()]
+    paths = paths.astype(str)
+    web = paths.str.match(r"(?i)^(https?|s3|gs)://")
+    if web.any():
+        raise ValueError(f"data.manifest={manifest} lists web addresses ({paths[web].iloc[0]}); briarpatch never "
+                         "downloads: download the images and list their paths on disk")
+    # file:///data/a%20b.jpg, as some tools export a list: the path it names.
+    paths = paths.map(lambda p: unquote(urlparse(p).path) if p.lower().startswith("file://") else p)
     # A list written on Windows: its folders joined by \ (a Linux name may hold one, so only where
     # that name is not there and the / one is).
-    paths = paths.astype(str).map(lambda p: p.replace("\\", "/") if "\\" in p and not (path.parent / p).exists()
+    paths = paths.map(lambda p: p.replace("\\", "/") if "\\" in p and not (path.parent / p).exists()
                                   and (path.parent / p.replace("\\", "/")).exists() else p)
     frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths]
     split = None

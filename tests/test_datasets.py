@@ -396,3 +396,23 @@ def test_split_columns_as_datasets_ship_them(tmp_path, caplog):
     frame.to_csv(path, index=False)
     with pytest.raises(ValueError, match="split column 'split' has no 'test' rows; mark some, or leave"):
         build(compose_cfg("train", settings).data)
+
+
+def test_a_list_of_file_uris_is_read_and_web_addresses_are_named(tmp_path):
+    """file:///data/a%20b.jpg (as some tools export lists) was "80 of 80 listed images are missing";
+    an https:// list was the same, where nothing is downloaded."""
+    path = make_manifest(tmp_path)
+    frame = pd.read_csv(path)
+    settings = ["data=manifest", f"data.manifest={path}", "data.target=label", "data.sensitive=group",
+                "data.split_column=split"]
+    (tmp_path / "imgs" / "0.jpg").rename(tmp_path / "imgs" / "zero one.jpg")
+    frame.loc[0, "path"] = "imgs/zero one.jpg"
+    frame["path"] = [(tmp_path / p).as_uri() for p in frame["path"]]
+    frame.to_csv(path, index=False)
+    assert "%20" in frame["path"][0]
+    dm = build(compose_cfg("train", settings).data)
+    assert str(tmp_path / "imgs" / "zero one.jpg") in map(str, dm.split("train").paths)
+    frame["path"] = "https://example.com/" + frame["path"].str.rsplit("/", n=1).str[-1]
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"lists web addresses \(https://example.com/.*\); briarpatch never downloads"):
+        build(compose_cfg("train", settings).data)
