@@ -63,7 +63,13 @@ def _root_near(root: Path, name: str) -> Path | None:
 
 def _column(frame: pd.DataFrame, name: str, role: str) -> pd.Series:
     if name not in frame.columns:
-        raise ValueError(f"unknown {role} {name!r}; valid names: {', '.join(map(str, frame.columns))}")
+        import difflib
+
+        names = [str(c) for c in frame.columns]
+        near = [c for c in names if c.strip().lower() == str(name).strip().lower()] or \
+            difflib.get_close_matches(str(name), names, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ValueError(f"unknown {role} {name!r}; {hint}valid names: {', '.join(names)}")
     return frame[name]
 
 

@@ -176,7 +176,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="CelebA labels not found: expected .*list_attr_celeba.txt"):
         build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path}"]).data)
     make_celeba_official(tmp_path / "c")
-    with pytest.raises(ValueError, match="unknown attribute 'Smiles'; valid names: .*Smiling"):
+    with pytest.raises(ValueError, match="unknown attribute 'Smiles'; did you mean 'Smiling'. valid names: .*Smiling"):
         build(compose_cfg("train", ["data=celeba", f"data.root={tmp_path / 'c'}", "data.target=Smiles"]).data)
     for p in list((tmp_path / "c" / "img_align_celeba").iterdir())[:5]:
         p.unlink()
