@@ -29,10 +29,11 @@ __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_
            "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif"}
-KINDS = "JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
+KINDS = "JPEG, PNG, WebP, AVIF, HEIC, TIFF, BMP or GIF"
 FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP"), "avif": (".avif", "AVIF")}
 # GIF is read, not written: its 256 colours would change the photo (a patched GIF is written as .png).
+# HEIC is read, not written: its codec halves the colour planes, which blurs the patch (written as .jpg).
 _SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF", ".tif": "TIFF",
                 ".tiff": "TIFF", ".bmp": "BMP"}
 
@@ -411,6 +412,8 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
     """
     from PIL import Image
 
+    if _is_heif(path):
+        _read_heif()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -419,7 +422,8 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
             raise ImageTooLarge(f"refused as a possible decompression bomb ({exc}); raise --max-pixels if trusted") from None
         except Image.UnidentifiedImageError:
             if _is_heif(path):
-                raise ValueError(HEIF_HINT) from None
+                raise ValueError(HEIF_HINT if _read_heif() else "an HEIC/HEIF photo, which needs pillow-heif to be "
+                                 "read: pip install pillow-heif, or convert it to JPEG first") from None
             raise
         with handle as img:
             if img.width * img.height > max_pixels:
@@ -437,8 +441,19 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
             return img.copy()  # detached from the file, which is closed here
 
 
-HEIF_HINT = ("an HEIC/HEIF or AVIF photo (what iPhones save by default), which cannot be read here: convert it "
-             "to JPEG first (or set the camera to Settings > Camera > Formats > Most Compatible)")
+HEIF_HINT = ("an HEIC/HEIF or AVIF file that cannot be decoded here (damaged, or of a kind this codec does not "
+             "read): convert it to JPEG first")
+
+
+def _read_heif() -> bool:
+    """Let PIL open HEIC/HEIF (pillow-heif's libheif); whether it can. The photo comes upright,
+    its EXIF orientation reset (libheif applies the file's rotation)."""
+    try:
+        import pillow_heif
+    except ImportError:  # an install without it: the file is named with the fix
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _is_heif(path: Path) -> bool:
@@ -520,6 +535,8 @@ def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None
         dst = out_dir / rel
         if fmt != "keep":
             dst = dst.with_suffix(FORMATS[fmt][0])
+        elif dst.suffix.lower() in (".heic", ".heif"):
+            dst = dst.with_suffix(".jpg")
         elif dst.suffix.lower() not in _SAVE_FORMAT:
             dst = dst.with_suffix(".png")
         if not _is_within(dst.parent if dst.parent.exists() else out_dir, out_dir) or dst.is_symlink():
@@ -732,6 +749,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"briarpatch apply: --out {out_dir}: patched photos are not written as GIF (its 256 colours would "
               f"change the photo); name it {out_dir.with_suffix('.png').name}", file=sys.stderr)
         return 2
+    if out_dir.suffix.lower() in (".heic", ".heif") and not out_dir.is_dir():
+        print(f"briarpatch apply: --out {out_dir}: patched photos are not written as HEIC (its codec halves the "
+              f"colour resolution, which blurs the patch); name it {out_dir.with_suffix('.jpg').name}",
+              file=sys.stderr)
+        return 2
     # --out photo.png: a file name, for one photo (a folder of that name, if one exists, stays a folder).
     to_file = out_dir.suffix.lower() in _SAVE_FORMAT and not out_dir.is_dir()
     folder = out_dir.parent if to_file else out_dir
@@ -776,10 +798,8 @@ def cli(argv: list[str] | None = None) -> int:
         print(notice, file=sys.stderr)
     if left_out and not args.quiet:
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-        heif = sum(p.suffix.lower() in (".heic", ".heif") for p in left_out)
         print(f"left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} not named as {KINDS} images "
-              f"({names})" + (f"; {heif} of them HEIC/HEIF: convert those to JPEG first" if heif else ""),
-              file=sys.stderr)
+              f"({names})", file=sys.stderr)
     if to_file:
         plans = [(pairs[0][0], out_dir, None)]
     else:

@@ -379,7 +379,7 @@ def test_animations_are_refused_gifs_become_png_and_other_files_are_named(patch_
     assert "written 2, skipped 0 (already exist), failed 3" in captured.out
     for name in ("anim.gif", "anim.webp", "pages.tiff"):
         assert f"{name}: 2 frames (an animation or a multi-page file)" in captured.err
-    assert "left out 1 file not named as JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF images (notes.txt)" in captured.err
+    assert "left out 1 file not named as JPEG, PNG, WebP, AVIF, HEIC, TIFF, BMP or GIF images (notes.txt)" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["camera.jpg", "still.png"]
     assert fmt(out / "still.png") == ("PNG", 1) and fmt(out / "camera.jpg") == ("JPEG", 1)
     # Asked for by name, a GIF is one line and nothing written.
@@ -619,16 +619,37 @@ def test_ctrl_c_keeps_the_photos_written_and_says_what_is_not(patch_file, tmp_pa
     assert capsys.readouterr().err == "briarpatch suite: interrupted\n"
 
 
-def test_heic_photos_are_named_with_the_fix(patch_file, tmp_path, capsys):
-    """What iPhones save by default: PIL cannot read it; the user is told to convert it."""
+def test_heic_photos_are_patched_upright_and_written_as_jpeg(patch_file, tmp_path, capsys, monkeypatch):
+    """What iPhones save by default: it was left out of folders and named with "convert it to JPEG
+    first". Read through pillow-heif, upright; written as JPEG (full colour), as HEIC's codec would
+    halve the colour planes; a damaged one, or an install without pillow-heif, is named with the fix."""
+    import pillow_heif
+
+    from briarpatch import apply as apply_mod
+
     src = tmp_path / "in"
     src.mkdir()
-    (src / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
-    _rgb(40, 30).save(src / "ok.jpg")
-    assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "a")]) == 1
-    assert "IMG_0001.HEIC: an HEIC/HEIF or AVIF photo (what iPhones save by default)" in capsys.readouterr().err
-    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "b")]) == 0
-    assert "(IMG_0001.HEIC); 1 of them HEIC/HEIF: convert those to JPEG first" in capsys.readouterr().err
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # taken sideways: to be turned a quarter for viewing
+    pillow_heif.register_heif_opener()
+    photo.save(src / "IMG_0001.HEIC", quality=-1, exif=exif.tobytes())  # libheif stores the turn (irot)
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "a"), "-q"]) == 0
+    with Image.open(tmp_path / "a" / "IMG_0001.jpg") as out:
+        assert out.format == "JPEG" and out.size == (30, 40) and out.getexif().get(0x0112, 1) == 1
+        written = np.asarray(out, dtype=float)
+    with Image.open(src / "IMG_0001.HEIC") as upright:
+        expected = np.asarray(load_patch(patch_file).apply(upright), dtype=float)
+    assert np.abs(written - expected).mean() < 3  # JPEG 95, full colour, of the same patched pixels
+    assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "x.heic")]) == 2
+    assert "not written as HEIC" in capsys.readouterr().err and not (tmp_path / "x.heic").exists()
+    (src / "IMG_0002.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    assert cli([str(patch_file), str(src / "IMG_0002.HEIC"), "--out", str(tmp_path / "b")]) == 1
+    assert "IMG_0002.HEIC: an HEIC/HEIF or AVIF file that cannot be decoded here" in capsys.readouterr().err
+    monkeypatch.setattr(apply_mod, "_read_heif", lambda: False)
+    monkeypatch.setattr(Image, "ID", [kind for kind in Image.ID if kind != "HEIF"])  # as if never registered
+    assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "c")]) == 1
+    assert "needs pillow-heif to be read: pip install pillow-heif" in capsys.readouterr().err
 
 
 def test_avif_photos_are_patched_and_written_as_avif_in_full_colour(patch_file, tmp_path, capsys):

@@ -103,7 +103,7 @@ def _photos(folder: Path) -> dict[str, Path]:
     paths["rotated.jpg"] = folder / "rotated.jpg"
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
     paths["broken.png"] = folder / "broken.png"
-    # An iPhone's default format: the ISO media header, brand heic (neither the page nor apply reads it).
+    # An iPhone's default format, as its first bytes say (the page tells to convert it; no photo follows).
     (folder / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     paths["IMG_0001.heic"] = folder / "IMG_0001.heic"
     # Animations are refused, as `briarpatch apply` refuses them: not their first frame alone.
@@ -456,19 +456,23 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
         Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
     (album / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     (album / "notes.txt").write_text("not a photo")
-    (album / "IMG_2.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    import pillow_heif
+
+    pillow_heif.from_pillow(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))).save(
+        album / "IMG_2.HEIC")
     browser.get((site / "index.html").as_uri())
     browser.find_element("id", "format").send_keys("PNG")
     browser.find_element("id", "folder").send_keys(str(album))
     _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
     items = browser.find_elements("css selector", "#results li")
     names = sorted(li.find_element("css selector", ".name").text for li in items)
-    assert names == ["IMG_2.HEIC", "a.jpg", "b.png"]  # the HEIC, to be told to convert it, as apply tells
+    assert names == ["IMG_2.HEIC", "a.jpg", "b.png"]  # the HEIC, to be told a browser cannot read it
     assert browser.find_element("id", "status").text == "Done: 2 patched, 1 could not be read."
     with _download_all(browser) as archive:  # the folder's tree kept, as apply mirrors it
         assert sorted(archive.namelist()) == ["album/2024/b.png", "album/a.png"]
+    assert "patch it with briarpatch apply, which reads HEIC" in next(li for li in items if "HEIC" in li.text).text
     assert apply_cli(["default", str(album), "--out", str(tmp_path / "library"), "-q"]) == 0
-    assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["a.jpg", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["IMG_2.jpg", "a.jpg", "b.png"]
     # A folder dropped on the page: the same walk, on the entries a drop gives (readEntries in batches).
     walked = browser.execute_async_script("""
         const done = arguments[arguments.length - 1];

@@ -69,7 +69,8 @@
       const brand = String.fromCharCode(...bytes.subarray(4, 12));
       if (/^ftyp(heic|heix|hevc|hevx|mif1|msf1)$/.test(brand)) {
         throw new Error("an HEIC/HEIF photo (what iPhones save by default): convert it to JPEG first " +
-          "(or set the camera to Settings > Camera > Formats > Most Compatible)");
+          "(or set the camera to Settings > Camera > Formats > Most Compatible), or patch it with " +
+          "briarpatch apply, which reads HEIC");
       }
       throw new Error("not a JPEG, PNG, WebP or AVIF image");
     }
