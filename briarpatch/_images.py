@@ -1,10 +1,10 @@
-"""Images deeper than 8 bits, read the same way by `apply` and by the datasets."""
+"""Images deeper than 8 bits, and HEIC, read the same way by `apply` and by the datasets."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "gray_scale", "unit_gray"]
+__all__ = ["DEEP_MODES", "gray_scale", "read_heif", "unit_gray"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -27,3 +27,14 @@ def gray_scale(img, arr: np.ndarray | None = None) -> float:
         return 65535.0
     arr = np.nan_to_num(np.asarray(img, dtype=np.float32)) if arr is None else arr
     return 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+
+
+def read_heif() -> bool:
+    """Let PIL open HEIC/HEIF (what iPhones save), through pillow-heif's libheif; whether it can.
+    The photo comes upright, its EXIF orientation reset (libheif applies the file's rotation)."""
+    try:
+        import pillow_heif
+    except ImportError:  # an install without it: the caller names the file with the fix
+        return False
+    pillow_heif.register_heif_opener()
+    return True

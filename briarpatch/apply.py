@@ -21,7 +21,7 @@ import torch
 
 from ._args import ArgumentParser
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, gray_scale, unit_gray
+from ._images import DEEP_MODES, gray_scale, read_heif, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -413,7 +413,7 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
     from PIL import Image
 
     if _is_heif(path):
-        _read_heif()
+        read_heif()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -422,7 +422,7 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
             raise ImageTooLarge(f"refused as a possible decompression bomb ({exc}); raise --max-pixels if trusted") from None
         except Image.UnidentifiedImageError:
             if _is_heif(path):
-                raise ValueError(HEIF_HINT if _read_heif() else "an HEIC/HEIF photo, which needs pillow-heif to be "
+                raise ValueError(HEIF_HINT if read_heif() else "an HEIC/HEIF photo, which needs pillow-heif to be "
                                  "read: pip install pillow-heif, or convert it to JPEG first") from None
             raise
         with handle as img:
@@ -443,17 +443,6 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
 
 HEIF_HINT = ("an HEIC/HEIF or AVIF file that cannot be decoded here (damaged, or of a kind this codec does not "
              "read): convert it to JPEG first")
-
-
-def _read_heif() -> bool:
-    """Let PIL open HEIC/HEIF (pillow-heif's libheif); whether it can. The photo comes upright,
-    its EXIF orientation reset (libheif applies the file's rotation)."""
-    try:
-        import pillow_heif
-    except ImportError:  # an install without it: the file is named with the fix
-        return False
-    pillow_heif.register_heif_opener()
-    return True
 
 
 def _is_heif(path: Path) -> bool:

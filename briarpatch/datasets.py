@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ._images import DEEP_MODES, unit_gray
+from ._images import DEEP_MODES, read_heif, unit_gray
 from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -119,6 +119,9 @@ def _unreadable(paths) -> dict[str, str]:
     """
     from PIL import Image
 
+    paths = list(paths)
+    if any(str(p).lower().endswith((".heic", ".heif")) for p in paths):
+        read_heif()  # phone photos: PIL reads them once pillow-heif is registered
     bad = {}
     for path in paths:
         try:
@@ -151,6 +154,8 @@ class TableDataset(Dataset):
     def __getitem__(self, i):
         from PIL import Image, ImageOps
 
+        if self.paths[i].suffix.lower() in (".heic", ".heif"):
+            read_heif()  # registered in this process too (a DataLoader worker may be a new one)
         try:
             with Image.open(self.paths[i]) as img:
                 # A JPEG is decoded at the smallest power-of-two scale still at least twice the training

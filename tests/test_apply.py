@@ -646,7 +646,7 @@ def test_heic_photos_are_patched_upright_and_written_as_jpeg(patch_file, tmp_pat
     (src / "IMG_0002.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     assert cli([str(patch_file), str(src / "IMG_0002.HEIC"), "--out", str(tmp_path / "b")]) == 1
     assert "IMG_0002.HEIC: an HEIC/HEIF or AVIF file that cannot be decoded here" in capsys.readouterr().err
-    monkeypatch.setattr(apply_mod, "_read_heif", lambda: False)
+    monkeypatch.setattr(apply_mod, "read_heif", lambda: False)
     monkeypatch.setattr(Image, "ID", [kind for kind in Image.ID if kind != "HEIF"])  # as if never registered
     assert cli([str(patch_file), str(src / "IMG_0001.HEIC"), "--out", str(tmp_path / "c")]) == 1
     assert "needs pillow-heif to be read: pip install pillow-heif" in capsys.readouterr().err

@@ -416,3 +416,24 @@ def test_a_list_of_file_uris_is_read_and_web_addresses_are_named(tmp_path):
     frame.to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"lists web addresses \(https://example.com/.*\); briarpatch never downloads"):
         build(compose_cfg("train", settings).data)
+
+
+def test_phone_photos_in_heic_are_training_images(tmp_path, monkeypatch):
+    """A list of iPhone photos: HEIC files were left out as "not images" (every row, here)."""
+    import pillow_heif
+
+    monkeypatch.setattr(Image, "ID", [kind for kind in Image.ID if kind != "HEIF"])  # as no other test opened one
+
+    path = make_manifest(tmp_path)
+    frame = pd.read_csv(path)
+    for i, rel in enumerate(frame["path"]):
+        with Image.open(tmp_path / rel) as img:
+            pillow_heif.from_pillow(img.convert("RGB")).save(tmp_path / rel.replace(".jpg", ".heic"), quality=90)
+        (tmp_path / rel).unlink()
+    frame["path"] = frame["path"].str.replace(".jpg", ".heic")
+    frame.to_csv(path, index=False)
+    dm = build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
+                                     "data.sensitive=group", "data.split_column=split", "data.image_size=32"]).data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N
+    image = dm.split("train")[0]["image"]
+    assert image.shape == (3, 32, 32) and float(image.float().std()) > 10  # decoded: not a flat fill
