@@ -84,7 +84,8 @@ def _leak_note(report: dict) -> str:
             "(another fit of the probe, or another seed of the patch, can move a figure further).")
     if margins:
         note += (" The learned patch's non-adaptive logistic probe reads lower than " + ", and ".join(margins)
-                 + " (paired, on the same resamples" + ("; a probe below 0.5 counts as its mirror)." if k == 2 else ")."))
+                 + " (paired, on the same resamples"
+                 + ("; a probe below 0.5 counts as its mirror)." if k == 2 else ")."))
     return note
 
 

@@ -207,8 +207,9 @@ def sweep_report(root, out=None) -> dict:
 
 def cli(argv=None) -> int:
     p = ArgumentParser(prog="briarpatch sweep-report",
-                       description="Collect every run's report under DIR (a `briarpatch train -m` or `briarpatch evaluate -m` sweep "
-                                   "directory) into one table (mean ± std over seeds) and a Pareto figure.")
+                       description="Collect every run's report under DIR (a `briarpatch train -m` or `briarpatch "
+                                   "evaluate -m` sweep directory) into one table (mean ± std over seeds) and a "
+                                   "Pareto figure.")
     p.add_argument("dir", type=Path)
     p.add_argument("--out", type=Path, help="where to write sweep_report.md/.json and pareto.png (default: DIR)")
     args = p.parse_args(argv)

@@ -379,7 +379,8 @@ def test_animations_are_refused_gifs_become_png_and_other_files_are_named(patch_
     assert "written 2, skipped 0 (already exist), failed 3" in captured.out
     for name in ("anim.gif", "anim.webp", "pages.tiff"):
         assert f"{name}: 2 frames (an animation or a multi-page file)" in captured.err
-    assert "left out 1 file not named as JPEG, PNG, WebP, AVIF, HEIC, TIFF, BMP or GIF images (notes.txt)" in captured.err
+    assert ("left out 1 file not named as JPEG, PNG, WebP, AVIF, HEIC, TIFF, BMP or GIF images (notes.txt)"
+            in captured.err)
     assert sorted(p.name for p in out.iterdir()) == ["camera.jpg", "still.png"]
     assert fmt(out / "still.png") == ("PNG", 1) and fmt(out / "camera.jpg") == ("JPEG", 1)
     # Asked for by name, a GIF is one line and nothing written.

@@ -183,7 +183,9 @@
     const blob = await encode(img, format, Number($("quality").value));
     // In the zip, a folder's photos keep their place in it, as apply mirrors the tree.
     const path = outName(file.webkitRelativePath || file.relativePath || file.name, format);
-    return { name: outName(file.name, format), path, blob, ms: performance.now() - t0, width: img.width, height: img.height };
+    return {
+      name: outName(file.name, format), path, blob, ms: performance.now() - t0, width: img.width, height: img.height,
+    };
   }
 
   function addItem(file) {
