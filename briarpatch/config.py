@@ -22,6 +22,10 @@ def config_dir() -> str:
     raise FileNotFoundError(f"briarpatch configs not found next to {here}; reinstall the package")
 
 
+# Settings that name files and folders (data and weights): read relative to where a command runs.
+PATH_SETTINGS = ("data.root", "data.manifest", "encoder.weights")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A short, stable hash of a resolved config (recorded in artifacts)."""
     text = OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)

@@ -441,7 +441,7 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     # A list written on Windows: its folders joined by \ (a Linux name may hold one, so only where
     # that name is not there and the / one is).
     paths = paths.map(lambda p: p.replace("\\", "/") if "\\" in p and not (path.parent / p).exists()
-                                  and (path.parent / p.replace("\\", "/")).exists() else p)
+                      and (path.parent / p.replace("\\", "/")).exists() else p)
     frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths]
     split = None
     if split_column:

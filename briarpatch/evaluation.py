@@ -39,7 +39,7 @@ from ._args import ArgumentParser
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
-from .config import build, config_dir, remove_if_empty_run, report_user_error, user_errors
+from .config import PATH_SETTINGS, build, config_dir, remove_if_empty_run, report_user_error, user_errors
 from .data import check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
                       paired_change_interval, probe_separation, tolerate_small_groups)
@@ -623,7 +623,7 @@ def _from_training_folder(cfg: DictConfig, source: Path, *, given: set) -> None:
         trained_in = Path(OmegaConf.load(source.parent / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
     except Exception:  # noqa: BLE001 - no Hydra record (a copied run folder): paths stay as they are
         return
-    for key in ("data.root", "data.manifest", "encoder.weights"):
+    for key in PATH_SETTINGS:
         value = OmegaConf.select(cfg, key, default=None)
         if key in given or not isinstance(value, str) or Path(value).expanduser().is_absolute():
             continue

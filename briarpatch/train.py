@@ -21,8 +21,8 @@ from ._memory import keep_freed_memory
 from ._runlog import stage
 from .artifacts import save_patch, save_png
 from ._atomic import disk_full
-from .config import (build, config_dir, config_hash, missing_settings, remove_if_empty_run, report_user_error,
-                     user_errors)
+from .config import (PATH_SETTINGS, build, config_dir, config_hash, missing_settings, remove_if_empty_run,
+                     report_user_error, user_errors)
 from .data import check_groups
 from .module import BriarPatchModule
 
@@ -148,7 +148,7 @@ def recipe(cfg: DictConfig) -> dict:
         else:
             flat[prefix[:-1]] = node
     walk(resolved, "")
-    given = {k: flat[k] for k in _PATH_SETTINGS if isinstance(flat.get(k), str)}
+    given = {k: flat[k] for k in PATH_SETTINGS if isinstance(flat.get(k), str)}
     flat = _absolute_paths(flat)
     if given:
         flat["_as_given"] = given
@@ -158,11 +158,8 @@ def recipe(cfg: DictConfig) -> dict:
 # Files and folders named in a recipe: the same where they point to the same place (a run resumed
 # from another folder, its data given relative to that one), or where the same relative path is
 # given (a project folder moved with its data).
-_PATH_SETTINGS = ("data.root", "data.manifest", "encoder.weights")
-
-
 def _absolute_paths(flat: dict) -> dict:
-    for key in _PATH_SETTINGS:
+    for key in PATH_SETTINGS:
         if isinstance(flat.get(key), str):
             flat[key] = os.path.abspath(os.path.expanduser(flat[key]))
     return flat
