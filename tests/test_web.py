@@ -402,8 +402,13 @@ def test_export_web_keeps_existing_files(tmp_path, capsys):
     assert "synthetic benchmark" in capsys.readouterr().err
     (tmp_path / "site" / "index.html").write_text("mine")
     assert main(["export-web", "default", "--out", str(tmp_path / "site")]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "index.html already exists (an earlier page, or a file of yours): choose another folder, or pass " \
+        "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "site" / "index.html").read_text() == "mine"
+    (tmp_path / "notes").mkdir()  # a folder of the user's other files: the page goes beside them
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["export-web", "default", "--out", str(tmp_path / "notes")]) == 0
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine" and (tmp_path / "notes" / "index.html").is_file()
     payload = json.loads((tmp_path / "site" / "patch.json").read_text())
     pixels = np.frombuffer(__import__("base64").b64decode(payload["pixels"]), "<f4").reshape(3, payload["height"], -1)
     np.testing.assert_array_equal(pixels, load_patch("default").pixels.numpy())  # exact float32, not 8-bit

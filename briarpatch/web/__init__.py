@@ -59,7 +59,8 @@ def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[
     names = (*PAGE_FILES, *PATCH_FILES)
     clash = [n for n in names if (out_dir / n).exists()]
     if clash and not overwrite:
-        raise FileExistsError(f"{out_dir / clash[0]} already exists; choose an empty folder or pass --overwrite")
+        raise FileExistsError(f"{out_dir / clash[0]} already exists (an earlier page, or a file of yours): choose "
+                              "another folder, or pass --overwrite to replace the page's files")
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(patch_payload(patch))
     written = []
