@@ -103,6 +103,8 @@ def _sweep_problem(config_name: str, args: list[str]) -> str | None:
         except HydraException:  # a later value that does not compose (patch=frame,hexagon): named as for a run
             message = check_overrides(config_name, overrides)
         except user_errors() as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # --debug: the traceback
+                raise
             message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         finally:
             GlobalHydra.instance().clear()
