@@ -301,10 +301,10 @@ def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
     import os
     import sys
 
+    if run_dir is not None:  # nothing left behind, with --debug too
+        remove_if_empty_run(run_dir)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
-    if run_dir is not None:
-        remove_if_empty_run(run_dir)
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else exc.__class__.__name__
     if text.startswith("Caught ") and "Original Traceback" in str(exc):

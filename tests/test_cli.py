@@ -222,6 +222,7 @@ def test_help_and_version_answer_without_importing_torch(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     out = _run("train", "encoder.name=foo", "--debug", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr and "unknown encoder 'foo'" in out.stderr
+    assert not list(tmp_path.iterdir())  # its empty run folder went, as without --debug
     # A sweep's later job too (checked before the sweep starts): its traceback, and no folder.
     out = _run("train", "-m", "patch.size=4,200", "--debug", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr and "patch.size=200" in out.stderr
