@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-__all__ = ["ArgumentParser", "help_asked"]
+__all__ = ["ArgumentParser", "debugging", "help_asked"]
+
+
+def debugging() -> bool:
+    """``briarpatch --debug`` (or ``HYDRA_FULL_ERROR=1``): tracebacks instead of one-line errors."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -13,13 +13,14 @@ import glob
 import math
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._args import ArgumentParser
+from ._args import ArgumentParser, debugging
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._images import DEEP_MODES, gray_scale, read_heif, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
@@ -713,6 +714,8 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         patch = load_patch(args.patch)
     except (PatchFileError, FileNotFoundError) as exc:
+        if debugging():
+            raise
         if photo_first and given.exists():
             kind = "a folder without a patch" if given.is_dir() else "a photo, not a patch"
             parser.error(f"{args.patch} is {kind}; the patch comes first, then the photos: "
@@ -840,8 +843,10 @@ def cli(argv: list[str] | None = None) -> int:
                 failed.append((f"{src}: {_first_line(exc)}", exc))
     except KeyboardInterrupt:  # Ctrl-C: the photos written stay whole (atomic writes), the rest are not written
         interrupted = True
-    for msg, _ in failed:
+    for msg, exc in failed:
         print(f"failed: {msg}", file=sys.stderr)
+        if exc is not None and debugging():  # why this photo failed, where
+            traceback.print_exception(exc, file=sys.stderr)
     if webp and not args.quiet:
         # Lossy WebP always halves the colour planes (4:2:0): measured in docs/robustness.md,
         # "The owner's own save" (`python scripts/owner_save.py default`).

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ._args import ArgumentParser
+from ._args import ArgumentParser, debugging
 from ._atomic import atomic_path, folder_problem, write_json
 
 __all__ = ["collect_runs", "summarise", "pareto_mask", "sweep_report", "cli"]
@@ -216,6 +216,8 @@ def cli(argv=None) -> int:
     try:
         sweep_report(args.dir, args.out)
     except (FileNotFoundError, PermissionError) as exc:
+        if debugging():
+            raise
         print(f"briarpatch sweep-report: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -773,3 +773,14 @@ def test_hidden_files_and_folders_in_a_folder_are_skipped(patch_file, tmp_path, 
     assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out"), "-q"]) == 0
     assert [p.name for p in (tmp_path / "out").rglob("*")] == ["IMG_1.jpg"]
     assert cli([str(patch_file), str(src / ".thumbnails" / "t.jpg"), "--out", str(tmp_path / "one"), "-q"]) == 0
+
+
+def test_debug_shows_why_each_photo_failed(tmp_path, capsys, monkeypatch):
+    frames = [_rgb(40, 30, i) for i in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert cli(["default", str(tmp_path / "anim.gif"), "--out", str(tmp_path / "o"), "-q"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what briarpatch --debug sets
+    assert cli(["default", str(tmp_path / "anim.gif"), "--out", str(tmp_path / "o"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "failed: " in err and "Traceback" in err and "in open_image" in err

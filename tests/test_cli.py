@@ -227,6 +227,13 @@ def test_debug_shows_the_traceback(tmp_path):
     out = _run("train", "-m", "patch.size=4,200", "--debug", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr and "patch.size=200" in out.stderr
     assert not list(tmp_path.iterdir())
+    # The other commands too (they printed the same one line with --debug).
+    for args, said in ((["sweep-report", "nothere"], "nothere does not exist"),
+                       (["apply", "nothere.safetensors", "x.jpg", "--out", "o"], "no such patch file"),
+                       (["export-web", "nothere", "--out", "o"], "no such patch file")):
+        out = _run("--debug", *args, cwd=tmp_path)
+        assert out.returncode != 0 and "Traceback" in out.stderr and said in out.stderr, out.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_version_and_help(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._args import ArgumentParser
+from .._args import ArgumentParser, debugging
 from .._atomic import atomic_path, folder_problem
 from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
 
@@ -111,6 +111,8 @@ def _load(spec: str, prog: str) -> BriarPatch | None:
     try:
         return load_patch(spec)
     except (PatchFileError, FileNotFoundError) as exc:
+        if debugging():
+            raise
         print(f"{prog}: {exc}", file=sys.stderr)
         return None
 
@@ -176,6 +178,8 @@ def cli_export(argv=None) -> int:
     try:
         export_site(patch, args.out, overwrite=args.overwrite)
     except (FileExistsError, PermissionError) as exc:
+        if debugging():
+            raise
         print(f"briarpatch export-web: {exc}", file=sys.stderr)
         return 2
     notice = synthetic_notice(patch)
