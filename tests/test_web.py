@@ -340,6 +340,11 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     newer = _with_version(corner, "3")
     browser.find_element("id", "patch-file").send_keys(str(newer))
     _wait(browser, lambda: "written by a newer briarpatch" in browser.find_element("id", "patch-error").text)
+    # Without a patch (the page's own unreadable), photos are answered, not ignored.
+    browser.get((site / "index.html").as_uri())
+    browser.execute_script("BP_STATE.patch = null;")
+    browser.find_element("id", "files").send_keys(str(photo))
+    _wait(browser, lambda: "No patch to paste" in browser.find_element("id", "status").text)
     # A photo chosen as the patch is named as one (it read "not a safetensors file").
     browser.find_element("id", "patch-file").send_keys(str(photo))
     _wait(browser, lambda: "p.png is a photo, not a patch: add photos with Choose photos" in

@@ -200,7 +200,10 @@
   }
 
   async function handleFiles(files) {
-    if (!state.patch) return;
+    if (!state.patch) { // the page's own patch could not be read: say so, rather than do nothing
+      $("status").textContent = "No patch to paste: load one with “Use another patch…” first.";
+      return;
+    }
     const list = Array.from(files);
     state.total += list.length;
     updateProgress();
