@@ -59,10 +59,28 @@ def _unwritable(given: dict, sweep: bool) -> str | None:
             f"or set {key}=...")
 
 
+# What a run writes at the top of its folder (train.py, evaluation.py).
+_RUN_FILES = {"train": ("config.yaml", "metrics.csv", "train.log", "patch.safetensors", "patch.png", "checkpoints",
+                        "report"),
+              "evaluate": ("report", "evaluation.log")}
+
+
+def _users_files(config_name: str, folder: Path) -> str | None:
+    """The first file a run would write that is already in ``folder`` where no run was (a
+    project folder given as hydra.run.dir=. : its own config.yaml would be replaced)."""
+    if not folder.is_dir() or (folder / ".hydra").is_dir():
+        return None
+    return next((name for name in _RUN_FILES[config_name] if (folder / name).exists()), None)
+
+
 def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
     """A folder given again that holds an earlier run's patch or report, or a sweep's: refused
     before Hydra writes its .hydra/ files (and a sweep's multirun.yaml) over theirs."""
     overwrite = given.get("overwrite", "").lower() == "true"
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    if given.get(key) == "":  # Hydra would take the folder the command runs in
+        return f"{key} is empty: name a folder for the {'sweep' if sweep else 'run'} " \
+               f"({key}={'multirun/mine' if sweep else 'outputs/run'})"
     if sweep:
         if "hydra.sweep.dir" not in given:
             return None
@@ -75,10 +93,16 @@ def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
     if config_name == "evaluate":
         from .evaluation import kept_report_problem
 
-        return kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
-    from .train import finished_run_problem
+        problem = kept_report_problem(given["hydra.run.dir"], overwrite=overwrite)
+    else:
+        from .train import finished_run_problem
 
-    return finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"), overwrite=overwrite)
+        problem = finished_run_problem(given["hydra.run.dir"], ckpt_path=given.get("ckpt_path"), overwrite=overwrite)
+    theirs = None if problem or overwrite else _users_files(config_name, Path(given["hydra.run.dir"]).expanduser())
+    if theirs:
+        problem = (f"hydra.run.dir={given['hydra.run.dir']} holds {theirs}, which the run would write over, and no "
+                   "earlier run (no .hydra/): choose a new folder (hydra.run.dir=outputs/run)")
+    return problem
 
 
 def _sweep_problem(config_name: str, args: list[str]) -> str | None:

@@ -74,6 +74,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=default", "hydra.run.dir=/proc/briarpatch"],
      "hydra.run.dir=/proc/briarpatch cannot be written"),
     (["train", "-m", "seed=0,1", "hydra.sweep.dir=/proc/briarpatch"], "hydra.sweep.dir=/proc/briarpatch cannot be"),
+    # Empty: Hydra would run in the current folder, writing config.yaml, metrics.csv, ... among the user's files.
+    (["train", "hydra.run.dir="], "hydra.run.dir is empty: name a folder for the run (hydra.run.dir=outputs/run)"),
+    (["train", "-m", "seed=0,1", "hydra.sweep.dir="], "hydra.sweep.dir is empty: name a folder for the sweep"),
     (["apply", "default", str(ROOT / "assets" / "samples"), "--out", "/proc/briarpatch"],
      "--out /proc/briarpatch: /proc/briarpatch cannot be written (No such file or directory)"),
     (["apply", "default", str(ROOT / "assets" / "samples" / "chelsea.jpg"), "--out", "/proc/cat.jpg"],
@@ -119,6 +122,11 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
 
 
 @pytest.mark.parametrize("files,args,expected", [
+    # A folder of the user's own given as the run folder: its config.yaml would be replaced.
+    ({"config.yaml": b"mine: 1\n"}, ["train", "experiment=smoke", "hydra.run.dir=."],
+     "hydra.run.dir=. holds config.yaml, which the run would write over, and no earlier run"),
+    ({"report": b"my notes"}, ["evaluate", "patch=default", "hydra.run.dir=."],
+     "hydra.run.dir=. holds report, which the run would write over"),
     ({"taken": b"mine"}, ["suite", "--out", "taken"], "--out taken is a file; give a folder"),
     ({"taken": b"mine"}, ["export-web", "default", "--out", "taken"], "taken is a file; --out names a folder"),
     ({"taken": b"mine"}, ["sweep-report", "taken"], "taken is a file, not a folder"),
