@@ -6,12 +6,17 @@ import argparse
 import os
 import sys
 
-__all__ = ["ArgumentParser", "debugging", "help_asked"]
+__all__ = ["ArgumentParser", "debugging", "first_line", "help_asked"]
 
 
 def debugging() -> bool:
     """``briarpatch --debug`` (or ``HYDRA_FULL_ERROR=1``): tracebacks instead of one-line errors."""
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its first), or its class name when it has none."""
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
 
 
 class ArgumentParser(argparse.ArgumentParser):

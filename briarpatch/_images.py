@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "gray_scale", "read_heif", "unit_gray"]
+__all__ = ["DEEP_MODES", "HEIF_SUFFIXES", "gray_scale", "read_heif", "unit_gray"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# Names of HEIC/HEIF files (iPhones' photos), read through pillow-heif (:func:`read_heif`).
+HEIF_SUFFIXES = (".heic", ".heif")
 
 
 def unit_gray(img) -> np.ndarray:

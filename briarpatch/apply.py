@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._args import ArgumentParser, debugging
+from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, gray_scale, read_heif, unit_gray
+from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray
 from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -525,7 +525,7 @@ def plan_outputs(pairs, out_dir: Path, fmt: str) -> list[tuple[Path, Path | None
         dst = out_dir / rel
         if fmt != "keep":
             dst = dst.with_suffix(FORMATS[fmt][0])
-        elif dst.suffix.lower() in (".heic", ".heif"):
+        elif dst.suffix.lower() in HEIF_SUFFIXES:
             dst = dst.with_suffix(".jpg")
         elif dst.suffix.lower() not in _SAVE_FORMAT:
             dst = dst.with_suffix(".png")
@@ -611,11 +611,6 @@ def _fraction(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return v
-
-
-def _first_line(exc: BaseException) -> str:
-    """What a failed photo's line says: the error's own first line, or its kind."""
-    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
 
 
 def _format_name(text: str) -> str:
@@ -741,7 +736,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"briarpatch apply: --out {out_dir}: patched photos are not written as GIF (its 256 colours would "
               f"change the photo); name it {out_dir.with_suffix('.png').name}", file=sys.stderr)
         return 2
-    if out_dir.suffix.lower() in (".heic", ".heif") and not out_dir.is_dir():
+    if out_dir.suffix.lower() in HEIF_SUFFIXES and not out_dir.is_dir():
         print(f"briarpatch apply: --out {out_dir}: patched photos are not written as HEIC (its codec halves the "
               f"colour resolution, which blurs the patch); name it {out_dir.with_suffix('.jpg').name}",
               file=sys.stderr)
@@ -819,7 +814,7 @@ def cli(argv: list[str] | None = None) -> int:
                 try:  # the header tells most failures (not a truncated file's) without decoding
                     _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
                 except Exception as exc:
-                    failed.append((f"{src}: {_first_line(exc)}", exc))
+                    failed.append((f"{src}: {first_line(exc)}", exc))
                     continue
                 print(f"would write {dst}")
                 written += 1
@@ -840,7 +835,7 @@ def cli(argv: list[str] | None = None) -> int:
                 full = disk_full(exc, where=dst)
                 if full:  # but a full disk stops them all: one line, not one failure per photo
                     break
-                failed.append((f"{src}: {_first_line(exc)}", exc))
+                failed.append((f"{src}: {first_line(exc)}", exc))
     except KeyboardInterrupt:  # Ctrl-C: the photos written stay whole (atomic writes), the rest are not written
         interrupted = True
     for msg, exc in failed:

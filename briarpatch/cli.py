@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from ._args import debugging, first_line
 from ._memory import keep_freed_memory
 
 __all__ = ["main"]
@@ -81,15 +82,12 @@ def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
     if given.get(key) == "":  # Hydra would take the folder the command runs in
         return f"{key} is empty: name a folder for the {'sweep' if sweep else 'run'} " \
                f"({key}={'multirun/mine' if sweep else 'outputs/run'})"
+    if key not in given:
+        return None
     if sweep:
-        if "hydra.sweep.dir" not in given:
-            return None
         from .train import finished_sweep_problem
 
-        return finished_sweep_problem(given["hydra.sweep.dir"], overwrite=overwrite,
-                                      evaluation=config_name == "evaluate")
-    if "hydra.run.dir" not in given:
-        return None
+        return finished_sweep_problem(given[key], overwrite=overwrite, evaluation=config_name == "evaluate")
     if config_name == "evaluate":
         from .evaluation import kept_report_problem
 
@@ -127,9 +125,9 @@ def _sweep_problem(config_name: str, args: list[str]) -> str | None:
         except HydraException:  # a later value that does not compose (patch=frame,hexagon): named as for a run
             message = check_overrides(config_name, overrides)
         except user_errors() as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # --debug: the traceback
+            if debugging():  # --debug: the traceback
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            message = first_line(exc)
         finally:
             GlobalHydra.instance().clear()
         if message:
@@ -171,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, not a traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if debugging():
             raise
         command = next((a for a in argv if a != "--debug"), "")
         print(f"briarpatch{' ' + command if command in COMMANDS else ''}: interrupted", file=sys.stderr)

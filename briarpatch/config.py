@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ._args import debugging
+
 __all__ = ["build", "config_dir", "config_hash", "check_overrides", "remove_if_empty_run", "report_user_error",
            "user_errors"]
 
@@ -298,12 +300,11 @@ def remove_if_empty_run(run_dir) -> None:
 def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
     """One line on stderr naming the problem (the exception's own first line), no run folder left
     behind; exit status 2. With ``HYDRA_FULL_ERROR=1`` (``--debug``) the exception propagates."""
-    import os
     import sys
 
     if run_dir is not None:  # nothing left behind, with --debug too
         remove_if_empty_run(run_dir)
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if debugging():
         raise exc
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else exc.__class__.__name__

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ._images import DEEP_MODES, read_heif, unit_gray
+from ._args import first_line
+from ._images import DEEP_MODES, HEIF_SUFFIXES, read_heif, unit_gray
 from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -120,7 +121,7 @@ def _unreadable(paths) -> dict[str, str]:
     from PIL import Image
 
     paths = list(paths)
-    if any(str(p).lower().endswith((".heic", ".heif")) for p in paths):
+    if any(str(p).lower().endswith(HEIF_SUFFIXES) for p in paths):
         read_heif()  # phone photos: PIL reads them once pillow-heif is registered
     bad = {}
     for path in paths:
@@ -136,7 +137,7 @@ def _unreadable(paths) -> dict[str, str]:
             with Image.open(path) as img:
                 img.size  # noqa: B018 - the header is parsed on open; size proves it
         except Exception as exc:  # noqa: BLE001 - any failure to read makes the file unusable
-            bad[path] = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            bad[path] = first_line(exc)
     return bad
 
 
@@ -154,7 +155,7 @@ class TableDataset(Dataset):
     def __getitem__(self, i):
         from PIL import Image, ImageOps
 
-        if self.paths[i].suffix.lower() in (".heic", ".heif"):
+        if self.paths[i].suffix.lower() in HEIF_SUFFIXES:
             read_heif()  # registered in this process too (a DataLoader worker may be a new one)
         try:
             with Image.open(self.paths[i]) as img:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
-from ._args import ArgumentParser
+from ._args import ArgumentParser, debugging
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
@@ -707,14 +706,14 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir")))
     except OSError as exc:  # a full disk: one line (the embeddings cached so far are kept)
         full = disk_full(exc)
-        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full is None or debugging():
             raise
         remove_if_empty_run(cfg.get("run_dir"))
         print(f"briarpatch evaluate: {full} (or set eval.cache_dir=... or hydra.run.dir=... elsewhere); no report was "
               "written", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; embeddings cached so far are kept
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if debugging():
             raise
         remove_if_empty_run(cfg.get("run_dir"))
         print("briarpatch evaluate: interrupted; no report was written", file=sys.stderr)

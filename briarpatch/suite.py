@@ -15,14 +15,13 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._args import ArgumentParser
+from ._args import ArgumentParser, debugging
 from ._atomic import atomic_path, disk_full, folder_problem, write_json
 from .report import _num
 
@@ -375,7 +374,7 @@ def cli(argv=None) -> int:
         return report_user_error("briarpatch suite", exc)
     except OSError as exc:  # a full disk: the finished runs are kept, as after Ctrl-C
         full = disk_full(exc)
-        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full is None or debugging():
             raise
         print(f"briarpatch suite: {full}; the finished runs in {args.out} are kept, and the same command continues "
               "from the run it stopped in", file=sys.stderr)

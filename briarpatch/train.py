@@ -20,6 +20,7 @@ from . import __version__
 from ._memory import keep_freed_memory
 from ._runlog import stage
 from .artifacts import save_patch, save_png
+from ._args import debugging
 from ._atomic import disk_full
 from .config import (PATH_SETTINGS, build, config_dir, config_hash, missing_settings, remove_if_empty_run,
                      report_user_error, user_errors)
@@ -374,7 +375,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
     except OSError as exc:  # a full disk: one line, and how to go on from the last checkpoint written
         full = disk_full(exc)
-        if full is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full is None or debugging():
             raise
         last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
         remove_if_empty_run(cfg.run_dir)
@@ -382,7 +383,7 @@ def main(cfg: DictConfig) -> float | None:
               + (f"; to go on, run the same command with ckpt_path={last}" if last.is_file() else ""), file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line and the shell's status, not a traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if debugging():
             raise
         run_dir = Path(cfg.run_dir)
         if isinstance(exc, TrainingInterrupted):
