@@ -31,9 +31,46 @@ briarpatch --version prints the version.
 
 def _hydra(entry, program: str, argv: list[str]) -> int:
     # Hydra reads sys.argv itself; hand it exactly the arguments after the subcommand.
-    sys.argv = [program, *argv]
-    entry()
+    claimed = _claim_folder(argv)
+    sys.argv = [program, *argv, *([f"{claimed[0]}={claimed[1]}"] if claimed else [])]
+    try:
+        entry()
+    finally:
+        if claimed:  # a run that stopped before writing anything leaves no folder
+            from .config import remove_if_empty_run
+
+            remove_if_empty_run(claimed[1])
     return 0
+
+
+def _claim_folder(argv: list[str], *, now=None) -> tuple[str, Path] | None:
+    """Hydra's default folder (outputs/DATE/TIME, multirun/DATE/TIME), made here so that it is
+    this run's alone: two runs started in the same second (seeds launched side by side) shared
+    one folder, each writing over the other's patch, and both reported success. The next free
+    name is taken (TIME-2, TIME-3, ...); os.mkdir fails for all but one process that asks."""
+    from datetime import datetime
+
+    from .config import override_values
+
+    flags = {a for a in argv if a.startswith("-")}
+    if not flags <= {"-m", "--multirun"}:  # --help, --cfg: no run
+        return None
+    sweep = bool(flags)
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    if key in override_values(argv):
+        return None
+    now = now or datetime.now()
+    day = Path("multirun" if sweep else "outputs") / now.strftime("%Y-%m-%d")
+    day.mkdir(parents=True, exist_ok=True)
+    stem = now.strftime("%H-%M-%S")
+    for n in range(1, 10_000):
+        folder = day / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return key, folder
+    raise FileExistsError(f"{day} holds {stem} to {stem}-9999")
 
 
 def _unknown_flag(args: list[str]) -> str | None:

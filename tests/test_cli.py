@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -328,3 +329,21 @@ def test_every_command_the_readme_shows_parses(monkeypatch):
             assert cli.main(argv) == 0, argv
         except Parsed:
             pass
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    """Seeds launched side by side (`briarpatch train seed=0 & briarpatch train seed=1`) shared
+    Hydra's outputs/DATE/TIME: each wrote over the other's patch and both reported success."""
+    from datetime import datetime
+
+    from briarpatch.cli import _claim_folder
+
+    monkeypatch.chdir(tmp_path)
+    now = datetime(2026, 12, 2, 21, 55, 44)
+    first, second = _claim_folder(["seed=0"], now=now), _claim_folder(["seed=1"], now=now)
+    assert first == ("hydra.run.dir", Path("outputs/2026-12-02/21-55-44"))
+    assert second == ("hydra.run.dir", Path("outputs/2026-12-02/21-55-44-2"))
+    assert _claim_folder(["-m", "seed=0,1"], now=now) == ("hydra.sweep.dir", Path("multirun/2026-12-02/21-55-44"))
+    assert _claim_folder(["hydra.run.dir=mine"], now=now) is None  # the user's folder: theirs to choose
+    assert _claim_folder(["--cfg", "job"], now=now) is None  # looking is not running
+    assert sorted(p.name for p in (tmp_path / "outputs/2026-12-02").iterdir()) == ["21-55-44", "21-55-44-2"]
