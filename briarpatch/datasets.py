@@ -83,8 +83,30 @@ def _encode(values: pd.Series, *, threshold: float | None, role: str) -> tuple[n
         return (numeric >= threshold).astype(int).to_numpy(), [f"<{threshold:g}", f">={threshold:g}"]
     if set(values.unique()) <= {-1, 1}:
         return (values == 1).astype(int).to_numpy(), [f"not {values.name}", str(values.name)]
+    values = _one_spelling(values, role=role)
     codes, names = pd.factorize(values, sort=True)
     return codes.astype(int), [str(n) for n in names]
+
+
+def _one_spelling(values: pd.Series, *, role: str) -> pd.Series:
+    """Labels typed by hand: ``"f "`` is ``"f"`` (spaces never name a group), and ``"F"`` beside
+    ``"f"`` is counted as its commoner spelling, with a warning. Each was a group or class of its
+    own, of a few images, that the probes' group sizes then refused (or a third class)."""
+    text = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    words = text[text.map(lambda v: isinstance(v, str))]
+    if words.empty:
+        return text
+    counts = words.value_counts()  # commonest first: each folded name keeps its commonest spelling
+    spelling = {}
+    for word in counts.index:
+        spelling.setdefault(word.casefold(), word)
+    merged = {word: spelling[word.casefold()] for word in counts.index if spelling[word.casefold()] != word}
+    if merged:
+        shown = ", ".join(f"{w!r} ({counts[w]} row{'s' if counts[w] > 1 else ''}) as {k!r}"
+                          for w, k in list(merged.items())[:3])
+        log.warning("%s has values that differ only in case; counting %s%s", role, shown,
+                    ", ..." if len(merged) > 3 else "")
+    return text.map(lambda v: merged.get(v, v) if isinstance(v, str) else v)
 
 
 def _stratified_split(s: np.ndarray, y: np.ndarray, *, seed: int, fractions=(0.7, 0.1, 0.2)) -> np.ndarray:

@@ -39,7 +39,7 @@ from ._atomic import atomic_path, disk_full, folder_problem
 from ._runlog import stage
 from .artifacts import BriarPatch, load_patch
 from .config import PATH_SETTINGS, build, config_dir, remove_if_empty_run, report_user_error, user_errors
-from .data import check_groups, to_unit
+from .data import SyntheticDataModule, check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
                       paired_change_interval, probe_separation, tolerate_small_groups)
 from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
@@ -297,7 +297,10 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
     robustness channels use) is too small for the evaluation's predictor and probes."""
     train = datamodule.split("train")
     names = list(datamodule.group_names)
-    checks = [(len(train), "the training split", "use a larger one (data.train_size or data.limit)")]
+    # Only the synthetic benchmark sets its size; elsewhere a tiny group is often a stray label.
+    synthetic = isinstance(datamodule, SyntheticDataModule)
+    checks = [(len(train), "the training split",
+               "use a larger one (data.train_size or data.limit)" if synthetic else "list more images")]
     n_rob = settings.robustness_counts(len(train), 0)[0]
     if settings.robustness and n_rob < len(train):
         checks.append((n_rob, f"the {n_rob} training images the robustness channels use",
@@ -317,8 +320,9 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
         small = [(names[g] if g < len(names) else str(g), int(c)) for g, c in enumerate(counts) if 0 < c < MIN_PER_GROUP]
         if small:
             listed = ", ".join(f"{g}: {c}" for g, c in small)
+            stray = "" if synthetic else ", or check data.sensitive's values (a stray label is a group of its own)"
             raise ValueError(f"too few images per group in {scope} for the evaluation's probes ({listed}; at least "
-                             f"{MIN_PER_GROUP} each): {fix}")
+                             f"{MIN_PER_GROUP} each): {fix}{stray}")
 
 
 def _classifier(kind: str, seed: int):

@@ -355,6 +355,23 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
         check_evaluable(load("three.csv"), EvalSettings())
     check_evaluable(load("manifest.csv"), EvalSettings())
 
+    # Labels typed by hand: "b " and "B" were groups of their own, of one image each, which the
+    # probes' group sizes then refused as "too few images per group".
+    stray = frame.assign(group=frame["group"].astype(object))
+    stray.loc[1, "group"], stray.loc[3, "group"] = "b ", "B"
+    stray.to_csv(tmp_path / "stray.csv", index=False)
+    dm = load("stray.csv")
+    assert dm.group_names == ["a", "b"]
+    assert sum(int((dm.split(part).s == 1).sum()) for part in ("train", "val", "test")) == N // 2
+    assert "sensitive 'group' has values that differ only in case; counting 'B' (1 row) as 'b'" in caplog.text
+    check_evaluable(dm, EvalSettings())
+    typo = frame.assign(group=frame["group"].astype(object))
+    typo.loc[1, "group"] = "bb"
+    typo.to_csv(tmp_path / "typo.csv", index=False)
+    with pytest.raises(ValueError, match=r"too few images per group in the training split .*\(bb: 1; at least 10 "
+                                         r"each\): list more images, or check data.sensitive's values"):
+        check_evaluable(load("typo.csv"), EvalSettings())
+
 
 def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_looked_for(tmp_path):
     path = make_manifest(tmp_path / "m")
