@@ -314,6 +314,8 @@ def train(cfg: DictConfig) -> dict:
     if eval_settings is not None:
         from .evaluation import check_evaluable
 
+        # The evaluation after training scores the test split: found there, a single group cost the training.
+        check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
         check_evaluable(datamodule, eval_settings)
     module = build_module(cfg, datamodule)
     module.recipe = json.dumps(recipe(cfg))  # kept in every checkpoint: a resume is checked against it

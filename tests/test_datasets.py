@@ -413,6 +413,14 @@ def test_split_columns_as_datasets_ship_them(tmp_path, caplog):
     frame.to_csv(path, index=False)
     with pytest.raises(ValueError, match="split column 'split' has no 'test' rows; mark some, or leave"):
         build(compose_cfg("train", settings).data)
+    # Test rows of one group: the evaluation after training cannot measure parity. Found before
+    # the training now, where it was found after it.
+    frame["split"] = ["train" if i < 48 or i % 2 == 0 else "test" for i in range(N)]
+    frame.to_csv(path, index=False)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"a single group \(b\) in the test split"):
+        train(compose_cfg("train", [*settings, *SMALL], run_dir=run))
+    assert not (run / "patch.safetensors").exists() and not (run / "checkpoints").exists()
 
 
 def test_a_list_of_file_uris_is_read_and_web_addresses_are_named(tmp_path):
