@@ -323,10 +323,11 @@ def cli(argv=None) -> int:
         for name, changes in SUITE.items():
             print(f"{name:<12} {', '.join(f'{k}={v}' for k, v in changes.items()) or 'the benchmark of every earlier result'}")
         return 0
-    members = [m for m in args.members.split(",") if m]
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
     unknown = [m for m in members if m not in SUITE]
-    if unknown:
-        print(f"briarpatch suite: unknown member {unknown[0]!r}; choose from {', '.join(SUITE)}", file=sys.stderr)
+    if unknown or not members:
+        named = f"unknown member {unknown[0]!r}" if unknown else "--members names none"
+        print(f"briarpatch suite: {named}; choose from {', '.join(SUITE)}", file=sys.stderr)
         return 2
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -355,6 +356,12 @@ def cli(argv=None) -> int:
                    "those overrides and -m seed=0,1,2")
     if problem:
         print(f"briarpatch suite: {problem}", file=sys.stderr)
+        return 2
+    finished = [run for run in (args.out / m / f"seed{seed}" for m in members for seed in seeds)
+                if (run / "report" / "report.json").is_file()]
+    if args.reevaluate and not finished:  # a mistyped --out would have trained the whole suite (hours)
+        print(f"briarpatch suite: --reevaluate scores finished runs again, and {args.out} holds none of these members "
+              "and seeds: give the folder of an earlier suite, or leave --reevaluate out to train", file=sys.stderr)
         return 2
     existed = args.out.exists()
     try:

@@ -101,6 +101,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["apply", "default", "/nowhere", "--out", "o"], "nothing to patch"),
     (["suite", "--members", "nope"], "unknown member 'nope'; choose from default"),
     (["suite", "--seeds", "-1"], "--seeds wants whole numbers from 0 such as 0,1,2, got '-1'"),
+    (["suite", "--members", ","], "--members names none; choose from default"),  # was an IndexError
+    # A mistyped folder to score again trained the whole suite, for hours.
+    (["suite", "--out", "suite_typo", "--reevaluate"], "--reevaluate scores finished runs again, and suite_typo holds"),
     (["suite", "--seeds", "0", "--members", "default", "patch.sise=2"], "patch.sise is not a setting; did you mean"),
     # Met by the suite's first run: its folders go too.
     (["suite", "--seeds", "0", "--members", "default", "--out", "s", "patch.size=200"], "a frame's bands"),
