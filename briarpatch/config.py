@@ -77,13 +77,14 @@ def build(node, **kwargs):
 # ----------------------------------------------------------------------------- user errors
 def user_errors() -> tuple:
     """The exceptions that report a user's mistake (bad values, missing files or weights)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException  # a Trainer setting it refuses
     from omegaconf.errors import MissingMandatoryValue
 
     from .artifacts import PatchFileError
     from .encoders import EncoderWeightsMissing
 
     return (ValueError, FileNotFoundError, FileExistsError, PatchFileError, EncoderWeightsMissing,
-            MissingMandatoryValue, TypeError)
+            MissingMandatoryValue, TypeError, MisconfigurationException)
 
 
 # What Hydra's override grammar reads unquoted in a value (paths included).

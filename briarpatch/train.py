@@ -244,6 +244,14 @@ def check_settings(cfg: DictConfig) -> None:
         if cfg.trainer.get(key) not in (None, -1):
             raise ValueError(f"trainer.{key} is not used: the schedule is patch_steps (now {cfg.get('patch_steps')}); "
                              f"set patch_steps=N instead")
+    # The module steps the patch and the adversary itself (manual optimization), where Lightning
+    # refuses these with a traceback once the run has started.
+    for key, unset, instead in (("gradient_clip_val", 0, "the pixels are kept in [0, 1] after each step"),
+                                ("gradient_clip_algorithm", None, "the pixels are kept in [0, 1] after each step"),
+                                ("accumulate_grad_batches", 1, "for larger batches, set data.batch_size")):
+        if cfg.trainer.get(key) not in (None, unset):
+            raise ValueError(f"trainer.{key} does not apply: briarpatch steps the patch and the adversary itself, "
+                             f"so Lightning neither clips nor accumulates their gradients; remove it ({instead})")
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):  # numpy's range, named as a setting
         raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1} (or null), got {seed}")

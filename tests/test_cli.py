@@ -102,6 +102,9 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["suite", "--members", "nope"], "unknown member 'nope'; choose from default"),
     (["suite", "--seeds", "-1"], "--seeds wants whole numbers from 0 such as 0,1,2, got '-1'"),
     (["suite", "--members", ","], "--members names none; choose from default"),  # was an IndexError
+    # Lightning's own Trainer arguments, added with +: refused by it (a traceback), or by the module's manual steps.
+    (["train", "+trainer.accumulate_grad_batches=4"], "trainer.accumulate_grad_batches does not apply: briarpatch"),
+    (["train", "experiment=smoke", "+trainer.limit_train_batches=0.01"], "Please increase the `limit_train_batches`"),
     # A mistyped folder to score again trained the whole suite, for hours.
     (["suite", "--out", "suite_typo", "--reevaluate"], "--reevaluate scores finished runs again, and suite_typo holds"),
     (["suite", "--seeds", "0", "--members", "default", "patch.sise=2"], "patch.sise is not a setting; did you mean"),
