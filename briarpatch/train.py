@@ -113,6 +113,7 @@ def quiet_lightning():
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning internals, not ours
             # A resumed run writes into its own folder, not the checkpoint's: nothing to act on.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resumed
             yield
     finally:
         for n, level in levels.items():
