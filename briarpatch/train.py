@@ -236,6 +236,13 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where it stopped and how to go on."""
 
 
+def idle_gpu_note(cfg: DictConfig) -> str | None:
+    """The CPU is the default so that a run repeats anywhere; a GPU left idle is worth a line."""
+    if str(cfg.trainer.get("accelerator")) == "cpu" and torch.cuda.is_available():
+        return "training on the CPU (trainer=cpu, the default) though a CUDA GPU is here: trainer=gpu uses it"
+    return None
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Settings a run can refuse before it reads any data, each a ``ValueError`` that names the fix.
 
@@ -329,6 +336,8 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg, datamodule)
     module.recipe = json.dumps(recipe(cfg))  # kept in every checkpoint: a resume is checked against it
     log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
+    if idle_gpu_note(cfg):
+        log.info(idle_gpu_note(cfg))
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
     batches = -(-len(datamodule.split("train")) // datamodule.batch_size)

@@ -358,3 +358,15 @@ def test_a_full_disk_is_one_line_with_the_way_on(tiny_cfg, tmp_path, monkeypatch
     assert err.count("\n") == 1 and err.startswith(
         f"briarpatch train: no space left on the device writing {last.parent / 'epoch=3.ckpt'}: free some space, "
         f"or write the run elsewhere (hydra.run.dir=...); to go on, run the same command with ckpt_path={last}")
+
+
+def test_a_gpu_left_idle_by_the_default_trainer_is_said(monkeypatch):
+    """trainer=cpu is the default (a run repeats anywhere): on a GPU machine the run says so."""
+    from briarpatch.train import idle_gpu_note
+
+    from .conftest import compose_cfg
+
+    assert idle_gpu_note(compose_cfg("train", [])) is None or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "trainer=gpu uses it" in idle_gpu_note(compose_cfg("train", []))
+    assert idle_gpu_note(compose_cfg("train", ["trainer=gpu"])) is None
