@@ -215,7 +215,7 @@ def bench_data(args) -> tuple[float, int]:
     n, t = 0, time.perf_counter()
     for batch in it:
         n += len(batch["image"])
-    return n / (time.perf_counter() - t), dm.num_workers
+    return n / (time.perf_counter() - t), dm
 
 
 def main() -> None:
@@ -296,16 +296,20 @@ def main() -> None:
     rows += [("IBM ART AdversarialPatchPyTorch", art, None), ("bare encoder forward (limit)", limit_embed_full, None),
              ("briarpatch evaluation embedding", embed, embed / limit_embed_full)]
     if args.data_images:
-        data_ips, workers = bench_data(args)
-        figures.update({"data_ips": data_ips, "data_workers": workers})
-        rows.append((f"data path, JPEG 640x480, {workers} workers", data_ips, data_ips / figures["train_ips"]))
+        data_ips, dm = bench_data(args)
+        figures.update({"data_ips": data_ips, "data_workers": dm.num_workers})
+        rows.append((f"data path, JPEG 640x480, {dm.num_workers} workers", data_ips, data_ips / figures["train_ips"]))
+        afresh, held = bench_eval_passes(dm, encoder, args, device)
+        figures.update({"eval_passes_afresh_ips": afresh, "eval_passes_held_ips": held})
+        rows += [("evaluation, 4 passes over JPEGs, decoded each pass", afresh, None),
+                 ("evaluation, 4 passes over JPEGs, held once decoded", held, held / afresh)]
     settings = {"device": str(torch.cuda.get_device_name() if device.type == "cuda" else "cpu"),
                 "threads": torch.get_num_threads(), "precision": args.precision, "batches": args.batch,
                 "image_size": args.size, "patch": args.patch, "encoder": "efficientnet_lite0",
                 "placement": "square at its fixed place; ART: rotation ±22.5°, scale 0.3-0.6", "torch": torch.__version__}
     print(f"device {settings['device']}, {settings['threads']} threads, {args.size}px, patch {args.patch}px, "
           f"torch {torch.__version__} (ratio: to the bare encoder; pipeline and compile rows: to the plain step; "
-          "data row: to the training step)")
+          "data row: to the training step; held row: to decoded each pass)")
     print(f"{'':52s} {'img/s':>8s} {'ratio':>8s}")
     for name, ips, ratio in rows:
         print(f"{name:52s} {ips if ips is not None else float('nan'):8.1f} {'' if ratio is None else f'{ratio:8.2f}'}")
@@ -319,6 +323,28 @@ def main() -> None:
             print(f"{key:52s} {plain.get(key, 0.0):8.1f} {piped.get(key, 0.0):8.1f}")
     if args.json:
         args.json.write_text(json.dumps({**figures, "settings": settings}, indent=2))
+
+
+def bench_eval_passes(dm, encoder, args, device, *, passes: int = 4) -> tuple[float, float]:
+    """The evaluation's repeated passes over photos read from disk (clean, patched, controls,
+    channels): each photo decoded afresh every pass, then held once decoded, as the evaluation
+    holds them (:meth:`briarpatch.datasets.TableDataset.hold`). Images per second over the passes."""
+    from briarpatch.datasets import TableDataset
+    from briarpatch.evaluation import embed_dataset
+
+    ds = dm.split("train")
+    n = min(len(ds), args.embed_images)
+    ips = []
+    for hold in (False, True):
+        photos = TableDataset(ds.paths[:n], ds.y[:n].numpy(), ds.s[:n].numpy(), image_size=args.size)
+        if hold:
+            photos.hold(budget=n * 3 * args.size ** 2)
+        t = time.perf_counter()
+        for _ in range(passes):
+            embed_dataset(encoder, photos, batch_size=args.batch[0], device=device, progress=False,
+                          precision=args.precision)
+        ips.append(passes * n / (time.perf_counter() - t))
+    return ips[0], ips[1]
 
 
 @torch.no_grad()

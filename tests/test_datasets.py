@@ -147,6 +147,27 @@ def test_manifest_csv_and_parquet(tmp_path, split, parquet):
     assert dm.group_names == ["a", "b"]
 
 
+def test_photos_held_in_memory_are_decoded_once_and_read_as_decoded(tmp_path, monkeypatch):
+    """The evaluation reads each split a dozen times; a photo is decoded on the first only."""
+    from briarpatch.datasets import TableDataset
+
+    for i in range(5):
+        _jpeg(tmp_path / f"{i}.jpg", i)
+    paths = [tmp_path / f"{i}.jpg" for i in range(5)]
+    plain = TableDataset(paths, np.zeros(5), np.arange(5) % 2, image_size=32)
+    held = TableDataset(paths, np.zeros(5), np.arange(5) % 2, image_size=32)
+    assert held.hold(budget=5 * 3 * 32 * 32 - 1) == 0  # does not fit: read from disk each time
+    assert held.hold(budget=5 * 3 * 32 * 32) == 5 * 3 * 32 * 32
+    decoded = []
+    decode = TableDataset._decode
+    monkeypatch.setattr(TableDataset, "_decode", lambda self, i: decoded.append(i) or decode(self, i))
+    for _ in range(3):
+        for batch in torch.utils.data.DataLoader(held, batch_size=2):
+            for j, i in enumerate(batch["index"].tolist()):
+                assert torch.equal(batch["image"][j], decode(plain, i)["image"]) and batch["s"][j] == i % 2
+    assert sorted(decoded) == list(range(5))
+
+
 def test_evaluate_a_patch_through_a_preset(tmp_path):
     from omegaconf import open_dict
 
@@ -160,8 +181,15 @@ def test_evaluate_a_patch_through_a_preset(tmp_path):
                       run_dir=tmp_path / "eval")
     with open_dict(cfg):
         cfg.eval.cache_dir = str(tmp_path / "cache")
-    report = evaluate(cfg)
+    from briarpatch.datasets import TableDataset
+
+    read = []
+    with pytest.MonkeyPatch.context() as mp:
+        decode = TableDataset._decode
+        mp.setattr(TableDataset, "_decode", lambda self, i: read.append((id(self), i)) or decode(self, i))
+        report = evaluate(cfg)
     assert report["data"]["dataset"] == "utkface" and report["settings"]["groups"] == ["female", "male"]
+    assert read and len(set(read)) == len(read)  # every photo decoded once, for a dozen passes
 
 
 def test_utkface_skips_malformed_names(tmp_path, caplog):
