@@ -699,7 +699,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     given = Path(args.patch)
-    photo_first = (given.is_dir() and not (given / "patch.safetensors").exists()
+    # A training run's folder without its patch yet (stopped early) is named as such by load_patch.
+    run = given.is_dir() and any((given / name).exists() for name in (".hydra", "checkpoints", "config.yaml"))
+    photo_first = (given.is_dir() and not run and not (given / "patch.safetensors").exists()
                    or given.suffix.lower() in IMAGE_SUFFIXES)
     if not args.inputs:
         if photo_first:

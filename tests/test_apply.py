@@ -425,6 +425,9 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
     with pytest.raises(PatchFileError, match=r"no patch yet, the run stopped before its last step; finish it with "
                                              r"its own settings and ckpt_path=.*last.ckpt"):
         load_patch(run)
+    # The command names it so too: it said the photos had been given before the patch.
+    assert cli([str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "no patch yet, the run stopped before its last step" in capsys.readouterr().err
 
 
 def test_placement_options(patch_file, tmp_path):
