@@ -158,6 +158,25 @@ def _is_image(data: bytes) -> bool:
         return False
 
 
+def _what_folder(path: Path) -> str:
+    """What a folder without a patch holds, and which patch to give instead."""
+    evaluated = path / ".hydra" / "config.yaml"
+    if (path / "report").is_dir() and evaluated.is_file():  # briarpatch evaluate's output folder
+        from omegaconf import OmegaConf
+
+        try:
+            patch = OmegaConf.select(OmegaConf.load(evaluated), "patch_path", default=None)
+        except Exception:  # noqa: BLE001 - a damaged record: the plain message below
+            patch = None
+        if patch:
+            return f"an evaluation's folder, not a patch; the patch it evaluated is {patch}"
+    inside = sorted(path.glob("*/patch.safetensors")) or sorted(path.glob("*/*/patch.safetensors"))
+    if inside:  # a sweep's or a suite's folder
+        return (f"a folder of {len(inside)} runs, not one; give one of their patches, e.g. "
+                f"{inside[0].parent}")
+    return "a folder without patch.safetensors; name the patch file, or a training run's folder"
+
+
 def load_patch(path) -> BriarPatch:
     """Read a patch back, without pickle.
 
@@ -186,8 +205,7 @@ def load_patch(path) -> BriarPatch:
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "patch.safetensors").exists() and not (path / "checkpoints" / "last.ckpt").is_file():
-            raise PatchFileError(f"{path}: a folder without patch.safetensors; name the patch file, or a "
-                                 "training run's folder")
+            raise PatchFileError(f"{path}: {_what_folder(path)}")
         path = path / "patch.safetensors"
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PatchFileError(

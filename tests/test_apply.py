@@ -428,6 +428,19 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
     # The command names it so too: it said the photos had been given before the patch.
     assert cli([str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
     assert "no patch yet, the run stopped before its last step" in capsys.readouterr().err
+    # An evaluation's folder, and a sweep's: what they hold, and the patch to give.
+    evaluation = tmp_path / "evaluated"
+    (evaluation / "report").mkdir(parents=True)
+    (evaluation / ".hydra").mkdir()
+    (evaluation / ".hydra" / "config.yaml").write_text("patch_path: outputs/mine\nseed: 0\n")
+    with pytest.raises(PatchFileError, match="an evaluation's folder, not a patch; the patch it evaluated is "
+                                             "outputs/mine"):
+        load_patch(evaluation)
+    for job in ("0", "1"):
+        (tmp_path / "sweep" / job).mkdir(parents=True)
+        (tmp_path / "sweep" / job / "patch.safetensors").write_bytes(b"")
+    with pytest.raises(PatchFileError, match=r"a folder of 2 runs, not one; give one of their patches, e.g. .*sweep.0"):
+        load_patch(tmp_path / "sweep")
 
 
 def test_placement_options(patch_file, tmp_path):
