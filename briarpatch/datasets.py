@@ -62,15 +62,24 @@ def _root_near(root: Path, name: str) -> Path | None:
     return next((sub for sub in subs if (sub / name).exists()), None)
 
 
-def _column(frame: pd.DataFrame, name: str, role: str) -> pd.Series:
+# What a column of image file names ends with (a manifest's path column found by its values).
+_LISTED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", *HEIF_SUFFIXES)
+
+
+def _column(frame: pd.DataFrame, name: str, role: str, setting: str | None = None) -> pd.Series:
+    """``frame[name]``, or a one-line error naming the nearest column (as ``setting=NEAR`` when the
+    name came from a setting)."""
     if name not in frame.columns:
         import difflib
 
         names = [str(c) for c in frame.columns]
         near = [c for c in names if c.strip().lower() == str(name).strip().lower()] or \
             difflib.get_close_matches(str(name), names, n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        raise ValueError(f"unknown {role} {name!r}; {hint}valid names: {', '.join(names)}")
+        if not near and setting == "data.path_column":  # filename, image, img_path: the column of file names
+            near = [c for c in names if frame[c].astype(str).str.lower().str.endswith(_LISTED_SUFFIXES).mean() > 0.5]
+        hint = (f"did you mean {setting}={near[0]}? " if setting else f"did you mean {near[0]!r}? ") if near else ""
+        named = f" ({setting})" if setting else ""
+        raise ValueError(f"unknown {role} {name!r}{named}; {hint}valid names: {', '.join(names)}")
     return frame[name]
 
 
@@ -472,7 +481,7 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     if path.is_dir():
         raise ValueError(f"data.manifest={manifest} is a folder; give the CSV or Parquet file that lists its images")
     frame = _read_table(path)
-    paths = _column(frame, path_column, "path column")
+    paths = _column(frame, path_column, "path column", "data.path_column")
     if paths.isna().any():  # a row without a file cannot be read: left out, and said so, as rows without labels
         log.warning("%d of %d rows have no %r value; skipping them", int(paths.isna().sum()), len(frame), path_column)
         frame, paths = frame[paths.notna()].copy(), paths[paths.notna()]
@@ -490,7 +499,7 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
     frame["path"] = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for p in paths]
     split = None
     if split_column:
-        split = _column(frame, split_column, "split column").astype(str).str.strip().str.lower()
+        split = _column(frame, split_column, "split column", "data.split_column").astype(str).str.strip().str.lower()
         split = split.replace({"training": "train", "validation": "val", "valid": "val", "dev": "val",
                                "testing": "test"})
         unknown = set(split) - set(SPLITS)
@@ -506,5 +515,5 @@ def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "
             raise ValueError(f"split column {split_column!r} has no {missing[0]!r} rows; mark some, or leave "
                              "data.split_column out for a seeded 70/10/20 split")
     return _module(frame, name=f"manifest:{path.name}", target=target, sensitive=sensitive,
-                   target_threshold=target_threshold, y_values=_column(frame, target, "column"),
-                   s_values=_column(frame, sensitive, "column"), split=split, root=path, **kwargs)
+                   target_threshold=target_threshold, y_values=_column(frame, target, "column", "data.target"),
+                   s_values=_column(frame, sensitive, "column", "data.sensitive"), split=split, root=path, **kwargs)

@@ -351,6 +351,13 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
 
     with pytest.raises(ValueError, match="data.target and data.sensitive are the same column"):
         load("manifest.csv", target="group")
+    # A column named otherwise: the setting to change, and its value (the path column found by what it holds).
+    with pytest.raises(ValueError, match=r"unknown column 'Labels' \(data.target\); did you mean data.target=label\?"):
+        load("manifest.csv", target="Labels")
+    frame.rename(columns={"path": "filename"}).to_csv(tmp_path / "named.csv", index=False)
+    with pytest.raises(ValueError, match=r"unknown path column 'path' \(data.path_column\); did you mean "
+                                         r"data.path_column=filename\? valid names: filename, label, group"):
+        load("named.csv")
     numeric = frame.assign(age=np.arange(N) + 18)
     numeric.to_csv(tmp_path / "ages.csv", index=False)
     with pytest.raises(ValueError, match=r"leaves the (val|test) split empty: 'age' and 'group' make 60 .* "
