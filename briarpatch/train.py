@@ -114,6 +114,8 @@ def quiet_lightning():
             # A resumed run writes into its own folder, not the checkpoint's: nothing to act on.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resumed
+            # DDP: the validation meters' compute() already syncs the ranks; the logged values agree.
+            warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/.*sync_dist=True")
             yield
     finally:
         for n, level in levels.items():
@@ -243,6 +245,12 @@ def idle_gpu_note(cfg: DictConfig) -> str | None:
     return None
 
 
+def _device_count(trainer) -> int:
+    """Processes per node that trainer.devices asks for ("auto" and "0,1" strings count as one)."""
+    devices = trainer.get("devices", 1)
+    return len(devices) if not isinstance(devices, (int, str)) else int(devices) if str(devices).isdigit() else 1
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Settings a run can refuse before it reads any data, each a ``ValueError`` that names the fix.
 
@@ -264,7 +272,7 @@ def check_settings(cfg: DictConfig) -> None:
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):  # numpy's range, named as a setting
         raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1} (or null), got {seed}")
     devices = cfg.trainer.get("devices", 1)
-    count = len(devices) if not isinstance(devices, (int, str)) else int(devices) if str(devices).isdigit() else 1
+    count = _device_count(cfg.trainer)
     if count > 1 and not cfg.trainer.get("strategy"):
         # Lightning would pick plain DDP, which stops at the first step: the frozen encoder's
         # parameters receive no gradient. trainer=ddp sets the strategy that allows it.
@@ -340,7 +348,8 @@ def train(cfg: DictConfig) -> dict:
         log.info(idle_gpu_note(cfg))
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
-    batches = -(-len(datamodule.split("train")) // datamodule.batch_size)
+    ranks = _device_count(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)  # DDP: each rank its share
+    batches = -(-len(datamodule.split("train")) // (datamodule.batch_size * ranks))
     every = min(cfg.trainer.get("log_every_n_steps", 50), batches)
     # On a terminal a progress bar; in a log one line per epoch; in the run's log file both ways.
     bar = bool(cfg.trainer.get("enable_progress_bar", True)) and _interactive()
