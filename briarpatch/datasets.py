@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -172,6 +173,15 @@ def _unreadable(paths) -> dict[str, str]:
     return bad
 
 
+def hold_budget() -> int:
+    """Bytes of decoded photos a run may keep in memory: an eighth of the machine's, at most 4 GiB
+    (85,000 photos at 128 px)."""
+    try:
+        return min(4 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 1 GiB
+        return 1 << 30
+
+
 class TableDataset(Dataset):
     """Images listed in a table, decoded and resized when read."""
 
@@ -179,7 +189,7 @@ class TableDataset(Dataset):
         self.paths, self.image_size = paths, image_size
         self.y = torch.from_numpy(np.array(y, dtype=np.int64))  # a copy: pandas arrays can be read-only
         self.s = torch.from_numpy(np.array(s, dtype=np.int64))
-        self._held, self._have = None, None
+        self._holds, self._held, self._have = False, None, None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -187,20 +197,22 @@ class TableDataset(Dataset):
     def hold(self, *, budget: int) -> int:
         """Keep each image once decoded, when all of them fit in ``budget`` bytes; the bytes held.
 
-        The evaluation reads each split a dozen times (clean, patched, controls, every channel);
-        decoding and resizing a photo took about a third of each pass. Only for a dataset read in
-        this process (a DataLoader worker would fill its own copy)."""
+        The evaluation reads each split a dozen times (clean, patched, controls, every channel),
+        and training a split of a few thousand photos about ten; decoding and resizing a photo
+        took about a third of an evaluation pass. The memory is taken where the photos are read
+        (each DataLoader worker fills its own copy), at the first one."""
         need = len(self) * 3 * self.image_size ** 2
-        if self._held is None and need <= budget:
-            self._held = torch.empty((len(self), 3, self.image_size, self.image_size), dtype=torch.uint8)
-            self._have = torch.zeros(len(self), dtype=torch.bool)
-        return need if self._held is not None else 0
+        self._holds = self._holds or need <= budget
+        return need if self._holds else 0
 
     def __getitem__(self, i):
         if self._have is not None and self._have[i]:
             return {"image": self._held[i], "y": self.y[i], "s": self.s[i], "index": i}
         item = self._decode(i)
-        if self._held is not None:
+        if self._holds:
+            if self._held is None:  # here, in the process that reads: a worker started by spawn gets no copy
+                self._held = torch.empty((len(self), 3, self.image_size, self.image_size), dtype=torch.uint8)
+                self._have = torch.zeros(len(self), dtype=torch.bool)
             self._held[i] = item["image"]
             self._have[i] = True
         return item
@@ -308,6 +320,12 @@ class TableDataModule(SplitDataModule):
 
     def split(self, name: str) -> TableDataset:
         return self._splits[name]
+
+    def _loader(self, name: str, *, shuffle: bool):
+        # Each worker (or this process) keeps the photos it decoded for the epochs after the first,
+        # within its share of the budget (the training and validation loaders each have workers).
+        self.split(name).hold(budget=hold_budget() // (2 * max(1, self.num_workers)))
+        return super()._loader(name, shuffle=shuffle)
 
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -544,11 +543,10 @@ def _encoder_row(name: str, trained_on: bool, report: dict) -> dict:
 
 def _hold_decoded(datamodule) -> None:
     """Photos read from disk are decoded once for the whole evaluation, the evaluation split first,
-    within an eighth of the machine's memory (at most 4 GiB: 85,000 photos at 128 px)."""
-    try:
-        budget = min(4 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 1 GiB
-        budget = 1 << 30
+    within :func:`briarpatch.datasets.hold_budget`."""
+    from .datasets import hold_budget
+
+    budget = hold_budget()
     for name in ("test", "train"):
         dataset = datamodule.split(name)
         if hasattr(dataset, "hold"):

@@ -168,6 +168,21 @@ def test_photos_held_in_memory_are_decoded_once_and_read_as_decoded(tmp_path, mo
     assert sorted(decoded) == list(range(5))
 
 
+def test_training_workers_keep_their_photos_for_the_next_epochs(tmp_path):
+    """Each persistent worker keeps what it decoded; later epochs read the same pixels from memory."""
+    path = make_manifest(tmp_path)
+    dm = build(compose_cfg("train", ["data=manifest", f"data.manifest={path}", "data.target=label",
+                                     "data.sensitive=group", "data.split_column=split", "data.image_size=32",
+                                     "data.num_workers=1"]).data)
+    loader = dm.train_dataloader()
+    epochs = [{i: img for batch in loader for i, img in zip(batch["index"].tolist(), batch["image"])}
+              for _ in range(2)]
+    train = dm.split("train")
+    assert train._holds and train._held is None  # held in the worker, not copied into this process
+    assert epochs[0].keys() == epochs[1].keys() == set(range(len(train)))
+    assert all(torch.equal(epochs[1][i], train._decode(i)["image"]) for i in range(len(train)))
+
+
 def test_evaluate_a_patch_through_a_preset(tmp_path):
     from omegaconf import open_dict
 
