@@ -328,7 +328,6 @@ class TableDataModule(SplitDataModule):
         return super()._loader(name, shuffle=shuffle)
 
 
-
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
             split, root, **kwargs) -> TableDataModule:
     # Settings are checked before the labels: a preset's setting this reader does not take
