@@ -55,12 +55,11 @@ def _claim_folder(argv: list[str], *, now=None) -> tuple[str, Path] | None:
     flags = {a for a in argv if a.startswith("-")}
     if not flags <= {"-m", "--multirun"}:  # --help, --cfg: no run
         return None
-    sweep = bool(flags)
-    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    key, top = _folder_setting(bool(flags))
     if key in override_values(argv):
         return None
     now = now or datetime.now()
-    day = Path("multirun" if sweep else "outputs") / now.strftime("%Y-%m-%d")
+    day = Path(top) / now.strftime("%Y-%m-%d")
     day.mkdir(parents=True, exist_ok=True)
     stem = now.strftime("%H-%M-%S")
     for n in range(1, 10_000):
@@ -71,6 +70,11 @@ def _claim_folder(argv: list[str], *, now=None) -> tuple[str, Path] | None:
             continue
         return key, folder
     raise FileExistsError(f"{day} holds {stem} to {stem}-9999")
+
+
+def _folder_setting(sweep: bool) -> tuple[str, str]:
+    """The setting that names a run's (or a sweep's) folder, and the folder Hydra's default puts it in."""
+    return ("hydra.sweep.dir", "multirun") if sweep else ("hydra.run.dir", "outputs")
 
 
 def _unknown_flag(args: list[str]) -> str | None:
@@ -86,8 +90,8 @@ def _unwritable(given: dict, sweep: bool) -> str | None:
     """A run (or sweep) folder that cannot be made: Hydra's own error is several lines, under its name."""
     from ._atomic import folder_problem
 
-    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-    folder = given.get(key, "multirun" if sweep else "outputs")  # Hydra's defaults, in this folder
+    key, top = _folder_setting(sweep)
+    folder = given.get(key, top)  # Hydra's default, in this folder
     why = folder_problem(folder)
     if not why:
         return None
@@ -115,7 +119,7 @@ def _earlier_results(config_name: str, given: dict, sweep: bool) -> str | None:
     """A folder given again that holds an earlier run's patch or report, or a sweep's: refused
     before Hydra writes its .hydra/ files (and a sweep's multirun.yaml) over theirs."""
     overwrite = given.get("overwrite", "").lower() == "true"
-    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    key = _folder_setting(sweep)[0]
     if given.get(key) == "":  # Hydra would take the folder the command runs in
         return f"{key} is empty: name a folder for the {'sweep' if sweep else 'run'} " \
                f"({key}={'multirun/mine' if sweep else 'outputs/run'})"

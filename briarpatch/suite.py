@@ -105,6 +105,11 @@ def _compose(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
+def _finished(run_dir: Path) -> bool:
+    """A run of the suite that has its report (a run stopped before it is trained again)."""
+    return (run_dir / "report" / "report.json").is_file()
+
+
 def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: list[str] = (),
               reevaluate: bool = False, echo=print) -> dict:
     """Train and evaluate the recipe on each member and seed into ``out/MEMBER/seedN``; write the table.
@@ -128,7 +133,7 @@ def run_suite(*, out: Path, members: list[str], seeds: list[int], overrides: lis
         for seed in seeds:
             run_dir = out / member / f"seed{seed}"
             done += 1
-            finished = (run_dir / "report" / "report.json").is_file()
+            finished = _finished(run_dir)
             if finished and not reevaluate:
                 echo(f"[{done}/{total}] {member} seed {seed}: finished earlier, kept")
                 continue
@@ -357,8 +362,7 @@ def cli(argv=None) -> int:
     if problem:
         print(f"briarpatch suite: {problem}", file=sys.stderr)
         return 2
-    finished = [run for run in (args.out / m / f"seed{seed}" for m in members for seed in seeds)
-                if (run / "report" / "report.json").is_file()]
+    finished = any(_finished(args.out / m / f"seed{seed}") for m in members for seed in seeds)
     if args.reevaluate and not finished:  # a mistyped --out would have trained the whole suite (hours)
         print(f"briarpatch suite: --reevaluate scores finished runs again, and {args.out} holds none of these members "
               "and seeds: give the folder of an earlier suite, or leave --reevaluate out to train", file=sys.stderr)

@@ -344,8 +344,9 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg, datamodule)
     module.recipe = json.dumps(recipe(cfg))  # kept in every checkpoint: a resume is checked against it
     log.info("training a patch into %s", run_dir)  # after the data and models built: no line before a user error
-    if idle_gpu_note(cfg):
-        log.info(idle_gpu_note(cfg))
+    note = idle_gpu_note(cfg)
+    if note:
+        log.info(note)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning warns when an epoch is shorter than its logging interval: log at least once an epoch.
     ranks = _device_count(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)  # DDP: each rank its share
