@@ -23,7 +23,7 @@ import torch
 from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray
-from .artifacts import BriarPatch, PatchFileError, load_patch, synthetic_notice
+from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, patchless_folder, synthetic_notice
 from .placement import ANCHORS, paste, sample_boxes
 
 __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_image_size", "ImageTooSmall", "cli",
@@ -699,9 +699,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     given = Path(args.patch)
-    # A training run's folder without its patch yet (stopped early) is named as such by load_patch.
-    run = given.is_dir() and any((given / name).exists() for name in (".hydra", "checkpoints", "config.yaml"))
-    photo_first = (given.is_dir() and not run and not (given / "patch.safetensors").exists()
+    # A folder of photos, not a run stopped early, an evaluation or a sweep (load_patch names those).
+    photo_first = (given.is_dir() and patchless_folder(given) == PATCHLESS_FOLDER
                    or given.suffix.lower() in IMAGE_SUFFIXES)
     if not args.inputs:
         if photo_first:

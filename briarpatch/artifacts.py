@@ -158,15 +158,22 @@ def _is_image(data: bytes) -> bool:
         return False
 
 
-def _what_folder(path: Path) -> str:
-    """What a folder without a patch holds, and which patch to give instead."""
+# A folder that holds no patch, no run and no evaluation: photos, most likely (apply names the order).
+PATCHLESS_FOLDER = "a folder without patch.safetensors; name the patch file, or a training run's folder"
+
+
+def patchless_folder(path: Path) -> str | None:
+    """What a folder given as a patch holds instead of one, and which patch to give; ``None``
+    when it holds one (or a training run that will write one)."""
+    if (path / "patch.safetensors").exists() or (path / "checkpoints" / "last.ckpt").is_file():
+        return None
     evaluated = path / ".hydra" / "config.yaml"
     if (path / "report").is_dir() and evaluated.is_file():  # briarpatch evaluate's output folder
         from omegaconf import OmegaConf
 
         try:
             patch = OmegaConf.select(OmegaConf.load(evaluated), "patch_path", default=None)
-        except Exception:  # noqa: BLE001 - a damaged record: the plain message below
+        except Exception:  # noqa: BLE001 - a damaged record: the messages below
             patch = None
         if patch:
             return f"an evaluation's folder, not a patch; the patch it evaluated is {patch}"
@@ -174,7 +181,9 @@ def _what_folder(path: Path) -> str:
     if inside:  # a sweep's or a suite's folder
         return (f"a folder of {len(inside)} runs, not one; give one of their patches, e.g. "
                 f"{inside[0].parent}")
-    return "a folder without patch.safetensors; name the patch file, or a training run's folder"
+    if (path / ".hydra").is_dir():  # a run's own record: it stopped before its first checkpoint
+        return "a run's folder without a patch: it stopped before writing one; train again"
+    return PATCHLESS_FOLDER
 
 
 def load_patch(path) -> BriarPatch:
@@ -204,8 +213,9 @@ def load_patch(path) -> BriarPatch:
                              "downloaded): download the .safetensors file first and give its path")
     path = Path(path).expanduser()
     if path.is_dir():
-        if not (path / "patch.safetensors").exists() and not (path / "checkpoints" / "last.ckpt").is_file():
-            raise PatchFileError(f"{path}: {_what_folder(path)}")
+        problem = patchless_folder(path)
+        if problem:
+            raise PatchFileError(f"{path}: {problem}")
         path = path / "patch.safetensors"
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PatchFileError(

@@ -441,6 +441,11 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
         (tmp_path / "sweep" / job / "patch.safetensors").write_bytes(b"")
     with pytest.raises(PatchFileError, match=r"a folder of 2 runs, not one; give one of their patches, e.g. .*sweep.0"):
         load_patch(tmp_path / "sweep")
+    assert cli([str(tmp_path / "sweep"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "a folder of 2 runs, not one" in capsys.readouterr().err  # not "the patch comes first"
+    (tmp_path / "early" / ".hydra").mkdir(parents=True)  # stopped before its first checkpoint
+    assert cli([str(tmp_path / "early"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "a run's folder without a patch: it stopped before writing one" in capsys.readouterr().err
 
 
 def test_placement_options(patch_file, tmp_path):
