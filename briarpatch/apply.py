@@ -23,7 +23,7 @@ import torch
 from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray
-from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, patchless_folder, synthetic_notice
+from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, notices, patchless_folder
 from .placement import ANCHORS, paste, sample_boxes
 
 __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_image_size", "ImageTooSmall", "cli",
@@ -781,8 +781,7 @@ def cli(argv: list[str] | None = None) -> int:
     if inside and out_dir.exists():
         print(f"briarpatch apply: {out_dir} is inside {inside[0]}: its files (earlier outputs) are not inputs",
               file=sys.stderr)
-    notice = synthetic_notice(patch)
-    if notice and not args.quiet:
+    for notice in [] if args.quiet else notices(patch):
         print(notice, file=sys.stderr)
     if left_out and not args.quiet:
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")

@@ -68,6 +68,7 @@ def _write_artifact(cfg: DictConfig, module: BriarPatchModule, datamodule, run_d
         "train_placement": patch.train_placement.to_dict(),
         "config_hash": config_hash(cfg),
         "version": __version__,
+        "patch_steps": int(module.global_step),  # a smoke run's few steps are named where the patch is used
     }
     if module.keep == "ema":
         metadata["kept"] = {"rule": "ema", "decay": module.ema_decay, "steps": int(module.ema_steps)}

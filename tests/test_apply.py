@@ -604,6 +604,34 @@ def test_synthetic_patches_say_so_in_the_cli_and_the_api(tmp_path, capsys):
     assert text.startswith("BriarPatch(") and len(text) < 200 and "tensor" not in text
 
 
+def test_a_patch_of_a_few_steps_says_it_hides_little(tmp_path, capsys):
+    """A smoke run's patch (a check of an install) applied to real photos is named as such."""
+    from briarpatch import UndertrainedPatchWarning
+
+    _rgb(64, 48).save(tmp_path / "x.png")
+
+    def saved(name, **metadata):
+        path = tmp_path / f"{name}.safetensors"
+        save_patch(path, pixels=torch.rand(3, 8, 8), mask=torch.ones(1, 8, 8), placement=Placement(size=0.25),
+                   metadata={"encoder": "efficientnet_lite0", "data": {"dataset": "manifest"}, **metadata})
+        return path
+
+    cases = {"smoke": ({"patch_steps": 4}, True), "trained": ({"patch_steps": 512}, False),
+             "older file": ({"kept": {"rule": "ema", "decay": 0.98, "steps": 1}}, True), "unrecorded": ({}, False)}
+    for name, (metadata, few) in cases.items():
+        path = saved(name.replace(" ", "_"), **metadata)
+        assert cli([str(path), str(tmp_path / "x.png"), "--out", str(tmp_path / f"{name}.png")]) == 0
+        err = capsys.readouterr().err
+        assert ("hides little" in err) == few, (name, err)
+        assert name != "older file" or "took only 1 patch step (a check of an install" in err
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_patch(path).apply(_rgb(64, 48))
+        assert [w.category for w in caught] == ([UndertrainedPatchWarning] if few else []), name
+    assert cli([str(saved("smoke")), str(tmp_path / "x.png"), "--out", str(tmp_path / "q.png"), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_the_transform_refuses_a_normalized_tensor(patch_file):
     transform = load_patch(patch_file).transform()
     ok = transform(torch.rand(3, 30, 40))

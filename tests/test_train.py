@@ -166,6 +166,7 @@ def test_the_shipped_patch_is_the_running_average_of_the_patch_steps(tiny_cfg, t
     n, d = len(steps), 0.5
     assert n == 2 * 3  # two epochs of 3 patch steps after the warm-up epoch
     torch.testing.assert_close(load_patch(last["patch"]).pixels, steps[-1])
+    assert load_patch(last["patch"]).metadata["patch_steps"] == n  # recorded whatever is kept
     # The same run (same seed) shipping the bias-corrected running average instead.
     averaged = train(tiny_cfg(*common, "keep_patch=ema", f"patch_ema_decay={d}", f"run_dir={tmp_path}/ema"))
     expected = sum((1 - d) * d ** (n - 1 - i) * steps[i] for i in range(n)) / (1 - d ** n)

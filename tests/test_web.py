@@ -24,7 +24,7 @@ from PIL import Image
 import briarpatch
 from briarpatch import load_patch
 from briarpatch.apply import cli as apply_cli
-from briarpatch.artifacts import FORMAT_VERSION, MAX_PATCH_BYTES, save_patch
+from briarpatch.artifacts import FEW_PATCH_STEPS, FORMAT_VERSION, MAX_PATCH_BYTES, save_patch
 from briarpatch.placement import Placement
 from briarpatch.web import export_site
 from tests.test_artifacts import _with_version
@@ -159,7 +159,7 @@ def test_the_page_patches_photos_like_briarpatch_apply(browser, site, tmp_path):
     items = _patch_everything(browser, (site / "index.html").as_uri(), list(paths.values()))
     status = browser.find_element("id", "status").text
     assert status == "Done: 9 patched, 5 could not be read."
-    assert "protects nothing in real photos" in browser.find_element("id", "synthetic").text
+    assert "protects nothing in real photos" in browser.find_element("id", "notice").text
     assert items["broken.png"].get_attribute("data-status") == "failed"
     assert "damaged" in items["broken.png"].text
     assert items["tiny.png"].get_attribute("data-status") == "failed"
@@ -319,7 +319,18 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     browser.get((site / "index.html").as_uri())
     browser.find_element("id", "patch-file").send_keys(str(corner))
     _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)
-    assert browser.find_element("id", "synthetic").get_attribute("hidden")  # not a synthetic patch
+    assert browser.find_element("id", "notice").get_attribute("hidden")  # not synthetic, steps not recorded
+    # A smoke run's patch is named as apply names it, by the same threshold.
+    assert browser.execute_script("return BP.FEW_PATCH_STEPS;") == FEW_PATCH_STEPS
+    smoke = tmp_path / "smoke.safetensors"
+    save_patch(smoke, pixels=torch.rand(3, 12, 12, generator=gen), mask=torch.ones(1, 12, 12),
+               placement=Placement(size=0.3), metadata={"shape": "circle", "patch_steps": 4})
+    browser.find_element("id", "patch-file").send_keys(str(smoke))
+    _wait(browser, lambda: "circle" in browser.find_element("id", "patch-info").text)
+    assert "took only 4 patch steps" in browser.find_element("id", "notice").text
+    browser.find_element("id", "patch-file").send_keys(str(corner))
+    _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)
+    assert browser.find_element("id", "notice").get_attribute("hidden")
     browser.find_element("id", "format").send_keys("PNG")
     browser.find_element("id", "files").send_keys(str(photo))
     _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._args import ArgumentParser, debugging
 from .._atomic import atomic_path, folder_problem
-from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, save_png, synthetic_notice
+from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, notices, save_png
 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
 
@@ -141,8 +141,7 @@ def cli_web(argv=None) -> int:
     patch = _load(args.patch, "briarpatch web")
     if patch is None:
         return 2
-    notice = synthetic_notice(patch)
-    if notice:
+    for notice in notices(patch):
         print(notice, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="briarpatch-web-") as site:
         export_site(patch, site)
@@ -182,8 +181,7 @@ def cli_export(argv=None) -> int:
             raise
         print(f"briarpatch export-web: {exc}", file=sys.stderr)
         return 2
-    notice = synthetic_notice(patch)
-    if notice:
+    for notice in notices(patch):
         print(notice, file=sys.stderr)
     print(f"wrote the page to {args.out}/ — open {args.out / 'index.html'} in a browser, or serve the folder")
     return 0

@@ -22,9 +22,9 @@
   function showPatch(patch) {
     state.patch = patch;
     $("patch-info").textContent = describe(patch);
-    const notice = BP.syntheticNotice(patch);
-    $("synthetic").textContent = notice;
-    $("synthetic").hidden = !notice;
+    const notice = [BP.syntheticNotice(patch), BP.fewStepsNotice(patch)].filter(Boolean).join(" ");
+    $("notice").textContent = notice;
+    $("notice").hidden = !notice;
     const c = $("patch-preview"), W = patch.width, H = patch.height, plane = W * H;
     c.width = W; c.height = H;
     const ctx = c.getContext("2d"), im = ctx.createImageData(W, H);

@@ -277,4 +277,15 @@
     }
     return "";
   };
+
+  // The plain-words notice for a patch that took only a few patch steps (as apply prints it;
+  // FEW_PATCH_STEPS in artifacts.py).
+  BP.FEW_PATCH_STEPS = 64;
+  BP.fewStepsNotice = function (patch) {
+    const m = patch.metadata || {};
+    const steps = m.patch_steps !== undefined ? m.patch_steps : (m.kept || {}).steps;
+    if (!Number.isInteger(steps) || steps >= BP.FEW_PATCH_STEPS) return "";
+    return "This patch took only " + steps + " patch step" + (steps === 1 ? "" : "s") +
+      ", a check of an install: it hides little.";
+  };
 })((globalThis.BP = globalThis.BP || {}));
