@@ -777,6 +777,16 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"briarpatch apply: --out {out_dir} is the folder of the photos themselves, and inputs are never "
               f"overwritten: give another folder (--out {os.path.relpath(_beside(Path(same)))})", file=sys.stderr)
         return 2
+    if to_file:
+        plans = [(pairs[0][0], out_dir, None)]
+    else:
+        plans = plan_outputs(pairs, out_dir, args.format)
+    inputs = {src.resolve() for src, _ in pairs}
+    # Photos named one by one with --out their own folder: each would fail alone, as an input.
+    if not problems and all(dst is not None and dst.resolve() in inputs for _, dst, _ in plans):
+        print(f"briarpatch apply: --out {out_dir} would put each photo over itself, and inputs are never "
+              f"overwritten: give another folder (--out {os.path.relpath(_beside(folder))})", file=sys.stderr)
+        return 2
     inside = [i for i in args.inputs if Path(i).is_dir() and _is_within(out_dir, Path(i))]
     if inside and out_dir.exists():
         print(f"briarpatch apply: {out_dir} is inside {inside[0]}: its files (earlier outputs) are not inputs",
@@ -787,11 +797,6 @@ def cli(argv: list[str] | None = None) -> int:
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
         print(f"left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} not named as {KINDS} images "
               f"({names})", file=sys.stderr)
-    if to_file:
-        plans = [(pairs[0][0], out_dir, None)]
-    else:
-        plans = plan_outputs(pairs, out_dir, args.format)
-    inputs = {src.resolve() for src, _ in pairs}
     written = skipped = webp = 0
     failed = [(p, None) for p in problems]
     say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))  # noqa: E731

@@ -272,7 +272,7 @@ def test_existing_outputs_are_kept_unless_overwrite(patch_file, tmp_path, capsys
 def test_inputs_are_never_overwritten_even_in_place(patch_file, tmp_path):
     _rgb(30, 30).save(tmp_path / "x.png")
     original = (tmp_path / "x.png").read_bytes()
-    assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path), "-q", "--overwrite"]) == 1
+    assert cli([str(patch_file), str(tmp_path / "x.png"), "--out", str(tmp_path), "-q", "--overwrite"]) == 2
     assert (tmp_path / "x.png").read_bytes() == original
 
 
@@ -324,16 +324,20 @@ def test_out_naming_the_photos_themselves_is_one_line(tmp_path, capsys, monkeypa
     and a GIF among them was written into the input folder as PNG."""
     src = tmp_path / "album"
     src.mkdir()
-    _rgb(40, 30).save(src / "a.jpg")
-    _rgb(40, 30).convert("P").save(src / "b.gif")
+    _rgb(64, 48).save(src / "a.jpg")
+    _rgb(64, 48).convert("P").save(src / "b.gif")
     before = sorted(p.name for p in src.iterdir())
     monkeypatch.chdir(tmp_path)
     for given, out, fix in (("album", "album/", "give another folder (--out album_patched)"),
-                            ("album/a.jpg", "album/a.jpg", "name another file (--out album/a_patched.jpg)")):
+                            ("album/a.jpg", "album/a.jpg", "name another file (--out album/a_patched.jpg)"),
+                            ("album/a.jpg", "album", "give another folder (--out album_patched)")):
         assert cli(["default", given, "--out", out, "--overwrite"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "inputs are never overwritten" in err and fix in err, err
     assert sorted(p.name for p in src.iterdir()) == before
+    # The GIF is written as PNG beside it: not over an input, so that run goes ahead.
+    assert cli(["default", "album/a.jpg", "album/b.gif", "--out", "album", "--dry-run"]) == 1
+    assert "would write album/b.png" in capsys.readouterr().out
 
 
 def test_a_photo_in_the_patchs_place_is_named(tmp_path, capsys):
