@@ -511,3 +511,42 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
         BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.relativePath)));""")
     assert sorted(walked) == ["album/2024/b.png", "album/a.jpg"]  # the mock album has no HEIC
 
+
+
+def test_the_page_starts_over_and_keeps_one_patch_per_list(browser, site, tmp_path):
+    """'Clear the list' frees the photos; a patch loaded while photos are being patched waits, and
+    one loaded after clears the list (its zip would hold photos of two patches)."""
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
+    other = tmp_path / "other.safetensors"
+    save_patch(other, pixels=torch.rand(3, 12, 12), mask=torch.ones(1, 12, 12), placement=Placement(size=0.3),
+               metadata={"shape": "square"})
+    browser.get((site / "index.html").as_uri())
+    clear = browser.find_element("id", "clear")
+    assert not clear.is_enabled()
+    for _ in range(2):
+        browser.find_element("id", "files").send_keys(str(photo))
+        _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
+    assert len(browser.find_elements("css selector", "#results li")) == 2 and clear.is_enabled()
+    urls = browser.execute_script("return [...document.querySelectorAll('#results img')].map((i) => i.src);")
+    load = """
+        const done = arguments[arguments.length - 1], img = new Image();
+        img.onload = () => done("held"); img.onerror = () => done("freed"); img.src = arguments[0];"""
+    assert browser.execute_async_script(load, urls[0]) == "held"
+    clear.click()
+    assert browser.find_elements("css selector", "#results li") == []
+    assert browser.find_element("id", "status").text == "No photos yet." and not clear.is_enabled()
+    assert not browser.find_element("id", "download-all").is_enabled()
+    assert browser.execute_async_script(load, urls[0]) == "freed"
+    browser.find_element("id", "files").send_keys(str(photo))
+    _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
+    browser.execute_script("BP_STATE.total += 1;")  # as while a photo is being patched
+    browser.find_element("id", "patch-file").send_keys(str(other))
+    _wait(browser, lambda: "wait until the photos being patched are done" in
+          browser.find_element("id", "patch-error").text)
+    assert "frame" in browser.find_element("id", "patch-info").text
+    browser.execute_script("BP_STATE.total -= 1;")
+    browser.find_element("id", "patch-file").send_keys(str(other))
+    _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)
+    assert browser.find_elements("css selector", "#results li") == []
+    assert "list of photos patched with the last one was cleared" in browser.find_element("id", "status").text

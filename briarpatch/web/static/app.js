@@ -4,7 +4,8 @@
 // Content-Security-Policy forbids any connection, and photos are read from and written to memory.
 (function (BP) {
   const $ = (id) => document.getElementById(id);
-  const state = { patch: null, results: [], busy: false, done: 0, total: 0 };
+  const state = { patch: null, results: [], done: 0, total: 0 };
+  const patching = () => state.done < state.total;
   window.BP_STATE = state; // read by the tests
 
   const nextTick = () => new Promise((resolve) => { const ch = new MessageChannel(); ch.port1.onmessage = resolve; ch.port2.postMessage(0); });
@@ -39,6 +40,11 @@
 
   // Whether the file is now the page's patch (else the reason is shown, and the patch kept).
   async function loadPatchFile(file) {
+    // One patch per batch: a patch changed halfway would give the zip photos of two patches.
+    if (patching()) {
+      $("patch-error").textContent = `${file.name}: wait until the photos being patched are done, then load it.`;
+      return false;
+    }
     try {
       if (file.size > BP.MAX_PATCH_BYTES) throw new Error(`${file.size} bytes is too large for a patch file`);
       const buf = await file.arrayBuffer();
@@ -51,6 +57,10 @@
         ? BP.patchFromJSON(JSON.parse(new TextDecoder().decode(buf))) : BP.patchFromSafetensors(buf);
       showPatch(patch);
       $("patch-error").textContent = "";
+      if (state.total) { // the list's photos have the other patch: they leave with it
+        clearList();
+        $("status").textContent = "Another patch: the list of photos patched with the last one was cleared.";
+      }
       return true;
     } catch (e) {
       $("patch-error").textContent = `${file.name}: not a usable patch (${e.message}). Use the patch.safetensors ` +
@@ -271,6 +281,16 @@
   }
   BP.droppedPhotos = droppedWithPatch; // read by the tests (nothing can be dropped from a test driver)
 
+  // Start over: the list, its photos and their memory go (what was downloaded stays downloaded).
+  function clearList() {
+    for (const el of $("results").querySelectorAll("img[src^='blob:'], a[href^='blob:']")) {
+      URL.revokeObjectURL(el.src || el.href);
+    }
+    $("results").replaceChildren();
+    Object.assign(state, { results: [], done: 0, total: 0 });
+    updateProgress();
+  }
+
   function updateProgress() {
     $("progress").max = Math.max(1, state.total);
     $("progress").value = state.done;
@@ -280,6 +300,7 @@
         : `Done: ${ok} patched${failed ? `, ${failed} could not be read` : ""}.`;
     $("status").dataset.done = String(state.done === state.total && state.total > 0);
     $("download-all").disabled = ok === 0;
+    $("clear").disabled = state.total === 0 || patching();
   }
 
   async function downloadAll() {
@@ -310,6 +331,7 @@
       document.body.appendChild(a);
       a.click();
       a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 60000); // the zip's memory, once the download has it
     }
   }
 
@@ -335,6 +357,7 @@
     });
     $("quality").addEventListener("input", () => { $("quality-value").textContent = $("quality").value; });
     $("download-all").addEventListener("click", downloadAll);
+    $("clear").addEventListener("click", clearList);
     updateProgress();
   }
   document.addEventListener("DOMContentLoaded", init);
