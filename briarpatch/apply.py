@@ -510,6 +510,11 @@ def collect_inputs(inputs: list[str], *, skip: Path | None = None) -> tuple[list
             pairs.append((Path(item), Path(Path(item).name)))
         elif Path(item).exists():
             problems.append(f"{item}: not a file or a folder (a device, a pipe or a socket)")
+        elif item.lower().startswith(("http://", "https://", "ftp://")):
+            problems.append(f"{item}: a web address; apply reads photos on this computer (it downloads nothing): "
+                            "save the photo first")
+        elif item == "-":
+            problems.append("-: photos are read from files, not from standard input: save it to a file first")
         else:
             problems.append(f"{item}: no such file or folder")
     return pairs, problems, left_out

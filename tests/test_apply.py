@@ -577,6 +577,11 @@ def test_no_images_is_a_one_line_error(patch_file, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "nothing to patch: no JPEG, PNG" in err
     assert cli([str(patch_file), str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    # A web address, or '-' for standard input: named as such, not as a missing file.
+    for given, said in (("https://example.com/p.jpg", "a web address; apply reads photos on this computer"),
+                        ("-", "not from standard input")):
+        assert cli([str(patch_file), given, "--out", str(tmp_path / "out")]) == 2
+        assert said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
