@@ -42,7 +42,7 @@ from .config import PATH_SETTINGS, build, config_dir, remove_if_empty_run, repor
 from .data import SyntheticDataModule, check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
                       paired_change_interval, probe_separation, tolerate_small_groups)
-from .pipeline import CLEAN_UNCHANGED, apply_channel, parse_channel
+from .pipeline import apply_channel, clean_unchanged, parse_chain
 from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
@@ -119,7 +119,7 @@ class EvalSettings:
             raise ValueError(f"eval.robustness_size must be a positive number of images or null (all of them), "
                              f"got {self.robustness_size!r}")
         for channel in self.robustness:
-            parse_channel(channel)
+            parse_chain(channel)
         if self.device != "auto":
             try:
                 device = torch.device(self.device)
@@ -502,7 +502,7 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
     kw = _embed_kwargs(settings)
     out = {}
     for channel in settings.robustness:
-        if parse_channel(channel)[0] in CLEAN_UNCHANGED and main is not None:
+        if clean_unchanged(channel) and main is not None:
             # The clean photo comes back as it was: the main protocol's clean embeddings, not a second pass.
             x_train, x_clean = main["clean_train"][:n_train], main["clean_test"][:n_test]
         else:

@@ -27,8 +27,8 @@ from torch import nn
 from .jpeg import jpeg_differentiable
 from .placement import photo_size
 
-__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "parse_channel", "apply_channel",
-           "jpeg_pil"]
+__all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "PHOTO_FIRST", "parse_channel",
+           "parse_chain", "clean_unchanged", "apply_channel", "jpeg_pil"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -341,12 +341,33 @@ CHANNELS = {
 CLEAN_UNCHANGED = frozenset({"identity", "aspect"})
 
 
+#: Channels that say where the owner patched the photo (a larger or wider one): first in a chain.
+PHOTO_FIRST = frozenset({"downscale_jpeg", "aspect", "squash"})
+
+
+def parse_chain(spec: str) -> list[tuple[str, list[float]]]:
+    """A channel, or several joined by ``+`` and applied in that order (``resize:0.5+jpeg:75``),
+    each as :func:`parse_channel` reads it."""
+    links = [parse_channel(link) for link in str(spec).split("+")]
+    late = next((name for name, _ in links[1:] if name in PHOTO_FIRST), None)
+    if late is not None:
+        raise ValueError(f"robustness channel {spec!r}: {late} says where the owner patched the photo, so it comes "
+                         f"first in a chain ({late}:...+jpeg:75)")
+    return links
+
+
+def clean_unchanged(spec: str) -> bool:
+    """Whether the channel gives the clean photo back untouched (see :data:`CLEAN_UNCHANGED`)."""
+    return all(name in CLEAN_UNCHANGED for name, _ in parse_chain(spec))
+
+
 def parse_channel(spec: str) -> tuple[str, list[float]]:
     """``"center_crop:0.875"`` -> ``("center_crop", [0.875])``, with a clear error for bad names."""
     name, *args = str(spec).split(":")
     if name not in CHANNELS:
         raise ValueError(f"unknown robustness channel {spec!r}; choose from {', '.join(CHANNELS)} "
-                         "(e.g. center_crop:0.875, jpeg:75, downscale_jpeg:4:85)")
+                         "(e.g. center_crop:0.875, jpeg:75, downscale_jpeg:4:85; several in order: "
+                         "resize:0.5+jpeg:75)")
     try:
         values = [float(a) for a in args]
     except ValueError:
@@ -418,7 +439,8 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
     Parameters
     ----------
     spec : str
-        A channel of :data:`CHANNELS`, with its arguments (``"jpeg:75"``).
+        A channel of :data:`CHANNELS`, with its arguments (``"jpeg:75"``), or several joined by
+        ``+``, applied in that order after the paste (``"center_crop:0.875+jpeg:75"``).
     images : Tensor
         ``(B, C, H, W)`` clean images in [0, 1].
     paste : callable, optional
@@ -431,6 +453,13 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
     """
     from PIL import Image
 
+    parse_chain(spec)  # every link checked before a photo is touched
+    first, *rest = str(spec).split("+")
+    if rest:  # a chain: the owner pastes before its first link; each link sees the last one's 8-bit photo
+        out = apply_channel(first, images, paste=paste, seed=seed, start=start)
+        for link in rest:
+            out = apply_channel(link, out, seed=seed, start=start)
+        return out
     name, args = parse_channel(spec)
     b, _, h, w = images.shape
     if name == "downscale_jpeg":

@@ -63,6 +63,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "trainer.max_epochs=12"], "trainer.max_epochs is not used: the schedule is patch_steps (now 512)"),
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
     (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),
+    (["evaluate", "patch=default", "eval.robustness=[jpeg:75+aspect:4:3]"],
+     "'jpeg:75+aspect:4:3': aspect says where the owner patched the photo, so it comes first in a chain"),
     (["train", "eval.robustness_size=0"], "eval.robustness_size must be a positive number of images or null"),
     # Splits too small for the evaluation's probes fail before training, not inside scikit-learn after it.
     (["train", "data.train_size=3"], "too few images per group in the training split for the evaluation's probes"),

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from briarpatch import load_patch
-from briarpatch.pipeline import (CLEAN_UNCHANGED, DEFAULT_CHANNELS, PhotoPipeline, _pil_each, apply_channel, jpeg_pil,
-                                 parse_channel)
+from briarpatch.pipeline import (CLEAN_UNCHANGED, DEFAULT_CHANNELS, PhotoPipeline, _pil_each, apply_channel,
+                                 clean_unchanged, jpeg_pil, parse_chain, parse_channel)
 from briarpatch.synthetic import make_synthetic
 from briarpatch.train import train
 
@@ -191,6 +191,23 @@ def test_the_patch_is_pasted_where_its_owner_pastes_it():
     assert seen == [(1, 3, 128, 128), (1, 3, 32, 32)]
 
 
+def test_channels_chain_in_order_after_one_paste():
+    """'center_crop:0.5+hflip': each link on the last one's photo; the owner pastes once, before the
+    first link (on the larger photo when that is downscale_jpeg)."""
+    x = _ramp(32, 32)
+    assert torch.equal(apply_channel("center_crop:0.5+hflip", x), apply_channel("center_crop:0.5", x).flip(-1))
+    assert torch.equal(apply_channel("hflip+center_crop:0.5", x), apply_channel("center_crop:0.5", x.flip(-1)))
+    seen = []
+    chained = apply_channel("downscale_jpeg:4:85+jpeg:75", x, paste=lambda img: seen.append(img.shape) or img)
+    assert seen == [(1, 3, 128, 128)] and torch.equal(chained, jpeg_pil(apply_channel("downscale_jpeg:4:85", x), 75))
+    assert clean_unchanged("aspect:4:3") and clean_unchanged("aspect:4:3+identity")
+    assert not clean_unchanged("aspect:4:3+hflip")
+    with pytest.raises(ValueError, match="squash says where the owner patched the photo, so it comes first"):
+        parse_chain("jpeg:75+squash:4:3")
+    with pytest.raises(ValueError, match="'jpeg:101': 101 is not a whole quality"):
+        parse_chain("hflip+jpeg:101")
+
+
 def test_the_differentiable_jpeg_stays_close_to_the_real_codec():
     images = make_synthetic(8, image_size=64, seed=0).images.float() / 255
     quality = torch.full((8,), 75.0)
@@ -264,10 +281,12 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
 
     embedded, embed = [], evaluation.embed_dataset
     monkeypatch.setattr(evaluation, "embed_dataset", lambda *a, **kw: embedded.append(kw["desc"]) or embed(*a, **kw))
-    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3]", "eval.n_boot=20")
+    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3,aspect:4:3+jpeg:75]",
+                   "eval.n_boot=20")
     report = train(cfg)["report"]
     channels = report["robustness"]
-    assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85", "aspect:4:3"]
+    assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85", "aspect:4:3",
+                              "aspect:4:3+jpeg:75"]
     for r in channels.values():
         for side in ("clean", "patched"):
             assert 0 <= r[side]["accuracy"] <= 1 and 0 <= r[side]["demographic_parity_difference"] <= 1
@@ -287,8 +306,9 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
     for key in ("clean", "clean_probe"):
         assert channels["aspect:4:3"][key] == channels["identity"][key]
     assert "embedding clean train through jpeg:75" in embedded and "embedding patched test through aspect:4:3" in embedded
-    assert not [d for d in embedded if d.startswith("embedding clean") and "aspect" in d]
-    assert set(DEFAULT_CHANNELS) >= set(channels)
+    assert [d for d in embedded if d.startswith("embedding clean") and "aspect" in d] == [
+        "embedding clean train through aspect:4:3+jpeg:75", "embedding clean test through aspect:4:3+jpeg:75"]
+    assert set(DEFAULT_CHANNELS) >= set(channels) - {"aspect:4:3+jpeg:75"}
     # By default the channel probes see every photo the main probe sees (fewer make a weaker probe).
     assert saved["settings"]["robustness"]["n_train"] == saved["settings"]["n_train"] == cfg.data.train_size
 
