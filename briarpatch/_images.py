@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "HEIF_SUFFIXES", "gray_scale", "read_heif", "unit_gray"]
+__all__ = ["DEEP_MODES", "HEIF_SUFFIXES", "gray_scale", "read_heif", "unit_gray", "webp_lossless"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -40,3 +40,21 @@ def read_heif() -> bool:
         return False
     pillow_heif.register_heif_opener()
     return True
+
+
+def webp_lossless(path) -> bool:
+    """Whether a WebP file holds a lossless image (a VP8L bitstream; PIL does not say), read from
+    its chunk headers: a screenshot or a graphic saved lossless stays so when patched."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return False
+        for _ in range(64):  # VP8X, ICCP, ANIM, ALPH, EXIF, ... come before the bitstream
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return False
+            fourcc, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if fourcc in (b"VP8L", b"VP8 "):
+                return fourcc == b"VP8L"
+            fh.seek(size + (size & 1), 1)
+    return False

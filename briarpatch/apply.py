@@ -22,7 +22,7 @@ import torch
 
 from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray
+from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray, webp_lossless
 from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, notices, patchless_folder
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -561,6 +561,11 @@ def _can_write_avif() -> bool:
     return bool(features.check("avif"))
 
 
+def _lossy_webp(src: Path, dst: Path) -> bool:
+    """Whether ``dst`` is written as lossy WebP: a WebP from anything but a lossless WebP."""
+    return dst.suffix.lower() == ".webp" and not (src.suffix.lower() == ".webp" and webp_lossless(src))
+
+
 def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> None:
     from PIL import Image
 
@@ -577,6 +582,8 @@ def _save_atomic(img, dst: Path, *, quality: int, info: dict, strip: bool) -> No
     if fmt in ("WEBP", "AVIF") and img.mode == "I;16":
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP", "AVIF") else {}
+    if fmt == "WEBP" and info.get("lossless"):
+        kwargs = {"lossless": True}  # a lossless WebP stays lossless (no halved colour planes)
     if fmt == "AVIF":
         if not _can_write_avif():
             raise ValueError("this Pillow cannot write AVIF: pip install -U pillow (11.3 or later), or --format jpg")
@@ -828,7 +835,7 @@ def cli(argv: list[str] | None = None) -> int:
                     continue
                 print(f"would write {dst}")
                 written += 1
-                webp += dst.suffix.lower() == ".webp"
+                webp += _lossy_webp(src, dst)
                 continue
             try:
                 # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
@@ -836,11 +843,11 @@ def cli(argv: list[str] | None = None) -> int:
                 img = ImageOps.exif_transpose(open_image(src, max_pixels=args.max_pixels))
                 exif = img.getexif()
                 info = {"icc_profile": img.info.get("icc_profile"), "dpi": img.info.get("dpi"),
-                        "exif": exif.tobytes() if exif else None}
+                        "exif": exif.tobytes() if exif else None, "lossless": not _lossy_webp(src, dst)}
                 out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
                 _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
                 written += 1
-                webp += dst.suffix.lower() == ".webp"
+                webp += _lossy_webp(src, dst)
             except Exception as exc:  # one bad image must not stop the others; it is reported below
                 full = disk_full(exc, where=dst)
                 if full:  # but a full disk stops them all: one line, not one failure per photo

@@ -227,6 +227,16 @@ def test_webp_outputs_come_with_a_note(tmp_path, capsys):
     assert cli(["default", str(tmp_path / "c.webp"), "--out", str(tmp_path / "b"), "--format", "png"]) == 0
     assert "WebP" not in capsys.readouterr().err
     assert (tmp_path / "a" / "c.webp").is_file() and (tmp_path / "b" / "c.png").is_file()
+    # A lossless WebP (a screenshot, a graphic) stays lossless: the PNG's pixels, and no note.
+    from briarpatch._images import webp_lossless
+
+    _rgb(40, 60, 3).save(tmp_path / "g.webp", lossless=True)
+    assert webp_lossless(tmp_path / "g.webp") and not webp_lossless(tmp_path / "c.webp")
+    assert cli(["default", str(tmp_path / "g.webp"), "--out", str(tmp_path / "d")]) == 0
+    assert "WebP" not in capsys.readouterr().err
+    assert cli(["default", str(tmp_path / "g.webp"), "--out", str(tmp_path / "d"), "--format", "png"]) == 0
+    assert webp_lossless(tmp_path / "d" / "g.webp")
+    assert np.array_equal(_open(tmp_path / "d" / "g.webp"), _open(tmp_path / "d" / "g.png"))
 
 
 def test_cli_on_a_mixed_folder(patch_file, tmp_path, capsys):

@@ -248,6 +248,15 @@ def test_the_page_patches_avif_photos_like_briarpatch_apply(browser, site, tmp_p
 
 def test_the_page_downloads_one_photo_in_its_own_format(browser, site, tmp_path):
     paths = _photos(tmp_path / "photos")
+    # A lossless WebP (a graphic, a screenshot) is kept lossless, as PNG: the pixels of apply's lossless WebP.
+    graphic = tmp_path / "graphic.webp"
+    Image.fromarray(np.random.default_rng(6).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(graphic, lossless=True)
+    items = _patch_everything(browser, (site / "index.html").as_uri(), [graphic], fmt="keep")
+    assert apply_cli(["default", str(graphic), "--out", str(tmp_path / "library"), "-q"]) == 0
+    with _download_all(browser) as archive, archive.open("graphic.png") as fh, Image.open(fh) as page, \
+            Image.open(tmp_path / "library" / "graphic.webp") as lib:
+        assert archive.namelist() == ["graphic.png"]
+        _same_pixels(page, lib, "graphic.webp")
     items = _patch_everything(browser, (site / "index.html").as_uri(), [paths["photo.jpg"]], fmt="keep")
     link = items["photo.jpg"].find_element("css selector", "a.download")
     assert link.get_attribute("download") == "photo.jpg"

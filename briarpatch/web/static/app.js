@@ -118,7 +118,8 @@
       for (let i = 0; i < data.length; i++) data[i] = rgba[4 * i];
       return { img: { width: canvas.width, height: canvas.height, channels: 1, colours: 1, alpha: false, max: 255, mode: "L", data }, kind };
     }
-    return { img: { width: canvas.width, height: canvas.height, channels: 4, colours: 3, alpha, max: 255, mode: alpha ? "RGBA" : "RGB", data: rgba }, kind };
+    const lossless = kind === "webp" && BP.webpLossless(bytes);
+    return { img: { width: canvas.width, height: canvas.height, channels: 4, colours: 3, alpha, max: 255, mode: alpha ? "RGBA" : "RGB", data: rgba }, kind, lossless };
   }
 
   function hasWebPAlpha(bytes) {
@@ -176,7 +177,7 @@
 
   async function processFile(file, item) {
     const t0 = performance.now();
-    const { img, kind } = await decode(file);
+    const { img, kind, lossless } = await decode(file);
     const [mw, mh] = BP.minImageSize(state.patch);
     if (img.width < mw || img.height < mh) {
       throw new Error(`${img.width}×${img.height} is too small for this patch: its finest part would be under one ` +
@@ -188,8 +189,9 @@
       await nextTick(); // let the page breathe between chunks of rows
     }
     const choice = $("format").value;
-    // The page writes no AVIF (browsers' canvases cannot): an AVIF kept lossless, as PNG.
-    const format = choice === "keep" ? (kind === "avif" ? "png" : kind) : choice;
+    // The page writes no AVIF and no lossless WebP (browsers' canvases cannot): such a photo is
+    // kept lossless as PNG (apply writes it as lossless WebP: the same pixels).
+    const format = choice === "keep" ? (kind === "avif" || lossless ? "png" : kind) : choice;
     const blob = await encode(img, format, Number($("quality").value));
     // In the zip, a folder's photos keep their place in it, as apply mirrors the tree.
     const path = outName(file.webkitRelativePath || file.relativePath || file.name, format);

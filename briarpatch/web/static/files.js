@@ -39,6 +39,19 @@
     return null;
   };
 
+  // Whether a WebP holds a lossless image (a VP8L bitstream), from its chunk headers, as apply
+  // reads it (_images.webp_lossless): a screenshot or a graphic saved lossless stays lossless.
+  BP.webpLossless = function (bytes) {
+    let at = 12;
+    for (let k = 0; k < 64 && at + 8 <= bytes.length; k++) {
+      const fourcc = String.fromCharCode(...bytes.subarray(at, at + 4));
+      const size = (bytes[at + 4] | (bytes[at + 5] << 8) | (bytes[at + 6] << 16) | (bytes[at + 7] << 24)) >>> 0;
+      if (fourcc === "VP8L" || fourcc === "VP8 ") return fourcc === "VP8L";
+      at += 8 + size + (size & 1);
+    }
+    return false;
+  };
+
   // The AVIF brands of an ISO media file's ftyp box (major and compatible), or [] for another file
   // (HEIC among them: the page cannot read it).
   function avifBrands(bytes) {
