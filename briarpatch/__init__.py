@@ -6,7 +6,8 @@ the embeddings of a frozen, pretrained image encoder.
 
 __version__ = "0.1.0"
 
-__all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "UndertrainedPatchWarning", "load_patch", "__version__"]
+__all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "UndertrainedPatchWarning", "load_patch",
+           "__version__"]
 
 _FROM_ARTIFACTS = {"BriarPatch", "PatchFileError", "SyntheticPatchWarning", "UndertrainedPatchWarning", "load_patch"}
 

@@ -830,24 +830,26 @@ def cli(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 try:  # the header tells most failures (not a truncated file's) without decoding
                     _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
+                    lossy = _lossy_webp(src, dst)
                 except Exception as exc:
                     failed.append((f"{src}: {first_line(exc)}", exc))
                     continue
                 print(f"would write {dst}")
                 written += 1
-                webp += _lossy_webp(src, dst)
+                webp += lossy
                 continue
             try:
                 # Upright first: the patch goes where the viewer sees the corner, and the written EXIF
                 # no longer asks viewers to rotate.
                 img = ImageOps.exif_transpose(open_image(src, max_pixels=args.max_pixels))
+                lossy = _lossy_webp(src, dst)
                 exif = img.getexif()
                 info = {"icc_profile": img.info.get("icc_profile"), "dpi": img.info.get("dpi"),
-                        "exif": exif.tobytes() if exif else None, "lossless": not _lossy_webp(src, dst)}
+                        "exif": exif.tobytes() if exif else None, "lossless": not lossy}
                 out = _apply_pil(patch, img, keep_gray=not args.color, **changes)
                 _save_atomic(out, dst, quality=args.quality, info=info, strip=args.strip_metadata)
                 written += 1
-                webp += _lossy_webp(src, dst)
+                webp += lossy
             except Exception as exc:  # one bad image must not stop the others; it is reported below
                 full = disk_full(exc, where=dst)
                 if full:  # but a full disk stops them all: one line, not one failure per photo

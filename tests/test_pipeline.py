@@ -281,8 +281,8 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
 
     embedded, embed = [], evaluation.embed_dataset
     monkeypatch.setattr(evaluation, "embed_dataset", lambda *a, **kw: embedded.append(kw["desc"]) or embed(*a, **kw))
-    cfg = tiny_cfg("eval.robustness=[identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3,aspect:4:3+jpeg:75]",
-                   "eval.n_boot=20")
+    channels = "identity,center_crop:0.875,jpeg:75,downscale_jpeg:4:85,aspect:4:3,aspect:4:3+jpeg:75"
+    cfg = tiny_cfg(f"eval.robustness=[{channels}]", "eval.n_boot=20")
     report = train(cfg)["report"]
     channels = report["robustness"]
     assert list(channels) == ["identity", "center_crop:0.875", "jpeg:75", "downscale_jpeg:4:85", "aspect:4:3",

@@ -119,7 +119,9 @@
       return { img: { width: canvas.width, height: canvas.height, channels: 1, colours: 1, alpha: false, max: 255, mode: "L", data }, kind };
     }
     const lossless = kind === "webp" && BP.webpLossless(bytes);
-    return { img: { width: canvas.width, height: canvas.height, channels: 4, colours: 3, alpha, max: 255, mode: alpha ? "RGBA" : "RGB", data: rgba }, kind, lossless };
+    const img = { width: canvas.width, height: canvas.height, channels: 4, colours: 3, alpha, max: 255,
+      mode: alpha ? "RGBA" : "RGB", data: rgba };
+    return { img, kind, lossless };
   }
 
   function hasWebPAlpha(bytes) {
