@@ -2,7 +2,9 @@
 
 Trains the embedded default (exactly `briarpatch train`), evaluates it, then copies into assets/
 (`--from-run DIR` copies from a finished default training run instead, e.g. `make demo`'s
-outputs/demo: the same config and seed give the same patch):
+outputs/demo: the same config and seed give the same patch; `--report-from DIR` copies only the
+report of `briarpatch evaluate patch=default hydra.run.dir=DIR`, the shipped patch re-evaluated
+after the evaluation changed):
   assets/patches/default.safetensors   the patch `load_patch("default")` and `apply default` use
   assets/patches/default.png           its preview
   assets/patches/default_report.md     its evaluation report (+ figures beside it)
@@ -29,11 +31,36 @@ from briarpatch.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _refuse(message: str) -> None:
+    print(f"build_assets.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def copy_report(run_dir: Path, patch_name: str, patches: Path) -> None:
+    """``run_dir``'s report and figures into ``patches`` as the shipped patch's."""
+    report = (run_dir / "report" / "report.md").read_text()
+    report = report.replace(f"Patch `{patch_name}`", "Patch `assets/patches/default.safetensors`")
+    for figure in ("selection_rate", "tradeoff", "robustness"):
+        report = report.replace(f"]({figure}.png)", f"](default_{figure}.png)")
+        if (run_dir / "report" / f"{figure}.png").is_file():
+            shutil.copy(run_dir / "report" / f"{figure}.png", patches / f"default_{figure}.png")
+    (patches / "default_report.md").write_text(report)
+
+
 def main(args: list[str]) -> None:
+    patches, figures = ROOT / "assets" / "patches", ROOT / "assets" / "figures"
+    if args[:1] == ["--report-from"]:
+        run_dir = Path(args[1]).resolve()
+        if not (run_dir / "report" / "report.md").is_file() or "Patch `default`" not in (
+                run_dir / "report" / "report.md").read_text():
+            _refuse(f"{run_dir} holds no evaluation of the shipped patch (briarpatch evaluate patch=default)")
+        copy_report(run_dir, "default", patches)
+        print(f"report written; from {run_dir}")
+        return
     if args[:1] == ["--from-run"]:
         run_dir = Path(args[1]).resolve()
         if not (run_dir / "report" / "report.md").is_file():
-            sys.exit(f"error: {run_dir} holds no finished, evaluated training run")
+            _refuse(f"{run_dir} holds no finished, evaluated training run")
     else:
         run_dir = ROOT / "outputs" / "assets-run"
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -41,18 +68,11 @@ def main(args: list[str]) -> None:
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
         train(cfg)
-    patches, figures = ROOT / "assets" / "patches", ROOT / "assets" / "figures"
     patches.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "patch.safetensors", patches / "default.safetensors")
     shutil.copy(run_dir / "patch.png", patches / "default.png")
-    report = (run_dir / "report" / "report.md").read_text()
-    report = report.replace(str(run_dir / "patch.safetensors"), "assets/patches/default.safetensors")
-    for figure in ("selection_rate", "tradeoff", "robustness"):
-        report = report.replace(f"]({figure}.png)", f"](default_{figure}.png)")
-        if (run_dir / "report" / f"{figure}.png").is_file():
-            shutil.copy(run_dir / "report" / f"{figure}.png", patches / f"default_{figure}.png")
-    (patches / "default_report.md").write_text(report)
+    copy_report(run_dir, str(run_dir / "patch.safetensors"), patches)
 
     patch = load_patch(patches / "default.safetensors")
     synth = make_synthetic(3, seed=7)

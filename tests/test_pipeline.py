@@ -347,3 +347,12 @@ def test_the_report_says_when_its_channel_probes_saw_fewer_photos_than_the_main_
     assert "lower bound; eval.robustness_size=null (the default) measures" in _robust_note(subset)
     whole = {"settings": {"n_train": 2048, "robustness": {"n_train": 2048, "n_test": 2048}}}
     assert "lower bound" not in _robust_note(whole)
+
+
+def test_the_configs_channels_are_the_default_ones():
+    """conf/eval/default.yaml lists DEFAULT_CHANNELS (the ones the docs and the targets name)."""
+    from omegaconf import OmegaConf
+
+    from briarpatch.config import config_dir
+
+    assert tuple(OmegaConf.load(Path(config_dir()) / "eval" / "default.yaml").robustness) == DEFAULT_CHANNELS

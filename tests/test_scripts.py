@@ -177,3 +177,16 @@ def test_every_script_answers_help():
         out = run_python([str(script), "--help"], timeout=120, cwd=ROOT)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (script.name, out.stderr[-500:])
         assert len(out.stdout.strip()) > 40, script.name
+
+
+def test_build_assets_copies_only_an_evaluation_of_the_shipped_patch(tmp_path):
+    """--report-from takes a re-evaluation of the shipped patch; anything else is refused, exit 2,
+    and assets/ is left as it was."""
+    before = (ROOT / "assets" / "patches" / "default_report.md").read_bytes()
+    other = tmp_path / "other"
+    (other / "report").mkdir(parents=True)
+    (other / "report" / "report.md").write_text("# Report\n\nPatch `outputs/mine/patch.safetensors` (frame)\n")
+    for folder in (tmp_path / "missing", other):
+        out = run_python([str(ROOT / "scripts" / "build_assets.py"), "--report-from", str(folder)], timeout=120, cwd=ROOT)
+        assert out.returncode == 2 and "holds no evaluation of the shipped patch" in out.stderr, out.stderr
+    assert (ROOT / "assets" / "patches" / "default_report.md").read_bytes() == before
