@@ -19,6 +19,7 @@ commands:
   train      train a patch (Hydra): briarpatch train [overrides], e.g. patch.size=6 -m seed=0,1
   evaluate   evaluate a patch with Fairlearn (Hydra): briarpatch evaluate patch=PATH [overrides]
   apply      paste a trained patch onto photos: briarpatch apply PATCH INPUT... --out DIR
+  info       what a patch hides, for which encoder, and what its report measured: briarpatch info PATCH
   web        a page that patches photos in the browser, served on 127.0.0.1: briarpatch web [PATCH]
   export-web write that page into a folder that works from disk: briarpatch export-web PATCH --out DIR
   sweep-report  one table and a Pareto figure for a sweep: briarpatch sweep-report multirun/DATE/TIME
@@ -202,7 +203,7 @@ def _checked(config_name: str, prog: str, args: list[str]) -> bool:
     return problem is None
 
 
-COMMANDS = ("train", "evaluate", "apply", "web", "export-web", "sweep-report", "suite")
+COMMANDS = ("train", "evaluate", "apply", "info", "web", "export-web", "sweep-report", "suite")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +261,10 @@ def _main(argv: list[str]) -> int:
         return _hydra(entry, "briarpatch evaluate", rest)
     if command == "apply":
         from .apply import cli
+
+        return cli(rest)
+    if command == "info":
+        from .info import cli
 
         return cli(rest)
     if command == "web":

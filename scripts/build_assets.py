@@ -7,7 +7,7 @@ report of `briarpatch evaluate patch=default hydra.run.dir=DIR`, the shipped pat
 after the evaluation changed):
   assets/patches/default.safetensors   the patch `load_patch("default")` and `apply default` use
   assets/patches/default.png           its preview
-  assets/patches/default_report.md     its evaluation report (+ figures beside it)
+  assets/patches/default_report.md     its evaluation report (+ figures and report.json beside it)
   assets/figures/before_after.png      before/after pictures for the README
 """
 
@@ -45,6 +45,8 @@ def copy_report(run_dir: Path, patch_name: str, patches: Path) -> None:
         if (run_dir / "report" / f"{figure}.png").is_file():
             shutil.copy(run_dir / "report" / f"{figure}.png", patches / f"default_{figure}.png")
     (patches / "default_report.md").write_text(report)
+    # The figures as numbers, for `briarpatch info default` (and anyone comparing).
+    shutil.copy(run_dir / "report" / "report.json", patches / "default_report.json")
 
 
 def main(args: list[str]) -> None:

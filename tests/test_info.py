@@ -1,0 +1,52 @@
+"""`briarpatch info`: what a patch is and what its report measured, for a person or as JSON."""
+
+import json
+
+from briarpatch.artifacts import load_patch
+from briarpatch.cli import main
+from briarpatch.info import patch_file, summary
+from briarpatch.train import train
+
+
+def test_info_names_what_the_shipped_patch_hides_and_both_probes(capsys):
+    assert main(["info", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "hides       tint (groups tint0, tint1) from efficientnet_lite0 embeddings" in out
+    assert "512 patch steps, their running average kept" in out
+    assert "covering 9.8 % of it" in out and "photos under 32x32 px are refused" in out
+    # Its report's figures, the adaptive probe beside the non-adaptive one (the threat model).
+    report = json.loads(patch_file("default").with_name("default_report.json").read_text())
+    probe = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
+    adaptive = report["leakage"]["adaptive"]["logistic"]["balanced_accuracy"]
+    assert f"S probe fit on clean photos {probe:.3f}, refit on patched ones {adaptive:.3f}" in out
+    assert "the channel that leaks most" in out and "protects nothing in real photos" in out
+
+
+def test_info_of_a_run_reads_its_report_and_says_a_smoke_patch_hides_little(tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg()
+    run = train(cfg)
+    capsys.readouterr()
+    assert main(["info", str(cfg.run_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["patch_steps"] == 3 and info["encoder"] == "efficientnet_lite0" and info["pixels"] == [32, 32]
+    assert info["report"]["probe"] == run["report"]["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
+    assert info["report"]["path"].endswith("report/report.json")
+    assert any("took only 3 patch steps" in n for n in info["notices"])
+    # The patch file copied elsewhere alone: no report to read, and it says how to measure it.
+    alone = tmp_path / "mine.safetensors"
+    alone.write_bytes((tmp_path / "run" / "patch.safetensors").read_bytes())
+    assert "report" not in summary(load_patch(alone), path=alone)
+    assert main(["info", str(alone)]) == 0
+    assert "no report beside it: briarpatch evaluate patch=... measures it" in capsys.readouterr().out
+
+
+def test_info_of_what_is_not_a_patch_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "x.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    for given, said in ((str(tmp_path / "none.safetensors"), "no such patch file"),
+                        (str(photo), "an image, not a patch")):
+        assert main(["info", given]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("briarpatch info: ") and said in err and err.count("\n") == 1
