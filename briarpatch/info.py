@@ -15,7 +15,7 @@ from pathlib import Path
 from ._args import ArgumentParser, debugging
 from .artifacts import BriarPatch, PatchFileError, default_patch_path, load_patch, notices
 
-__all__ = ["patch_file", "report_of", "summary", "cli"]
+__all__ = ["patch_file", "report_of", "report_figures", "measured", "summary", "cli"]
 
 
 def patch_file(spec) -> Path:
@@ -39,7 +39,7 @@ def report_of(path: Path) -> tuple[Path, dict] | None:
     return None
 
 
-def _measured(report: dict) -> dict:
+def report_figures(report: dict) -> dict:
     """The figures a user weighs before using a patch (see :func:`briarpatch.suite._figures`)."""
     from .suite import _figures, _leak
 
@@ -50,6 +50,12 @@ def _measured(report: dict) -> dict:
         worst = max(channels, key=lambda c: _leak(channels[c]["non_adaptive_probe"]))
         out["worst_channel"] = {"channel": worst, "probe": channels[worst]["non_adaptive_probe"]}
     return out
+
+
+def measured(spec) -> dict | None:
+    """The figures of the report that came with the patch ``load_patch(spec)`` reads, or ``None``."""
+    found = report_of(patch_file(spec))
+    return None if found is None else report_figures(found[1])
 
 
 def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, dict] | None = None) -> dict:
@@ -68,7 +74,7 @@ def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, 
     if placement.stretch:
         out["covers"] = float(patch.mask.mean())  # the share of every photo it is stretched over
     if report is not None:
-        out["report"] = {"path": str(report[0]), **_measured(report[1])}
+        out["report"] = {"path": str(report[0]), **report_figures(report[1])}
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from briarpatch import load_patch
 from briarpatch._atomic import atomic_path
+from briarpatch.info import measured
 from briarpatch.web import export_site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="briarpatch-shot-") as work:
         work = Path(work)
-        export_site(load_patch(args.patch), work / "site")
+        export_site(load_patch(args.patch), work / "site", measured=measured(args.patch))
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",

@@ -329,6 +329,7 @@ def test_the_page_loads_another_patch_file(browser, site, tmp_path):
     browser.find_element("id", "patch-file").send_keys(str(corner))
     _wait(browser, lambda: "square" in browser.find_element("id", "patch-info").text)
     assert browser.find_element("id", "notice").get_attribute("hidden")  # not synthetic, steps not recorded
+    assert browser.find_element("id", "measured").get_attribute("hidden")  # a file alone: no report came with it
     # A smoke run's patch is named as apply names it, by the same threshold.
     assert browser.execute_script("return BP.FEW_PATCH_STEPS;") == FEW_PATCH_STEPS
     smoke = tmp_path / "smoke.safetensors"
@@ -411,6 +412,13 @@ def test_briarpatch_web_serves_the_page_on_localhost(browser, tmp_path):
         Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
         items = _patch_everything(browser, f"http://127.0.0.1:{port}/", [photo])
         assert items["p.png"].get_attribute("data-status") == "ok"
+        # What the shipped patch's report measured, both probes (as `briarpatch info default` prints them).
+        from briarpatch.info import measured
+
+        m = measured("default")
+        text = browser.find_element("id", "measured").text
+        assert f"{100 * max(m['probe'], 1 - m['probe']):.1f} % of the time on patched ones (50.0 % is guessing)" in text
+        assert f"retrained on patched photos, {100 * m['adaptive']:.1f} %" in text
         taken = subprocess.run([sys.executable, "-m", "briarpatch.cli", "web", "--port", str(port), "--no-browser"],
                                capture_output=True, text=True, timeout=60)
         assert taken.returncode == 2 and f"port {port} is in use" in taken.stderr
@@ -437,6 +445,7 @@ def test_export_web_keeps_existing_files(tmp_path, capsys):
     payload = json.loads((tmp_path / "site" / "patch.json").read_text())
     pixels = np.frombuffer(__import__("base64").b64decode(payload["pixels"]), "<f4").reshape(3, payload["height"], -1)
     np.testing.assert_array_equal(pixels, load_patch("default").pixels.numpy())  # exact float32, not 8-bit
+    assert payload["measured"]["adaptive"] > payload["measured"]["probe"]  # its report's figures came along
 
 
 def test_briarpatch_web_names_a_port_it_cannot_use(capsys, monkeypatch):

@@ -24,6 +24,7 @@ import numpy as np
 from .._args import ArgumentParser, debugging
 from .._atomic import atomic_path, folder_problem
 from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, notices, save_png
+from ..info import measured
 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
 
@@ -36,17 +37,22 @@ def _b64(values) -> str:
     return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode("ascii")
 
 
-def patch_payload(patch: BriarPatch) -> dict:
-    """The patch as the page reads it: float32 pixel planes and mask in base64, placement, metadata."""
+def patch_payload(patch: BriarPatch, *, measured: dict | None = None) -> dict:
+    """The patch as the page reads it: float32 pixel planes and mask in base64, placement, metadata,
+    and ``measured``, the figures of its evaluation report (:func:`briarpatch.info.measured`), if any."""
     _, h, w = patch.pixels.shape
-    return {"format": "briarpatch-web", "version": int(FORMAT_VERSION), "width": int(w), "height": int(h),
-            "pixels": _b64(patch.pixels.numpy()), "mask": _b64(patch.mask.numpy()),
-            "placement": patch.placement.to_dict(), "metadata": patch.metadata}
+    payload = {"format": "briarpatch-web", "version": int(FORMAT_VERSION), "width": int(w), "height": int(h),
+               "pixels": _b64(patch.pixels.numpy()), "mask": _b64(patch.mask.numpy()),
+               "placement": patch.placement.to_dict(), "metadata": patch.metadata}
+    if measured is not None:
+        payload["measured"] = measured
+    return payload
 
 
-def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[Path]:
+def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False, measured: dict | None = None) -> list[Path]:
     """Write the page and ``patch`` into ``out_dir``: a folder that works from any static host and
     from ``file://``. Files already there are kept unless ``overwrite`` (then replaced atomically).
+    ``measured``: the figures of the patch's report, which the page shows beside it.
 
     Returns the paths written.
     """
@@ -62,7 +68,7 @@ def export_site(patch: BriarPatch, out_dir, *, overwrite: bool = False) -> list[
         raise FileExistsError(f"{out_dir / clash[0]} already exists (an earlier page, or a file of yours): choose "
                               "another folder, or pass --overwrite to replace the page's files")
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(patch_payload(patch))
+    payload = json.dumps(patch_payload(patch, measured=measured))
     written = []
     for name in PAGE_FILES:
         with atomic_path(out_dir / name) as tmp:
@@ -144,7 +150,7 @@ def cli_web(argv=None) -> int:
     for notice in notices(patch):
         print(notice, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="briarpatch-web-") as site:
-        export_site(patch, site)
+        export_site(patch, site, measured=measured(args.patch))
         try:
             serve(Path(site), port=args.port, open_browser=not args.no_browser)
         except OSError as exc:
@@ -175,7 +181,7 @@ def cli_export(argv=None) -> int:
     if patch is None:
         return 2
     try:
-        export_site(patch, args.out, overwrite=args.overwrite)
+        export_site(patch, args.out, overwrite=args.overwrite, measured=measured(args.patch))
     except (FileExistsError, PermissionError) as exc:
         if debugging():
             raise

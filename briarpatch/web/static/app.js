@@ -20,9 +20,25 @@
     return `${shape}, ${where}; trained for the ${m.encoder || "?"} encoder on ${data} to hide “${m.sensitive || "?"}”.`;
   }
 
+  // What its evaluation report measured (briarpatch info's figures), both probes: the threat model.
+  function measuredText(patch) {
+    const m = patch.measured, groups = (patch.metadata || {}).groups;
+    if (!m) return "";
+    const pct = (v) => `${(100 * v).toFixed(1)} %`;
+    const k = groups && groups.length ? groups.length : 2;
+    // With two groups a probe below chance reads them swapped: it tells them apart as well as its mirror.
+    const apart = (v) => (k === 2 ? Math.max(v, 1 - v) : v);
+    return `Measured on the photos it was tested on: a model trained on ordinary photos tells the groups apart ` +
+      `${pct(apart(m.probe))} of the time on patched ones (${pct(1 / k)} is guessing); a model retrained on ` +
+      `patched photos, ${pct(apart(m.adaptive))}. A downstream model's accuracy: ${pct(m.clean_accuracy)} → ` +
+      `${pct(m.accuracy)}.`;
+  }
+
   function showPatch(patch) {
     state.patch = patch;
     $("patch-info").textContent = describe(patch);
+    $("measured").textContent = measuredText(patch);
+    $("measured").hidden = !patch.measured;
     const notice = [BP.syntheticNotice(patch), BP.fewStepsNotice(patch)].filter(Boolean).join(" ");
     $("notice").textContent = notice;
     $("notice").hidden = !notice;

@@ -234,7 +234,7 @@
     const f32 = (b64) => { const b = base64ToBytes(b64); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); };
     return checkPatch({
       width: obj.width, height: obj.height, pixels: f32(obj.pixels), mask: f32(obj.mask),
-      placement: obj.placement, metadata: obj.metadata || {},
+      placement: obj.placement, metadata: obj.metadata || {}, measured: obj.measured || null,
     });
   };
 
