@@ -101,9 +101,11 @@ def _lines(info: dict) -> list[str]:
     rep = info.get("report")
     if rep:
         chance = 1 / len(info["groups"]) if info["groups"] else 0.5
+        inverted = chance == 0.5 and rep["probe"] < 0.5  # it reads S swapped, as much as its mirror
         lines.append(f"measured    accuracy {rep['clean_accuracy']:.3f} -> {rep['accuracy']:.3f}, DP difference "
-                     f"{rep['clean_dp']:.3f} -> {rep['dp']:.3f}; S probe fit on clean photos {rep['probe']:.3f}, "
-                     f"refit on patched ones {rep['adaptive']:.3f} (chance {chance:.3f})")
+                     f"{rep['clean_dp']:.3f} -> {rep['dp']:.3f}; S probe fit on clean photos {rep['probe']:.3f}"
+                     + (f" (S read inverted: as much as {1 - rep['probe']:.3f})" if inverted else "")
+                     + f", refit on patched ones {rep['adaptive']:.3f} (chance {chance:.3f})")
         if "worst_channel" in rep:
             lines.append(f"            through {rep['worst_channel']['channel']}, the channel that leaks most: "
                          f"probe {rep['worst_channel']['probe']:.3f}")
