@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -28,7 +29,8 @@ from .data import check_groups
 from .module import BriarPatchModule
 
 __all__ = ["train", "build_module", "main", "EpochLog", "quiet_lightning", "recipe", "RESUMABLE",
-           "finished_run_problem", "finished_sweep_problem", "TrainingInterrupted"]
+           "finished_run_problem", "finished_sweep_problem", "clear_earlier_results", "RUN_RESULTS",
+           "TrainingInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +237,25 @@ def finished_sweep_problem(sweep_dir, *, overwrite=False, evaluation=False) -> s
             "(overwrite=true)")
 
 
+# What a run writes into its folder (train.log and .hydra/ are this run's own from its start).
+RUN_RESULTS = ("patch.safetensors", "patch.png", "config.yaml", "metrics.csv", "report", "checkpoints")
+
+
+def clear_earlier_results(run_dir, *, resuming: bool = False) -> list[str]:
+    """``overwrite=true``: remove an earlier run's results from ``run_dir`` before this one trains,
+    so that a rerun stopped early, or trained without its evaluation, never leaves its patch beside
+    the earlier run's report (or the earlier patch, looking finished). ``resuming``: the run goes
+    on from a checkpoint; its checkpoints and its metrics so far stay. Returns the names removed."""
+    removed = []
+    for name in RUN_RESULTS:
+        path = Path(run_dir) / name
+        if resuming and name in ("checkpoints", "metrics.csv") or not (path.exists() or path.is_symlink()):
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        removed.append(name)
+    return removed
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where it stopped and how to go on."""
 
@@ -361,6 +382,10 @@ def train(cfg: DictConfig) -> dict:
                                     enable_progress_bar=bar)
     # Lightning stays epoch-based (its resume continues an epoch-based run exactly); the module
     # stops at the last patch step. Enough epochs for the schedule, on this rank's share of the data.
+    if cfg.get("overwrite", False) and trainer.is_global_zero:  # every check passed: the earlier results go now
+        removed = clear_earlier_results(run_dir, resuming=bool(cfg.get("ckpt_path")))
+        if removed:
+            log.info("overwrite=true: removed the earlier run's %s from %s", ", ".join(removed), run_dir)
     per_rank = -(-len(datamodule.split("train")) // trainer.world_size)
     trainer.fit_loop.max_epochs = -(-(module.adversary.warmup_steps + cfg.patch_steps)
                                     // -(-per_rank // datamodule.batch_size))

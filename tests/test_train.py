@@ -50,6 +50,21 @@ def test_a_finished_run_is_not_replaced_unless_asked(tiny_cfg, tmp_path):
     assert first.read_bytes() != written
 
 
+def test_overwrite_leaves_no_result_of_the_earlier_run(tiny_cfg, tmp_path):
+    """A rerun with overwrite=true trained without its evaluation (or stopped) left the earlier
+    run's report beside its own patch: `briarpatch info` and the page showed the wrong figures."""
+    run = tmp_path / "run"
+    train(tiny_cfg())
+    assert (run / "report" / "report.json").is_file()
+    # A user error in the rerun: the earlier results stay whole.
+    with pytest.raises(ValueError):
+        train(tiny_cfg("overwrite=true", "eval.robustness_size=0"))
+    assert (run / "report" / "report.json").is_file() and (run / "patch.safetensors").is_file()
+    train(tiny_cfg("evaluate_after_train=false", "seed=1", "overwrite=true"))
+    assert not (run / "report").exists() and (run / "patch.safetensors").is_file()
+    assert "seed: 1" in (run / "config.yaml").read_text()
+
+
 def test_same_seed_same_patch(tiny_cfg, tmp_path):
     a = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/a"))["patch"]).pixels
     b = load_patch(train(tiny_cfg("evaluate_after_train=false", f"run_dir={tmp_path}/b"))["patch"]).pixels
