@@ -251,7 +251,10 @@ def clear_earlier_results(run_dir, *, resuming: bool = False) -> list[str]:
         path = Path(run_dir) / name
         if resuming and name in ("checkpoints", "metrics.csv") or not (path.exists() or path.is_symlink()):
             continue
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
         removed.append(name)
     return removed
 
@@ -380,12 +383,12 @@ def train(cfg: DictConfig) -> dict:
     with quiet_lightning():
         trainer: pl.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, log_every_n_steps=every,
                                     enable_progress_bar=bar)
-    # Lightning stays epoch-based (its resume continues an epoch-based run exactly); the module
-    # stops at the last patch step. Enough epochs for the schedule, on this rank's share of the data.
     if cfg.get("overwrite", False) and trainer.is_global_zero:  # every check passed: the earlier results go now
         removed = clear_earlier_results(run_dir, resuming=bool(cfg.get("ckpt_path")))
         if removed:
             log.info("overwrite=true: removed the earlier run's %s from %s", ", ".join(removed), run_dir)
+    # Lightning stays epoch-based (its resume continues an epoch-based run exactly); the module
+    # stops at the last patch step. Enough epochs for the schedule, on this rank's share of the data.
     per_rank = -(-len(datamodule.split("train")) // trainer.world_size)
     trainer.fit_loop.max_epochs = -(-(module.adversary.warmup_steps + cfg.patch_steps)
                                     // -(-per_rank // datamodule.batch_size))
