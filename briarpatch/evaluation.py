@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -573,6 +574,10 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     if settings.num_workers == 0:
         _hold_decoded(datamodule)
 
+    if cfg.get("overwrite", False) and out_dir is not None and Path(out_dir).is_dir():
+        # Every check passed: the report it replaces goes now, so that one stopped halfway never
+        # leaves the earlier report beside this evaluation's settings.
+        shutil.rmtree(out_dir)
     weights = cfg.encoder.get("weights")
     members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]
     main = {}

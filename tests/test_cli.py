@@ -176,7 +176,7 @@ def test_a_run_folder_that_holds_a_patch_is_kept(tmp_path):
     assert shown.returncode == 0 and "patch_steps: 512" in shown.stdout, shown.stderr
 
 
-def test_a_folder_that_holds_a_report_is_kept_by_evaluate(tmp_path):
+def test_a_folder_that_holds_a_report_is_kept_by_evaluate(tmp_path, monkeypatch):
     """evaluate hydra.run.dir=RUN replaced the training run's report (robustness section and all)
     with its own, without a word."""
     run = tmp_path / "run"
@@ -194,6 +194,23 @@ def test_a_folder_that_holds_a_report_is_kept_by_evaluate(tmp_path):
     cfg = compose_cfg("evaluate", ["patch_path=default", f"run_dir={run}"])
     with pytest.raises(FileExistsError, match="already holds a report"):  # the Python entry, as the suite's scripts
         evaluate(cfg)
+    # overwrite=true: a setting refused keeps the earlier report; once the checks pass it goes first,
+    # so an evaluation that stops halfway leaves no report of something else.
+    tiny = ["data.image_size=32", "data.train_size=48", "data.test_size=48", "eval.n_boot=0", "eval.progress=false",
+            "eval.baselines=false", "eval.robustness=[]", "eval.allow_mismatch=true", f"eval.cache_dir={tmp_path}/c"]
+    with pytest.raises(ValueError):
+        evaluate(compose_cfg("evaluate", ["patch_path=default", f"run_dir={run}", "overwrite=true", *tiny,
+                                          "eval.n_boot=-1"]))
+    assert (run / "report" / "report.json").read_bytes() == b"{}"
+    from briarpatch import evaluation
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "_protocol_on", stop)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(compose_cfg("evaluate", ["patch_path=default", f"run_dir={run}", "overwrite=true", *tiny]))
+    assert not (run / "report").exists()
 
 
 def test_a_sweep_folder_that_holds_patches_is_kept(tmp_path):
