@@ -36,10 +36,11 @@ def _refuse(message: str) -> None:
     sys.exit(2)
 
 
-def copy_report(run_dir: Path, patch_name: str, patches: Path) -> None:
-    """``run_dir``'s report and figures into ``patches`` as the shipped patch's."""
+def copy_report(run_dir: Path, patches: Path, *, named: str) -> None:
+    """``run_dir``'s report and figures into ``patches`` as the shipped patch's; ``named``: the
+    patch as the report names it (its path, or ``default``), replaced by its place in the repository."""
     report = (run_dir / "report" / "report.md").read_text()
-    report = report.replace(f"Patch `{patch_name}`", "Patch `assets/patches/default.safetensors`")
+    report = report.replace(f"Patch `{named}`", "Patch `assets/patches/default.safetensors`")
     for figure in ("selection_rate", "tradeoff", "robustness"):
         report = report.replace(f"]({figure}.png)", f"](default_{figure}.png)")
         if (run_dir / "report" / f"{figure}.png").is_file():
@@ -56,7 +57,7 @@ def main(args: list[str]) -> None:
         if not (run_dir / "report" / "report.md").is_file() or "Patch `default`" not in (
                 run_dir / "report" / "report.md").read_text():
             _refuse(f"{run_dir} holds no evaluation of the shipped patch (briarpatch evaluate patch=default)")
-        copy_report(run_dir, "default", patches)
+        copy_report(run_dir, patches, named="default")
         print(f"report written; from {run_dir}")
         return
     if args[:1] == ["--from-run"]:
@@ -74,7 +75,7 @@ def main(args: list[str]) -> None:
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "patch.safetensors", patches / "default.safetensors")
     shutil.copy(run_dir / "patch.png", patches / "default.png")
-    copy_report(run_dir, str(run_dir / "patch.safetensors"), patches)
+    copy_report(run_dir, patches, named=str(run_dir / "patch.safetensors"))
 
     patch = load_patch(patches / "default.safetensors")
     synth = make_synthetic(3, seed=7)
