@@ -260,7 +260,7 @@ def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path
     """A file that is not an image and a row without a label are skipped with a warning (counted
     against data.max_missing), not met at the first batch; a body that does not decode names its file."""
     from briarpatch.config import report_user_error
-    from briarpatch.datasets import UnreadableImage
+    from briarpatch.datasets import UnreadableImage, _unreadable
 
     path = make_manifest(tmp_path, split=True)
     (tmp_path / "imgs" / "3.jpg").write_bytes(b"not an image")
@@ -275,11 +275,22 @@ def test_unreadable_images_and_unlabelled_rows_are_left_out_and_counted(tmp_path
     assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N - 2
     assert "1 of 60 rows have no 'label' or 'group' value" in caplog.text and "cannot be read" in caplog.text
 
-    # A header that reads and a body that does not (a truncated download): the file is named.
+    # A download cut short (its end marker missing) is found when the list is read, and left out;
+    # a JPEG with bytes after its end (some cameras append data) is not.
+    for name, cut in (("9.jpg", True), ("10.jpg", False)):
+        whole = (tmp_path / "imgs" / name).read_bytes()
+        (tmp_path / "imgs" / name).write_bytes(whole[:len(whole) // 2] if cut else whole + b"TRAILER" * 20)
+    caplog.clear()
+    dm = build(compose_cfg("train", [*over, "data.max_missing=0.05"]).data)
+    assert sum(len(dm.split(s)) for s in ("train", "val", "test")) == N - 3
+    assert "2 of 59 listed images cannot be read" in caplog.text
+    cut, kept = tmp_path / "imgs" / "9.jpg", tmp_path / "imgs" / "10.jpg"
+    assert "truncated" in _unreadable([cut])[cut] and not _unreadable([kept])
+    # A body that stops decoding after the list was read (the file replaced or damaged since): named.
+    dataset = dm.split("train")
+    at = [str(p) for p in dataset.paths].index(str(tmp_path / "imgs" / "7.jpg"))
     whole = (tmp_path / "imgs" / "7.jpg").read_bytes()
     (tmp_path / "imgs" / "7.jpg").write_bytes(whole[:len(whole) // 2])
-    dataset = build(compose_cfg("train", [*over, "data.max_missing=0.05"]).data).split("train")
-    at = [str(p) for p in dataset.paths].index(str(tmp_path / "imgs" / "7.jpg"))
     with pytest.raises(UnreadableImage, match=r"7.jpg cannot be decoded \(image file is truncated"):
         dataset[at]
     with pytest.MonkeyPatch.context() as mp:  # more than twice PIL's bound: refused before decoding
