@@ -28,13 +28,16 @@ def patch_file(spec) -> Path:
 
 def report_of(path: Path) -> tuple[Path, dict] | None:
     """The evaluation report that came with the patch file at ``path``, if any: its run's
-    ``report/report.json``, or ``NAME_report.json`` beside ``NAME.safetensors`` (the shipped patch)."""
+    ``report/report.json``, or ``NAME_report.json`` beside ``NAME.safetensors`` (the shipped patch).
+    A damaged report, or one without the figures :func:`report_figures` reads, counts as none."""
     for cand in (path.parent / "report" / "report.json" if path.name == "patch.safetensors" else None,
                  path.with_name(f"{path.stem}_report.json")):
         if cand is not None and cand.is_file():
             try:
-                return cand, json.loads(cand.read_text())
-            except (OSError, ValueError):  # a damaged report is no reason to refuse the patch
+                found = cand, json.loads(cand.read_text())
+                report_figures(found[1])
+                return found
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no reason to refuse the patch
                 return None
     return None
 

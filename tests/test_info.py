@@ -38,6 +38,10 @@ def test_info_of_a_run_reads_its_report_and_says_a_smoke_patch_hides_little(tiny
     assert "report" not in summary(load_patch(alone), path=alone)
     assert main(["info", str(alone)]) == 0
     assert "no report beside it: briarpatch evaluate patch=... measures it" in capsys.readouterr().out
+    # A report of another shape (an older version's, a damaged one) is passed over, not a traceback.
+    (tmp_path / "run" / "report" / "report.json").write_text('{"clean": {}}')
+    assert main(["info", str(cfg.run_dir)]) == 0
+    assert "no report beside it" in capsys.readouterr().out
 
 
 def test_info_of_what_is_not_a_patch_is_one_line(tmp_path, capsys):
