@@ -1,10 +1,11 @@
-"""Images deeper than 8 bits, and HEIC, read the same way by `apply` and by the datasets."""
+"""Images deeper than 8 bits, HEIC, and files cut short, read the same way by `apply` and by the datasets."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "HEIF_SUFFIXES", "gray_scale", "read_heif", "unit_gray", "webp_lossless"]
+__all__ = ["DEEP_MODES", "ENDED", "HEIF_SUFFIXES", "ends_whole", "file_ends_whole", "gray_scale", "read_heif",
+           "unit_gray", "webp_lossless"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -58,3 +59,28 @@ def webp_lossless(path) -> bool:
                 return fourcc == b"VP8L"
             fh.seek(size + (size & 1), 1)
     return False
+
+
+# Formats whose last bytes are known: JPEG's end-of-image marker, PNG's IEND chunk (WebP: its size field).
+ENDED = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def ends_whole(head: bytes, tail: bytes, size: int) -> bool:
+    """Whether a file's last bytes are its format's end (other formats: not checked, ``True``).
+    Zero bytes after a JPEG's end (padding some cameras write) are allowed."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if head.startswith(b"\x89PNG"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return int.from_bytes(head[4:8], "little") + 8 in (size, size - 1)
+    return True
+
+
+def file_ends_whole(path) -> bool:
+    """:func:`ends_whole` for the file at ``path`` (a download cut short does not)."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - 64))
+        return ends_whole(head, fh.read(), size)

@@ -22,7 +22,7 @@ import torch
 
 from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, HEIF_SUFFIXES, gray_scale, read_heif, unit_gray, webp_lossless
+from ._images import DEEP_MODES, HEIF_SUFFIXES, file_ends_whole, gray_scale, read_heif, unit_gray, webp_lossless
 from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, notices, patchless_folder
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -436,6 +436,9 @@ def open_image(path: Path, *, max_pixels: int, decode: bool = True):
                 raise ValueError(f"{frames} frames (an animation or a multi-page file): only still images are "
                                  "patched; save the frame you want as an image of its own")
             if not decode:
+                if not file_ends_whole(path):  # cut short: the real run's decode would fail, so this one does
+                    img.draft("RGB", (64, 64))
+                    img.load()
                 turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations a quarter turn away
                 return (img.height, img.width) if turned else (img.width, img.height)
             img.load()
@@ -828,7 +831,7 @@ def cli(argv: list[str] | None = None) -> int:
                 say(f"skip {dst}: exists (use --overwrite)")
                 continue
             if args.dry_run:
-                try:  # the header tells most failures (not a truncated file's) without decoding
+                try:  # the header tells most failures without decoding; a file cut short is decoded
                     _check_size(patch, *open_image(src, max_pixels=args.max_pixels, decode=False), changes)
                     lossy = _lossy_webp(src, dst)
                 except Exception as exc:

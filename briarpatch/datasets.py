@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._args import first_line
-from ._images import DEEP_MODES, HEIF_SUFFIXES, read_heif, unit_gray
+from ._images import DEEP_MODES, ENDED, HEIF_SUFFIXES, ends_whole, read_heif, unit_gray
 from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -169,33 +169,17 @@ def _unreadable(paths) -> dict[str, str]:
             bad[path] = exc.strerror or exc.__class__.__name__
             continue
         webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-        if (head.startswith(_MAGIC) or webp) and _ends_whole(head, tail, size):
+        if (head.startswith(_MAGIC) or webp) and ends_whole(head, tail, size):
             continue
         try:
             with Image.open(path) as img:
                 img.size  # noqa: B018 - the header is parsed on open; size proves it
-                if head.startswith(_ENDED) or webp:  # its end is missing: does the rest decode?
+                if head.startswith(ENDED) or webp:  # its end is missing: does the rest decode?
                     img.draft("RGB", (64, 64))  # a JPEG's whole scan is still read, at an eighth of the cost
                     img.load()
         except Exception as exc:  # noqa: BLE001 - any failure to read makes the file unusable
             bad[path] = first_line(exc)
     return bad
-
-
-# Formats whose last bytes are known: JPEG's end-of-image marker, PNG's IEND chunk (WebP: its size field).
-_ENDED = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
-
-
-def _ends_whole(head: bytes, tail: bytes, size: int) -> bool:
-    """Whether a file's last bytes are its format's end (other formats: not checked, ``True``).
-    Zero bytes after a JPEG's end (padding some cameras write) are allowed."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
-    if head.startswith(b"\x89PNG"):
-        return tail.endswith(b"IEND\xaeB`\x82")
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return int.from_bytes(head[4:8], "little") + 8 in (size, size - 1)
-    return True
 
 
 def hold_budget() -> int:

@@ -852,3 +852,18 @@ def test_debug_shows_why_each_photo_failed(tmp_path, capsys, monkeypatch):
     assert cli(["default", str(tmp_path / "anim.gif"), "--out", str(tmp_path / "o"), "-q"]) == 1
     err = capsys.readouterr().err
     assert "failed: " in err and "Traceback" in err and "in open_image" in err
+
+
+def test_a_dry_run_names_a_photo_cut_short(tmp_path, capsys):
+    """--dry-run read headers only and promised to write a truncated download that the real run
+    then failed on: never report success for something that will not be done."""
+    _rgb(64, 48).save(tmp_path / "whole.jpg")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    (tmp_path / "tail.jpg").write_bytes(data + b"camera data" * 8)  # bytes after the end: still a photo
+    assert cli(["default", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert "would write 2, skipped 0 (already exist), failed 1" in out
+    assert "cut.jpg: image file is truncated" in err
+    assert cli(["default", str(tmp_path), "--out", str(tmp_path / "out")]) == 1  # the real run agrees
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tail.jpg", "whole.jpg"]
