@@ -240,6 +240,10 @@ def load_patch(path) -> BriarPatch:
     if "://" in str(path):
         raise PatchFileError(f"{path}: an address, and patches are read from files on this machine (nothing is "
                              "downloaded): download the .safetensors file first and give its path")
+    given = str(path)
+    if given.startswith(("patch=", "patch_path=")) and not Path(given).exists():  # evaluate's spelling, elsewhere
+        raise PatchFileError(f"{given}: no such patch file; here the patch is given alone, without "
+                             f"'{given.split('=', 1)[0]}=': {given.split('=', 1)[1]}")
     path = Path(path).expanduser()
     if path.is_dir():
         problem = patchless_folder(path)

@@ -61,6 +61,9 @@ def test_what_is_not_a_patch_path_is_named(tmp_path, monkeypatch):
     (tmp_path / "p.safetensors").write_bytes(default_patch_path().read_bytes())
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_patch("~/p.safetensors").pixels.shape[0] == 3  # as a shell would expand it
+    # evaluate's spelling given to apply, info or web: the fix named.
+    with pytest.raises(PatchFileError, match="given alone, without 'patch=': default"):
+        load_patch("patch=default")
 
 
 def test_a_patch_missing_a_tensor_is_called_damaged(tmp_path):
