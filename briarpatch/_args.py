@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["ArgumentParser", "debugging", "first_line", "help_asked"]
+__all__ = ["ArgumentParser", "debugging", "first_line", "help_asked", "load_patch_or_say"]
 
 
 def debugging() -> bool:
@@ -26,6 +26,20 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def load_patch_or_say(spec, prog: str):
+    """``load_patch(spec)``, or ``None`` once ``prog: the problem`` is one line on stderr
+    (``--debug``: the traceback)."""
+    from .artifacts import PatchFileError, load_patch
+
+    try:
+        return load_patch(spec)
+    except (PatchFileError, FileNotFoundError) as exc:
+        if debugging():
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 def help_asked(doc: str, argv: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ from ._atomic import atomic_path
 from .placement import Placement
 
 __all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "UndertrainedPatchWarning", "load_patch",
-           "save_patch", "default_patch_path", "save_png", "synthetic_notice", "few_steps_notice", "notices"]
+           "save_patch", "patch_path", "default_patch_path", "save_png", "synthetic_notice", "few_steps_notice", "notices",
+           "trained_steps"]
 
 FORMAT = "briarpatch"
 # 2: a placement may carry ``centre_square`` (a frame's second copy on a non-square photo's centre
@@ -54,8 +55,7 @@ FEW_PATCH_STEPS = 64
 def few_steps_notice(patch: "BriarPatch") -> str | None:
     """One plain line when ``patch`` took fewer than ``FEW_PATCH_STEPS`` patch steps, else ``None``
     (also for files that do not record their steps)."""
-    meta = patch.metadata
-    steps = meta.get("patch_steps", (meta.get("kept") or {}).get("steps"))
+    steps = trained_steps(patch)
     if not isinstance(steps, int) or steps >= FEW_PATCH_STEPS:
         return None
     return (f"note: this patch took only {steps} patch step{'' if steps == 1 else 's'} (a check of an install, "
@@ -215,6 +215,36 @@ def patchless_folder(path: Path) -> str | None:
     return PATCHLESS_FOLDER
 
 
+def patch_path(spec) -> Path:
+    """The file :func:`load_patch` reads for ``spec``: the shipped patch's for ``"default"``, a
+    training run folder's ``patch.safetensors``, or ``spec`` itself; a :class:`PatchFileError`
+    names what ``spec`` is instead (an address, a folder holding no patch, ...)."""
+    path = default_patch_path() if str(spec) == "default" else spec
+    if not str(path).strip():
+        raise PatchFileError("no patch given: name a patch.safetensors file, a training run's folder, or 'default'")
+    if "://" in str(path):
+        raise PatchFileError(f"{path}: an address, and patches are read from files on this machine (nothing is "
+                             "downloaded): download the .safetensors file first and give its path")
+    given = str(path)
+    if given.startswith(("patch=", "patch_path=")) and not Path(given).exists():  # evaluate's spelling, elsewhere
+        raise PatchFileError(f"{given}: no such patch file; here the patch is given alone, without "
+                             f"'{given.split('=', 1)[0]}=': {given.split('=', 1)[1]}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        problem = patchless_folder(path)
+        if problem:
+            raise PatchFileError(f"{path}: {problem}")
+        path = path / "patch.safetensors"
+    return path
+
+
+def trained_steps(patch: "BriarPatch") -> int | None:
+    """The patch steps that trained ``patch``, as its file records them (older files: the running
+    average's count), or ``None``."""
+    meta = patch.metadata
+    return meta.get("patch_steps", (meta.get("kept") or {}).get("steps"))
+
+
 def load_patch(path) -> BriarPatch:
     """Read a patch back, without pickle.
 
@@ -233,23 +263,7 @@ def load_patch(path) -> BriarPatch:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    if str(path) == "default":
-        path = default_patch_path()
-    if not str(path).strip():
-        raise PatchFileError("no patch given: name a patch.safetensors file, a training run's folder, or 'default'")
-    if "://" in str(path):
-        raise PatchFileError(f"{path}: an address, and patches are read from files on this machine (nothing is "
-                             "downloaded): download the .safetensors file first and give its path")
-    given = str(path)
-    if given.startswith(("patch=", "patch_path=")) and not Path(given).exists():  # evaluate's spelling, elsewhere
-        raise PatchFileError(f"{given}: no such patch file; here the patch is given alone, without "
-                             f"'{given.split('=', 1)[0]}=': {given.split('=', 1)[1]}")
-    path = Path(path).expanduser()
-    if path.is_dir():
-        problem = patchless_folder(path)
-        if problem:
-            raise PatchFileError(f"{path}: {problem}")
-        path = path / "patch.safetensors"
+    path = patch_path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PatchFileError(
             f"{path}: refusing a pickle-based file ({path.suffix}); loading it could run arbitrary code. "

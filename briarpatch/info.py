@@ -9,34 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from ._args import ArgumentParser, debugging
-from .artifacts import BriarPatch, PatchFileError, default_patch_path, load_patch, notices
+from ._args import ArgumentParser, load_patch_or_say
+from .artifacts import BriarPatch, notices, patch_path, trained_steps
 
-__all__ = ["patch_file", "report_of", "report_figures", "measured", "summary", "cli"]
-
-
-def patch_file(spec) -> Path:
-    """The file ``load_patch(spec)`` reads: ``default``'s, a run folder's ``patch.safetensors``, or ``spec``."""
-    if str(spec) == "default":
-        return default_patch_path()
-    path = Path(spec).expanduser()
-    return path / "patch.safetensors" if path.is_dir() else path
+__all__ = ["report_of", "report_figures", "measured", "summary", "cli"]
 
 
 def report_of(path: Path) -> tuple[Path, dict] | None:
-    """The evaluation report that came with the patch file at ``path``, if any: its run's
-    ``report/report.json``, or ``NAME_report.json`` beside ``NAME.safetensors`` (the shipped patch).
-    A damaged report, or one without the figures :func:`report_figures` reads, counts as none."""
+    """The evaluation report that came with the patch file at ``path``, if any, and its
+    :func:`report_figures`: its run's ``report/report.json``, or ``NAME_report.json`` beside
+    ``NAME.safetensors`` (the shipped patch). A damaged report, or one without those figures,
+    counts as none."""
     for cand in (path.parent / "report" / "report.json" if path.name == "patch.safetensors" else None,
                  path.with_name(f"{path.stem}_report.json")):
         if cand is not None and cand.is_file():
             try:
-                found = cand, json.loads(cand.read_text())
-                report_figures(found[1])
-                return found
+                return cand, report_figures(json.loads(cand.read_text()))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no reason to refuse the patch
                 return None
     return None
@@ -57,12 +47,12 @@ def report_figures(report: dict) -> dict:
 
 def measured(spec) -> dict | None:
     """The figures of the report that came with the patch ``load_patch(spec)`` reads, or ``None``."""
-    found = report_of(patch_file(spec))
-    return None if found is None else report_figures(found[1])
+    found = report_of(patch_path(spec))
+    return None if found is None else found[1]
 
 
 def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, dict] | None = None) -> dict:
-    """What :func:`cli` prints, as a dictionary (``--json``)."""
+    """What :func:`cli` prints, as a dictionary (``--json``); ``report``: what :func:`report_of` found."""
     from .apply import min_image_size
 
     meta, placement = patch.metadata, patch.placement
@@ -70,14 +60,14 @@ def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, 
            "pixels": list(patch.pixels.shape[-2:]), "encoder": meta.get("encoder"), "layer": meta.get("layer"),
            "sensitive": meta.get("sensitive"), "groups": meta.get("groups"), "target": meta.get("target"),
            "data": meta.get("data"), "image_size": meta.get("image_size"),
-           "patch_steps": meta.get("patch_steps", (meta.get("kept") or {}).get("steps")),
+           "patch_steps": trained_steps(patch),
            "kept": (meta.get("kept") or {}).get("rule", "last" if "patch_steps" in meta else None),
            "placement": placement.to_dict(), "smallest_photo": list(min_image_size(patch)),
            "notices": [n[len("note: "):] for n in notices(patch)]}
     if placement.stretch:
         out["covers"] = float(patch.mask.mean())  # the share of every photo it is stretched over
     if report is not None:
-        out["report"] = {"path": str(report[0]), **report_figures(report[1])}
+        out["report"] = {"path": str(report[0]), **report[1]}
     return out
 
 
@@ -127,14 +117,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("patch", help="patch file (.safetensors), a training run directory, or 'default'")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     args = p.parse_args(argv)
-    try:
-        patch = load_patch(args.patch)
-    except (PatchFileError, FileNotFoundError) as exc:
-        if debugging():
-            raise
-        print(f"briarpatch info: {exc}", file=sys.stderr)
+    patch = load_patch_or_say(args.patch, "briarpatch info")
+    if patch is None:
         return 2
-    path = patch_file(args.patch)
+    path = patch_path(args.patch)
     info = summary(patch, path=path, report=report_of(path))
     print(json.dumps(info, indent=2) if args.json else "\n".join(_lines(info)))
     return 0

@@ -2,9 +2,9 @@
 
 import json
 
-from briarpatch.artifacts import load_patch
+from briarpatch.artifacts import load_patch, patch_path
 from briarpatch.cli import main
-from briarpatch.info import patch_file, summary
+from briarpatch.info import summary
 from briarpatch.train import train
 
 
@@ -15,7 +15,7 @@ def test_info_names_what_the_shipped_patch_hides_and_both_probes(capsys):
     assert "512 patch steps, their running average kept" in out
     assert "covering 9.8 % of it" in out and "photos under 32x32 px are refused" in out
     # Its report's figures, the adaptive probe beside the non-adaptive one (the threat model).
-    report = json.loads(patch_file("default").with_name("default_report.json").read_text())
+    report = json.loads(patch_path("default").with_name("default_report.json").read_text())
     probe = report["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
     adaptive = report["leakage"]["adaptive"]["logistic"]["balanced_accuracy"]
     assert f"S probe fit on clean photos {probe:.3f}, refit on patched ones {adaptive:.3f}" in out

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._args import ArgumentParser, debugging
+from .._args import ArgumentParser, debugging, load_patch_or_say
 from .._atomic import atomic_path, folder_problem
-from ..artifacts import FORMAT_VERSION, BriarPatch, PatchFileError, load_patch, notices, save_png
+from ..artifacts import FORMAT_VERSION, BriarPatch, notices, save_png
 from ..info import measured
 
 __all__ = ["PAGE_FILES", "patch_payload", "export_site", "serve", "cli_web", "cli_export"]
@@ -113,16 +113,6 @@ def serve(site: Path, *, port: int = 8000, open_browser: bool = True, ready=None
         server.server_close()
 
 
-def _load(spec: str, prog: str) -> BriarPatch | None:
-    try:
-        return load_patch(spec)
-    except (PatchFileError, FileNotFoundError) as exc:
-        if debugging():
-            raise
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return None
-
-
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -144,7 +134,7 @@ def cli_web(argv=None) -> int:
     p.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
     args = p.parse_args(argv)
-    patch = _load(args.patch, "briarpatch web")
+    patch = load_patch_or_say(args.patch, "briarpatch web")
     if patch is None:
         return 2
     for notice in notices(patch):
@@ -177,7 +167,7 @@ def cli_export(argv=None) -> int:
     p.add_argument("--out", "-o", type=Path, required=True, help="folder to write (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace the page's files if the folder has them")
     args = p.parse_args(argv)
-    patch = _load(args.patch, "briarpatch export-web")
+    patch = load_patch_or_say(args.patch, "briarpatch export-web")
     if patch is None:
         return 2
     try:
