@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "ENDED", "HEIF_SUFFIXES", "ends_whole", "file_ends_whole", "gray_scale", "read_heif",
-           "unit_gray", "webp_lossless"]
+__all__ = ["DEEP_MODES", "ENDED", "HEIF_SUFFIXES", "ends_whole", "file_ends_whole", "gray_scale", "read_ends",
+           "read_heif", "unit_gray", "webp_lossless"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -77,10 +77,15 @@ def ends_whole(head: bytes, tail: bytes, size: int) -> bool:
     return True
 
 
-def file_ends_whole(path) -> bool:
-    """:func:`ends_whole` for the file at ``path`` (a download cut short does not)."""
+def read_ends(path) -> tuple[bytes, bytes, int]:
+    """A file's first 16 bytes, its last 64 and its size: what :func:`ends_whole` reads."""
     with open(path, "rb") as fh:
         head = fh.read(16)
         size = fh.seek(0, 2)
         fh.seek(max(0, size - 64))
-        return ends_whole(head, fh.read(), size)
+        return head, fh.read(), size
+
+
+def file_ends_whole(path) -> bool:
+    """:func:`ends_whole` for the file at ``path`` (a download cut short does not)."""
+    return ends_whole(*read_ends(path))

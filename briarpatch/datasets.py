@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._args import first_line
-from ._images import DEEP_MODES, ENDED, HEIF_SUFFIXES, ends_whole, read_heif, unit_gray
+from ._images import DEEP_MODES, ENDED, HEIF_SUFFIXES, ends_whole, read_ends, read_heif, unit_gray
 from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -160,11 +160,7 @@ def _unreadable(paths) -> dict[str, str]:
     bad = {}
     for path in paths:
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - 64))
-                tail = fh.read()
+            head, tail, size = read_ends(path)
         except OSError as exc:
             bad[path] = exc.strerror or exc.__class__.__name__
             continue
