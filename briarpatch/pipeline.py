@@ -336,6 +336,8 @@ CHANNELS = {
                   "(saturation:1.3; PIL's ImageEnhance.Color)",
     "contrast": "contrast times this factor about the mean grey (contrast:1.2; PIL's ImageEnhance.Contrast)",
     "brightness": "brightness times this factor (brightness:0.85; PIL's ImageEnhance.Brightness)",
+    "input_size": "the model looks at the photo at another size than the patch was trained for: its shorter side "
+                  "resized to this many pixels, antialiased (input_size:224, EfficientNet-Lite0's own input)",
 }
 #: Channels that give back the clean photo untouched (``aspect``'s wider photo is cut back to the
 #: image): their clean embeddings are the main protocol's.
@@ -375,7 +377,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
         raise ValueError(f"robustness channel {spec!r}: its arguments must be numbers") from None
     wanted = {"identity": 0, "hflip": 0, "center_crop": 1, "random_resized_crop": 1, "jpeg": 1, "downscale_jpeg": 2,
               "rotate": 1, "webp": 1, "aspect": 2, "squash": 2, "shift": 1, "resize": 1, "saturation": 1,
-              "contrast": 1, "brightness": 1}
+              "contrast": 1, "brightness": 1, "input_size": 1}
     if len(values) != wanted[name]:
         raise ValueError(f"robustness channel {spec!r} takes {wanted[name]} argument(s): {CHANNELS[name]}")
     # What each argument may be (a quality of 0 means "not compressed" to jpeg_pil).
@@ -388,6 +390,7 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
              "downscale_jpeg": [factor, quality], "rotate": [(lambda v: abs(v) < 45, "an angle under 45 degrees")],
              "aspect": [side, side], "squash": [side, side],
              "shift": [(lambda v: 1 <= v <= 32 and v == int(v), "a whole number of pixels from 1 to 32")],
+             "input_size": [(lambda v: 16 <= v <= 1024 and v == int(v), "a whole number of pixels from 16 to 1024")],
              **dict.fromkeys(("saturation", "contrast", "brightness"),
                              [(lambda v: 0 <= v <= 4, "a factor from 0 to 4")])}
     for v, (ok, what) in zip(values, rules.get(name, [])):
@@ -505,6 +508,12 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         # PIL's bilinear filter widens with the reduction (antialiased), as torchvision's Resize does.
         small = (max(1, round(w * args[0])), max(1, round(h * args[0])))
         return _pil_each(x, lambda i, im: im.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
+    if name == "input_size":
+        # torchvision's Resize(N): the shorter side to N, the aspect kept; PIL's bilinear filter
+        # widens when shrinking (antialiased), as Resize does on PIL images.
+        scale = args[0] / min(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return _pil_each(x, lambda i, im: im.resize(size, Image.BILINEAR))
     if name in ("saturation", "contrast", "brightness"):
         from PIL import ImageEnhance
 

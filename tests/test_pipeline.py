@@ -53,6 +53,14 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
     assert halved.shape == stripes.shape and (halved - 0.5).abs().mean() < 0.05  # from 0.5: all gone
     assert (apply_channel("resize:0.5", x) - x).abs().mean() < 0.02
     assert (apply_channel("resize:1", x) - x).abs().max() <= 0.5 / 255 + 1e-6  # the 8-bit photo itself
+    # A model with another input size: the shorter side resized to it (torchvision's Resize), aspect kept.
+    wide = _ramp(30, 48).mul(255).round().div(255)
+    for side, shape in ((64, (64, 102)), (20, (20, 32))):
+        seen = apply_channel(f"input_size:{side}", wide)
+        assert seen.shape[-2:] == shape
+        by_pil = Image.fromarray((wide[0].permute(1, 2, 0) * 255).round().byte().numpy()).resize(shape[::-1],
+                                                                                                   Image.BILINEAR)
+        assert torch.equal(seen[0], torch.from_numpy(np.array(by_pil)).permute(2, 0, 1).float() / 255)
     webp = apply_channel("webp:75", x)
     assert webp.shape == x.shape and not torch.equal(webp, x) and (webp - x).abs().mean() < 0.03
     # Colour filters: black and white, none, and the factors on the 8-bit photo (PIL's ImageEnhance).
@@ -75,7 +83,8 @@ def test_channels_do_what_their_names_say_on_a_tiny_image():
                        ("center_crop:1.5", "1.5 is not a share of the image"),
                        ("downscale_jpeg:2.5:85", "2.5 is not a whole factor"),
                        ("downscale_jpeg:4:101", "101 is not a whole quality"),
-                       ("rotate:90", "90 is not an angle under 45"), ("shift:0.5", "0.5 is not a whole number")):
+                       ("rotate:90", "90 is not an angle under 45"), ("shift:0.5", "0.5 is not a whole number"),
+                       ("input_size:8", "8 is not a whole number of pixels from 16")):
         with pytest.raises(ValueError, match=f"robustness channel '{spec}': {what}"):
             parse_channel(spec)
 
