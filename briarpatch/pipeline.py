@@ -48,12 +48,11 @@ class Draw:
     steps: dict = field(default_factory=dict)  # step -> the images it touches: "soften", "jpeg", "colour", "warp",
     #                                             "blur", and "aspect" (patched as on a wider photo: see below)
     aspect: float = 1.0      # width / height of the photo the "aspect" images were patched on (one per batch)
-    scale: float = 1.0       # the encoder sees the whole batch resized by this factor (one per batch)
 
     _FIELDS = ("theta", "gain", "contrast", "soften", "blur", "quality")
 
     @classmethod
-    def of(cls, scale: float = 1.0, **tensors) -> "Draw":
+    def of(cls, **tensors) -> "Draw":
         """A draw from host tensors: ``changed`` and ``steps`` are read off them here, once."""
         n = len(tensors["gain"])
         identity = torch.eye(2, 3).expand(n, -1, -1)
@@ -62,14 +61,7 @@ class Draw:
                 "warp": (tensors["theta"] - identity).abs().amax((1, 2)) > 0, "blur": tensors["blur"] > 0}
         changed = torch.stack(list(uses.values())).any(0)
         steps = {k: rows.nonzero().flatten().tolist() for k, rows in uses.items() if bool(rows.any())}
-        draw = cls(**tensors, changed=changed.nonzero().flatten().tolist(), steps=steps)
-        return draw.rescaled(scale) if scale != 1 else draw
-
-    def rescaled(self, scale: float) -> "Draw":
-        """This draw with the whole batch seen resized by ``scale``: every image changes."""
-        self.scale = float(scale)
-        self.changed = list(range(len(self.gain)))
-        return self
+        return cls(**tensors, changed=changed.nonzero().flatten().tolist(), steps=steps)
 
     def to(self, device) -> "Draw":
         """The same draw on ``device`` (pinned, non-blocking copies on a GPU)."""
@@ -77,13 +69,13 @@ class Draw:
         move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else \
             (lambda t: t.to(device))
         return Draw(*(move(getattr(self, k)) for k in self._FIELDS), changed=self.changed, steps=self.steps,
-                    aspect=self.aspect, scale=self.scale)
+                    aspect=self.aspect)
 
     def subset(self, rows) -> "Draw":
         """The draws of images ``rows`` (host indices), re-indexed from 0."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         host = {k: getattr(self, k).cpu().index_select(0, idx) for k in self._FIELDS}
-        return Draw.of(**host, scale=self.scale).to(self.theta.device)
+        return Draw.of(**host).to(self.theta.device)
 
 
 def _on_rows(x: torch.Tensor, rows: list[int], fn) -> torch.Tensor:
@@ -136,10 +128,6 @@ class PhotoPipeline(nn.Module):
         batch in this range, and the image is its centre crop: the patch is pasted as on that
         photo (the bands along its short sides fall outside the crop). The training step pastes
         these images (:func:`briarpatch.placement.paste_in_photo`); their clean view is the image.
-    size_p, size_range : float, (float, float)
-        The model looks at photos at another size than the data's: with this probability per
-        batch, the encoder sees the whole batch (patched and clean) resized to a side of the
-        image's times a factor drawn log-uniformly in this range (antialiased when shrinking).
     """
 
     def __init__(self, *, p_identity: float = 0.25, crop_p: float = 0.0, crop_scale=(0.7, 1.0),
@@ -148,12 +136,11 @@ class PhotoPipeline(nn.Module):
                  downscale_p: float = 0.0, downscale_sigma=(0.3, 0.7), jpeg_p: float = 0.0,
                  jpeg_quality=(60, 95), jpeg_mode: str = "differentiable", color_p: float = 0.0,
                  brightness: float = 0.1, contrast: float = 0.1, blur_p: float = 0.0, blur_sigma=(0.3, 1.0),
-                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9), size_p: float = 0.0,
-                 size_range=(0.75, 1.75)):
+                 aspect_p: float = 0.0, aspect_range=(4 / 3, 16 / 9)):
         super().__init__()
         probs = {"p_identity": p_identity, "crop_p": crop_p, "center_crop_p": center_crop_p, "flip_p": flip_p,
                  "rotation_p": rotation_p, "downscale_p": downscale_p, "jpeg_p": jpeg_p, "color_p": color_p,
-                 "blur_p": blur_p, "aspect_p": aspect_p, "size_p": size_p}
+                 "blur_p": blur_p, "aspect_p": aspect_p}
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
@@ -165,8 +152,7 @@ class PhotoPipeline(nn.Module):
             raise ValueError(f"pipeline.aspect_range must be a range within [1, 4], got {list(aspect_range)}")
         if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
             raise ValueError(f"pipeline.jpeg_quality must be a range within [1, 100], got {list(jpeg_quality)}")
-        ranges = {"crop_ratio": crop_ratio, "downscale_sigma": downscale_sigma, "blur_sigma": blur_sigma,
-                  "size_range": size_range}
+        ranges = {"crop_ratio": crop_ratio, "downscale_sigma": downscale_sigma, "blur_sigma": blur_sigma}
         for name, pair in ranges.items():
             if not 0 < pair[0] <= pair[1]:
                 raise ValueError(f"pipeline.{name} must be a range [low, high] with 0 < low <= high, got {list(pair)}")
@@ -180,7 +166,7 @@ class PhotoPipeline(nn.Module):
         self.downscale_sigma, self.blur_sigma = tuple(downscale_sigma), tuple(blur_sigma)
         self.jpeg_quality, self.jpeg_mode = tuple(jpeg_quality), jpeg_mode
         self.brightness, self.contrast = float(brightness), float(contrast)
-        self.aspect_range, self.size_range = tuple(aspect_range), tuple(size_range)
+        self.aspect_range = tuple(aspect_range)
 
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, *, generator: torch.Generator | None = None, device=None) -> Draw:
@@ -222,8 +208,6 @@ class PhotoPipeline(nn.Module):
             if rows and ratio > 1:
                 draw.steps["aspect"] = rows
                 draw.aspect = 1 / ratio if float(torch.rand(1, generator=g)) < 0.5 else ratio  # portrait half the time
-        if p["size_p"] > 0 and float(torch.rand(1, generator=g)) < p["size_p"]:  # likewise
-            draw.rescaled(math.exp(float(_uniform(math.log(self.size_range[0]), math.log(self.size_range[1]), 1, g))))
         return draw.to(device) if device is not None else draw
 
     # ------------------------------------------------------------------ applying
@@ -257,11 +241,7 @@ class PhotoPipeline(nn.Module):
             x = _on_rows(x, steps["warp"], warp)
         if "blur" in steps:
             x = _on_rows(x, steps["blur"], lambda i: _gaussian_blur(x[i], draw.blur[i]))
-        x = x.clamp(0.0, 1.0)
-        size = [max(1, round(n * draw.scale)) for n in x.shape[-2:]]
-        if size != list(x.shape[-2:]):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=draw.scale < 1)
-        return x
+        return x.clamp(0.0, 1.0)
 
     def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         """JPEG at ``quality`` (every image's above 0) by the stand-in of ``jpeg_mode``."""

@@ -260,24 +260,6 @@ def test_the_pipeline_draws_per_image_from_its_generator():
             PhotoPipeline(**kwargs)
 
 
-def test_a_batch_is_seen_at_another_size_and_the_other_draws_stay_the_same():
-    plain = PhotoPipeline(crop_p=0.5, jpeg_p=0.5).sample(16, generator=torch.Generator().manual_seed(1))
-    pipe = PhotoPipeline(crop_p=0.5, jpeg_p=0.5, size_p=1.0, size_range=(0.5, 2.0))
-    draws = [pipe.sample(16, generator=torch.Generator().manual_seed(seed)) for seed in range(1, 9)]
-    torch.testing.assert_close(draws[0].theta, plain.theta)  # drawn last: the rest is a run without it
-    assert all(0.5 <= d.scale <= 2.0 for d in draws) and len({d.scale for d in draws}) == len(draws)
-    draw = draws[0]
-    assert draw.changed == list(range(16))  # every clean view is embedded at the new size too
-    x = torch.rand(16, 3, 32, 32, requires_grad=True)
-    out = pipe(x, draw)
-    side = round(32 * draw.scale)
-    assert out.shape == (16, 3, side, side)
-    torch.autograd.grad(out.sum(), x)  # differentiable in the pasted pixels
-    torch.testing.assert_close(pipe(x[:3], draw.subset([0, 1, 2])), out[:3])
-    with pytest.raises(ValueError, match=r"pipeline.size_range must be a range"):
-        PhotoPipeline(size_range=(2.0, 1.0))
-
-
 def test_each_step_runs_on_its_own_images_as_if_each_went_alone():
     # Fixed blur sigmas: a batch's blur kernel is as wide as its largest sigma needs.
     pipe = PhotoPipeline(p_identity=0.2, crop_p=0.3, center_crop_p=0.3, flip_p=0.5, rotation_p=0.3, downscale_p=0.4,
@@ -295,8 +277,7 @@ def test_each_step_runs_on_its_own_images_as_if_each_went_alone():
 
 
 def test_resume_with_the_pipeline_ends_with_the_same_patch(tiny_cfg, tmp_path):
-    common = ["evaluate_after_train=false", "pipeline=robust", "pipeline.jpeg_p=0.5", "pipeline.size_p=0.5",
-              "data.train_size=64"]
+    common = ["evaluate_after_train=false", "pipeline=robust", "pipeline.jpeg_p=0.5", "data.train_size=64"]
     full = train(tiny_cfg(*common, "patch_steps=12", f"run_dir={tmp_path}/full"))
     half = train(tiny_cfg(*common, "patch_steps=8", f"run_dir={tmp_path}/half"))
     resumed = train(tiny_cfg(*common, "patch_steps=12", f"run_dir={tmp_path}/half",
