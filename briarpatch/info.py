@@ -60,6 +60,8 @@ def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, 
            "pixels": list(patch.pixels.shape[-2:]), "encoder": meta.get("encoder"), "layer": meta.get("layer"),
            "sensitive": meta.get("sensitive"), "groups": meta.get("groups"), "target": meta.get("target"),
            "data": meta.get("data"), "image_size": meta.get("image_size"),
+           # The side the encoder saw photos at in training: a model that looks at another is not covered.
+           "model_input_size": meta.get("encoder_input_size") or meta.get("image_size"),
            "patch_steps": trained_steps(patch),
            "kept": (meta.get("kept") or {}).get("rule", "last" if "patch_steps" in meta else None),
            "placement": placement.to_dict(), "smallest_photo": list(min_image_size(patch)),
@@ -89,6 +91,8 @@ def _lines(info: dict) -> list[str]:
              f"hides       {info['sensitive'] or '?'}{groups} from {info['encoder'] or '?'} embeddings"
              + (f" ({info['layer']} layer)" if info["layer"] else ""),
              f"trained on  {trained}, {info['image_size'] or '?'} px images{steps}{kept}",
+             f"made for    a model that sees photos at {info['model_input_size'] or '?'} px; one that looks at another "
+             f"size may not be fooled (measure: eval.robustness=[input_size:224])",
              f"placed      {info['shape']} of {w}x{h} pixels, {where}",
              f"smallest    photos under {info['smallest_photo'][0]}x{info['smallest_photo'][1]} px are refused"]
     rep = info.get("report")

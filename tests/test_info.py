@@ -13,6 +13,7 @@ def test_info_names_what_the_shipped_patch_hides_and_both_probes(capsys):
     out = capsys.readouterr().out
     assert "hides       tint (groups tint0, tint1) from efficientnet_lite0 embeddings" in out
     assert "512 patch steps, their running average kept" in out
+    assert "made for    a model that sees photos at 128 px" in out  # not one at another input size
     assert "covering 9.8 % of it" in out and "photos under 32x32 px are refused" in out
     # Its report's figures, the adaptive probe beside the non-adaptive one (the threat model).
     report = json.loads(patch_path("default").with_name("default_report.json").read_text())
@@ -29,6 +30,7 @@ def test_info_of_a_run_reads_its_report_and_says_a_smoke_patch_hides_little(tiny
     assert main(["info", str(cfg.run_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["patch_steps"] == 3 and info["encoder"] == "efficientnet_lite0" and info["pixels"] == [32, 32]
+    assert info["model_input_size"] == 32  # the encoder saw the data's own size
     assert info["report"]["probe"] == run["report"]["leakage"]["non_adaptive"]["logistic"]["balanced_accuracy"]
     assert info["report"]["path"].endswith("report/report.json")
     assert any("took only 3 patch steps" in n for n in info["notices"])
@@ -54,3 +56,4 @@ def test_info_of_what_is_not_a_patch_is_one_line(tmp_path, capsys):
         assert main(["info", given]) == 2
         err = capsys.readouterr().err
         assert err.startswith("briarpatch info: ") and said in err and err.count("\n") == 1
+
