@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         command = next((a for a in argv if a != "--debug"), "")
         print(f"briarpatch{' ' + command if command in COMMANDS else ''}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `briarpatch info default | head -1`: the reader has what it wanted
+        # Python flushes stdout again at exit and would print a second error: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's status for a write to a closed pipe (128 + SIGPIPE)
 
 
 def _main(argv: list[str]) -> int:

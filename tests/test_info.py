@@ -1,6 +1,8 @@
 """`briarpatch info`: what a patch is and what its report measured, for a person or as JSON."""
 
 import json
+import subprocess
+import sys
 
 from briarpatch.artifacts import load_patch, patch_path
 from briarpatch.cli import main
@@ -57,3 +59,11 @@ def test_info_of_what_is_not_a_patch_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("briarpatch info: ") and said in err and err.count("\n") == 1
 
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # `briarpatch info default | head -1`: the pipe is closed before info writes to it.
+    with subprocess.Popen([sys.executable, "-m", "briarpatch.cli", "info", "default"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141 and err == ""
