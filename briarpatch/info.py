@@ -80,6 +80,7 @@ def _lines(info: dict) -> list[str]:
     steps = f"; {info['patch_steps']} patch steps" if info["patch_steps"] is not None else ""
     kept = {"ema": ", their running average kept", "last": ", the last step's pixels kept"}.get(info["kept"], "")
     h, w = info["pixels"]
+    side = info["model_input_size"]
     pl = info["placement"]
     if pl["stretch"]:
         where = f"stretched to each photo, covering {100 * info['covers']:.1f} % of it"
@@ -91,8 +92,8 @@ def _lines(info: dict) -> list[str]:
              f"hides       {info['sensitive'] or '?'}{groups} from {info['encoder'] or '?'} embeddings"
              + (f" ({info['layer']} layer)" if info["layer"] else ""),
              f"trained on  {trained}, {info['image_size'] or '?'} px images{steps}{kept}",
-             f"made for    a model that sees photos at {info['model_input_size'] or '?'} px; one that looks at another "
-             f"size may not be fooled (measure: eval.robustness=[input_size:224])",
+             f"made for    a model that sees photos at {side or '?'} px; one that looks at another "
+             f"size may not be fooled (measure: eval.robustness=[input_size:{128 if side == 224 else 224}])",
              f"placed      {info['shape']} of {w}x{h} pixels, {where}",
              f"smallest    photos under {info['smallest_photo'][0]}x{info['smallest_photo'][1]} px are refused"]
     rep = info.get("report")
