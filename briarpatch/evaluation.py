@@ -268,10 +268,15 @@ def check_compatible(patch: BriarPatch, encoder, image_size: int, *, allow_misma
         problems.append(f"encoder {meta.get('encoder')} (now {encoder.name})")
     if meta.get("layer") not in (None, encoder.layer):
         problems.append(f"layer {meta.get('layer')} (now {encoder.layer})")
-    if meta.get("encoder_input_size") != encoder.input_size and "encoder_input_size" in meta:
-        problems.append(f"encoder input size {meta.get('encoder_input_size')} (now {encoder.input_size})")
     if meta.get("image_size") not in (None, image_size):
-        problems.append(f"image size {meta.get('image_size')} (now {image_size})")
+        problems.append(f"image size {meta.get('image_size')} (now {image_size}: data.image_size)")
+    else:
+        # The size the encoder looks at photos in (its own input size, or the images'): a model
+        # at another size is another model to the patch (docs/robustness.md).
+        trained = meta.get("encoder_input_size") or meta.get("image_size")
+        now = encoder.input_size or image_size
+        if "encoder_input_size" in meta and trained != now:
+            problems.append(f"an encoder that sees photos at {trained} px (now {now} px: encoder.input_size)")
     if problems and not allow_mismatch:
         raise ValueError("this patch was trained for " + "; ".join(problems)
                          + " — evaluate with the matching encoder/data, or set eval.allow_mismatch=true")

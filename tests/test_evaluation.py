@@ -250,6 +250,13 @@ def test_patch_for_another_encoder_or_size_is_refused_unless_allowed():
     with pytest.raises(ValueError, match="trained for encoder efficientnet_lite1.*image size 64.*allow_mismatch"):
         check_compatible(patch, enc, 32)
     assert len(check_compatible(patch, enc, 32, allow_mismatch=True)) == 2
+    # The size the encoder sees photos at, in pixels (it read "encoder input size None (now 224)").
+    patch.metadata.update(encoder="efficientnet_lite0", image_size=32, encoder_input_size=None)
+    assert check_compatible(patch, enc, 32) == []
+    with pytest.raises(ValueError, match=r"trained for an encoder that sees photos at 32 px \(now 48 px: "
+                                         r"encoder.input_size\)"):
+        check_compatible(patch, build_encoder(input_size=48), 32)
+    assert check_compatible(patch, build_encoder(input_size=32), 32) == []  # the same size, said otherwise
 
 
 def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
