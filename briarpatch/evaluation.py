@@ -48,7 +48,7 @@ from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
-           "patch_and_quality", "check_job", "main"]
+           "patch_and_quality", "check_job", "check_channels_for", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -281,6 +281,16 @@ def check_compatible(patch: BriarPatch, encoder, image_size: int, *, allow_misma
         raise ValueError("this patch was trained for " + "; ".join(problems)
                          + " — evaluate with the matching encoder/data, or set eval.allow_mismatch=true")
     return problems
+
+
+def check_channels_for(settings: EvalSettings, input_size: int | None) -> None:
+    """Refuse ``input_size:N`` channels for an encoder with a fixed input size, which resizes every
+    photo back to its own size: they would measure nothing."""
+    resized = [c for c in settings.robustness if any(name == "input_size" for name, _ in parse_chain(c))]
+    if resized and input_size:
+        raise ValueError(f"robustness channel {resized[0]!r} measures nothing with encoder.input_size={input_size}: "
+                         "the encoder resizes every photo to that size; leave encoder.input_size unset to measure a "
+                         "model at another size")
 
 
 def control_patches(patch: BriarPatch, *, seed: int = 0) -> dict[str, BriarPatch]:
@@ -573,6 +583,7 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     datamodule = datamodule if datamodule is not None else build(cfg.data)
     encoder = encoder if encoder is not None else build(cfg.encoder)
     mismatch = check_compatible(patch, encoder, datamodule.image_size, allow_mismatch=settings.allow_mismatch)
+    check_channels_for(settings, encoder.input_size)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
     check_evaluable(datamodule, settings)

@@ -343,9 +343,10 @@ def train(cfg: DictConfig) -> dict:
         _check_checkpoint(Path(cfg.ckpt_path), cfg)
     eval_settings = None
     if cfg.get("evaluate_after_train", False):
-        from .evaluation import EvalSettings
+        from .evaluation import EvalSettings, check_channels_for
 
         eval_settings = EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after training
+        check_channels_for(eval_settings, cfg.encoder.get("input_size"))
     loggers = []
     for key, logger_cfg in (cfg.get("logger") or {}).items():
         try:  # first: a logger whose package is missing is a one-line fix, not a traceback after the data

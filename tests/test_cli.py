@@ -66,6 +66,11 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=default", "eval.robustness=[jpeg:75+aspect:4:3]"],
      "'jpeg:75+aspect:4:3': aspect says where the owner patched the photo, so it comes first in a chain"),
     (["train", "eval.robustness_size=0"], "eval.robustness_size must be a positive number of images or null"),
+    # The encoder would resize the channel's photos back to its own size: a report of nothing.
+    (["train", "encoder.input_size=128", "eval.robustness=[identity,jpeg:75+input_size:224]"],
+     "robustness channel 'jpeg:75+input_size:224' measures nothing with encoder.input_size=128"),
+    (["evaluate", "patch=default", "encoder.input_size=128", "eval.robustness=[input_size:96]"],
+     "robustness channel 'input_size:96' measures nothing with encoder.input_size=128: the encoder resizes"),
     # Splits too small for the evaluation's probes fail before training, not inside scikit-learn after it.
     (["train", "data.train_size=3"], "too few images per group in the training split for the evaluation's probes"),
     (["train", "eval.robustness_size=8"], "in the 8 training images the robustness channels use"),
