@@ -16,7 +16,7 @@ from .placement import Placement
 
 __all__ = ["BriarPatch", "PatchFileError", "SyntheticPatchWarning", "UndertrainedPatchWarning", "load_patch",
            "save_patch", "patch_path", "default_patch_path", "save_png", "synthetic_notice", "few_steps_notice", "notices",
-           "trained_steps"]
+           "trained_steps", "model_input_size"]
 
 FORMAT = "briarpatch"
 # 2: a placement may carry ``centre_square`` (a frame's second copy on a non-square photo's centre
@@ -243,6 +243,13 @@ def trained_steps(patch: "BriarPatch") -> int | None:
     average's count), or ``None``."""
     meta = patch.metadata
     return meta.get("patch_steps", (meta.get("kept") or {}).get("steps"))
+
+
+def model_input_size(patch: "BriarPatch") -> int | None:
+    """The side in pixels the encoder saw photos at while ``patch`` trained (its input size, or the
+    images'), or ``None``: a model that looks at photos at another size is another model to it."""
+    meta = patch.metadata
+    return meta.get("encoder_input_size") or meta.get("image_size")
 
 
 def load_patch(path) -> BriarPatch:

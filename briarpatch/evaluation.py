@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ._args import ArgumentParser, debugging
 from ._atomic import atomic_path, disk_full, folder_problem
 from ._runlog import stage
-from .artifacts import BriarPatch, load_patch
+from .artifacts import BriarPatch, load_patch, model_input_size
 from .config import PATH_SETTINGS, build, config_dir, remove_if_empty_run, report_user_error, user_errors
 from .data import SyntheticDataModule, check_groups, to_unit
 from .metrics import (balanced_accuracy_resamples, fairness_summary, group_table, interval, leakage_scores,
@@ -48,7 +48,8 @@ from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
-           "patch_and_quality", "check_job", "check_channels_for", "main"]
+           "patch_and_quality", "check_job", "check_channels_for", "checked_settings",
+           "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
@@ -271,11 +272,8 @@ def check_compatible(patch: BriarPatch, encoder, image_size: int, *, allow_misma
     if meta.get("image_size") not in (None, image_size):
         problems.append(f"image size {meta.get('image_size')} (now {image_size}: data.image_size)")
     else:
-        # The size the encoder looks at photos in (its own input size, or the images'): a model
-        # at another size is another model to the patch (docs/robustness.md).
-        trained = meta.get("encoder_input_size") or meta.get("image_size")
-        now = encoder.input_size or image_size
-        if "encoder_input_size" in meta and trained != now:
+        trained, now = model_input_size(patch), encoder.input_size or image_size
+        if "encoder_input_size" in meta and trained not in (None, now):
             problems.append(f"an encoder that sees photos at {trained} px (now {now} px: encoder.input_size)")
     if problems and not allow_mismatch:
         raise ValueError("this patch was trained for " + "; ".join(problems)
@@ -291,6 +289,14 @@ def check_channels_for(settings: EvalSettings, input_size: int | None) -> None:
         raise ValueError(f"robustness channel {resized[0]!r} measures nothing with encoder.input_size={input_size}: "
                          "the encoder resizes every photo to that size; leave encoder.input_size unset to measure a "
                          "model at another size")
+
+
+def checked_settings(cfg: DictConfig) -> EvalSettings:
+    """``cfg.eval`` read, and checked against ``cfg.encoder``: a bad setting is named before a
+    training or the first job of a sweep runs, not when its evaluation starts."""
+    settings = EvalSettings.from_cfg(cfg.eval)
+    check_channels_for(settings, (cfg.get("encoder") or {}).get("input_size"))
+    return settings
 
 
 def control_patches(patch: BriarPatch, *, seed: int = 0) -> dict[str, BriarPatch]:
@@ -711,7 +717,7 @@ def kept_report_problem(run_dir, *, overwrite=False) -> str | None:
 def check_job(cfg: DictConfig) -> None:
     """What one job of an evaluation sweep can be refused for before the first job starts: its
     settings and its patch file. Raises a user error."""
-    EvalSettings.from_cfg(cfg.eval)
+    checked_settings(cfg)
     load_patch(cfg.patch_path)
 
 

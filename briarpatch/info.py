@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ._args import ArgumentParser, load_patch_or_say
-from .artifacts import BriarPatch, notices, patch_path, trained_steps
+from .artifacts import BriarPatch, model_input_size, notices, patch_path, trained_steps
 
 __all__ = ["report_of", "report_figures", "measured", "summary", "cli"]
 
@@ -60,8 +60,7 @@ def summary(patch: BriarPatch, *, path: Path | None = None, report: tuple[Path, 
            "pixels": list(patch.pixels.shape[-2:]), "encoder": meta.get("encoder"), "layer": meta.get("layer"),
            "sensitive": meta.get("sensitive"), "groups": meta.get("groups"), "target": meta.get("target"),
            "data": meta.get("data"), "image_size": meta.get("image_size"),
-           # The side the encoder saw photos at in training: a model that looks at another is not covered.
-           "model_input_size": meta.get("encoder_input_size") or meta.get("image_size"),
+           "model_input_size": model_input_size(patch),
            "patch_steps": trained_steps(patch),
            "kept": (meta.get("kept") or {}).get("rule", "last" if "patch_steps" in meta else None),
            "placement": placement.to_dict(), "smallest_photo": list(min_image_size(patch)),

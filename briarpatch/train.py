@@ -322,9 +322,9 @@ def check_job(cfg: DictConfig) -> None:
         if cfg.get(key):
             build(cfg[key])
     if cfg.get("evaluate_after_train", False):
-        from .evaluation import EvalSettings
+        from .evaluation import checked_settings
 
-        EvalSettings.from_cfg(cfg.eval)
+        checked_settings(cfg)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -343,10 +343,9 @@ def train(cfg: DictConfig) -> dict:
         _check_checkpoint(Path(cfg.ckpt_path), cfg)
     eval_settings = None
     if cfg.get("evaluate_after_train", False):
-        from .evaluation import EvalSettings, check_channels_for
+        from .evaluation import checked_settings
 
-        eval_settings = EvalSettings.from_cfg(cfg.eval)  # a bad evaluation setting fails now, not after training
-        check_channels_for(eval_settings, cfg.encoder.get("input_size"))
+        eval_settings = checked_settings(cfg)  # a bad evaluation setting fails now, not after training
     loggers = []
     for key, logger_cfg in (cfg.get("logger") or {}).items():
         try:  # first: a logger whose package is missing is a one-line fix, not a traceback after the data
