@@ -609,6 +609,8 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
         report["robustness"] = section["channels"]
         report["settings"]["robustness"] = section["settings"]
     report["patch"] = {"path": str(patch_path), "encoder": encoder.name, "mismatch": mismatch,
+                       # The side the encoder saw photos at here (a model at another is another model).
+                       "model_input_size": members[0].input_size or datamodule.image_size,
                        "shape": patch.metadata.get("shape", "patch"),
                        "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
     report["data"] = datamodule.describe()

@@ -125,6 +125,11 @@ def _robust_note(report: dict) -> str:
     if any("non_adaptive_probe_ci" in r for r in report.get("robustness", {}).values()):
         note += (" [brackets]: the patched probe's 95 % bootstrap interval over those evaluation images, "
                  "the probe held fixed.")
+    side = report.get("patch", {}).get("model_input_size")
+    if side and not any(c.startswith("input_size:") or "+input_size:" in c for c in report.get("robustness", {})):
+        # Measured on the shipped patch: at 96-256 px it did no better than a noise band (docs/robustness.md).
+        note += (f" The encoder saw every photo at {side} px; a model that looks at photos at another size is "
+                 "another model to the patch (input_size:N measures one).")
     full = report["settings"].get("n_train")
     if isinstance(full, int) and isinstance(n.get("n_train"), int) and n["n_train"] < full:
         # Measured on the default benchmark: a probe fit on all training images reads more (docs/robustness.md).

@@ -310,6 +310,8 @@ def test_every_report_has_its_robustness_section(tiny_cfg, monkeypatch):
     md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
     assert "What survives the photo's journey" in md and "center_crop:0.875" in md
     assert "95 % bootstrap interval over those evaluation images" in md
+    # The size the patch is measured at, named where a reader of the channels looks.
+    assert saved["patch"]["model_input_size"] == 32 and "The encoder saw every photo at 32 px" in md
     assert (Path(cfg.run_dir) / "report" / "robustness.png").is_file()
     # aspect's clean photo is the image: the main protocol's clean embeddings, not embedded again.
     for key in ("clean", "clean_probe"):
