@@ -126,7 +126,8 @@ def _robust_note(report: dict) -> str:
         note += (" [brackets]: the patched probe's 95 % bootstrap interval over those evaluation images, "
                  "the probe held fixed.")
     side = report.get("patch", {}).get("model_input_size")
-    if side and not any(c.startswith("input_size:") or "+input_size:" in c for c in report.get("robustness", {})):
+    links = [link.split(":")[0] for c in report.get("robustness", {}) for link in c.split("+")]  # as parse_chain
+    if side and "input_size" not in links:
         # Measured on the shipped patch: at 96-256 px it did no better than a noise band (docs/robustness.md).
         note += (f" The encoder saw every photo at {side} px; a model that looks at photos at another size is "
                  "another model to the patch (input_size:N measures one).")

@@ -367,3 +367,15 @@ def test_the_configs_channels_are_the_default_ones():
     from briarpatch.config import config_dir
 
     assert tuple(OmegaConf.load(Path(config_dir()) / "eval" / "default.yaml").robustness) == DEFAULT_CHANNELS
+
+
+def test_the_channel_note_names_the_input_size_unless_a_channel_looks_at_another():
+    from briarpatch.report import _robust_note
+
+    report = {"settings": {"robustness": {"n_train": 8, "n_test": 8}, "n_train": 8},
+              "patch": {"model_input_size": 128}, "robustness": {"identity": {}, "jpeg:75": {}}}
+    assert "The encoder saw every photo at 128 px" in _robust_note(report)
+    report["robustness"]["jpeg:75+input_size:224"] = {}  # that row's encoder saw 224 px photos
+    assert "saw every photo" not in _robust_note(report)
+    del report["patch"]["model_input_size"]  # a report written before the size was recorded
+    assert "saw every photo" not in _robust_note(report)
