@@ -257,6 +257,10 @@ def test_patch_for_another_encoder_or_size_is_refused_unless_allowed():
                                          r"encoder.input_size\)"):
         check_compatible(patch, build_encoder(input_size=48), 32)
     assert check_compatible(patch, build_encoder(input_size=32), 32) == []  # the same size, said otherwise
+    patch.metadata["encoder_input_size"] = 48  # trained with encoder.input_size=48 on 32 px data
+    assert check_compatible(patch, build_encoder(input_size=48), 32) == []
+    with pytest.raises(ValueError, match=r"sees photos at 48 px \(now 32 px"):
+        check_compatible(patch, enc, 32)
 
 
 def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
