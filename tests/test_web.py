@@ -419,6 +419,9 @@ def test_briarpatch_web_serves_the_page_on_localhost(browser, tmp_path):
         text = browser.find_element("id", "measured").text
         assert f"{100 * max(m['probe'], 1 - m['probe']):.1f} % of the time on patched ones (50.0 % is guessing)" in text
         assert f"retrained on patched photos, {100 * m['adaptive']:.1f} %" in text
+        # The input size it was made for, as `briarpatch info default` names it.
+        assert "made for a model that looks at photos at 128 × 128 pixels" in browser.find_element(
+            "id", "patch-info").text
         taken = subprocess.run([sys.executable, "-m", "briarpatch.cli", "web", "--port", str(port), "--no-browser"],
                                capture_output=True, text=True, timeout=60)
         assert taken.returncode == 2 and f"port {port} is in use" in taken.stderr

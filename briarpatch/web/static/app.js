@@ -17,7 +17,12 @@
     const where = pl.stretch ? "stretched to each photo, as on the images it was trained on"
       : `${Math.round(pl.size * 100)} % of the shorter side, at the ${pl.anchor.replace("_", " ")}`;
     const data = m.data ? (m.data.member ? `synthetic benchmark (${m.data.member})` : m.data.dataset) : "unknown data";
-    return `${shape}, ${where}; trained for the ${m.encoder || "?"} encoder on ${data} to hide “${m.sensitive || "?"}”.`;
+    // A model that looks at photos at another size is another model to the patch (docs/robustness.md).
+    const side = m.encoder_input_size || m.image_size;
+    const made = side ? ` It is made for a model that looks at photos at ${side} × ${side} pixels; one that looks ` +
+      `at another size may not be fooled.` : "";
+    return `${shape}, ${where}; trained for the ${m.encoder || "?"} encoder on ${data} to hide ` +
+      `“${m.sensitive || "?"}”.${made}`;
   }
 
   // What its evaluation report measured (briarpatch info's figures), both probes: the threat model.
