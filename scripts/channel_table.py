@@ -4,7 +4,8 @@
 
 Each argument is a run folder (or its report/ folder) whose report.json has a robustness section;
 every cell lists the runs' figures in the order given, the patched probe with its 95 % interval
-where the report has one (`eval.n_boot` > 0).
+where the report has one (`eval.n_boot` > 0). Runs that measured different channels are tabled on
+the channels all of them measured; the others are named on stderr.
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
     runs = [load(Path(a)) for a in argv]
+    shared = [c for c in runs[0] if all(c in r for r in runs)]
+    if not shared:
+        sys.exit("error: these runs measured no channel in common (eval.robustness)")
+    rest = sorted({c for r in runs for c in r} - set(shared))
+    if rest:  # a run with extra channels (or without some) beside the others
+        print(f"left out, not measured in every run: {', '.join(rest)}", file=sys.stderr)
     join = " / ".join
     print("| what happens to the photo | accuracy clean → patched | DP diff clean → patched | DP cut | "
           "non-adaptive probe clean → patched | targets (DP cut ≥ 50 %, probe ≤ 0.65) |")
     print("|---|---|---|---|---|---|")
-    for channel in runs[0]:
+    for channel in shared:
         rs = [r[channel] for r in runs]
         acc = join(f"{r['clean']['accuracy']:.3f} → {r['patched']['accuracy']:.3f}" for r in rs)
         dp = join(f"{r['clean']['demographic_parity_difference']:.3f} → {r['patched']['demographic_parity_difference']:.3f}"

@@ -168,6 +168,14 @@ def test_channel_table_lists_every_run_with_its_interval(tmp_path, capsys):
     row = capsys.readouterr().out.splitlines()[-1]
     # Both runs in order; the interval where the report has one; the second misses the probe target.
     assert "0.990 → 0.620 [0.600, 0.640] / 0.990 → 0.700 |" in row and row.endswith("| 1 of 2 runs |")
+    # A run that measured one channel more (eval.robustness=[...]) is tabled on the shared ones.
+    report = tmp_path / "run1" / "report" / "report.json"
+    extra = json.loads(report.read_text())
+    extra["robustness"]["input_size:224"] = extra["robustness"]["jpeg:75"]
+    report.write_text(json.dumps(extra))
+    table.main(runs)
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-1] == row and "input_size:224" in out.err and "input_size" not in out.out
 
 
 def test_every_script_answers_help():
