@@ -53,6 +53,10 @@ __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
+# The random-resized crop channel draws its crops from this seed, not the run's (eval.seed): every
+# patch is measured through the same crops, so clean embeddings cached by one run are the next one's.
+# With the run's seed, a cache filled by seed 1 served its crops' clean embeddings to seed 0's probe.
+CHANNEL_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ def _cache_key(encoder, datamodule, split: str, weights, precision: str = "32", 
         payload["precision"] = precision
     if channel is not None:  # likewise the keys of untransformed, whole splits
         payload.update(channel=channel, limit=limit)
+        if "random_resized_crop" in channel:  # not the crops of whichever run's seed filled the cache first
+            payload["crops"] = CHANNEL_SEED
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -235,7 +241,7 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
         dataset = torch.utils.data.Subset(dataset, range(limit))
     what = f"clean {split}" + (f" through {channel}" if channel else "")
     embed = lambda: embed_dataset(encoder, dataset, desc=f"embedding {what}", channel=channel,  # noqa: E731
-                                  seed=settings.seed, **_embed_kwargs(settings))
+                                  seed=CHANNEL_SEED, **_embed_kwargs(settings))
     if not settings.cache_dir:
         return embed()
     key = _cache_key(encoder, datamodule, split, weights, settings.precision, channel,
@@ -536,7 +542,8 @@ def robustness_section(encoder, datamodule, patch: BriarPatch, *, settings: Eval
             x_patched = main["patched_test"][:n_test]
         else:
             x_patched = embed_dataset(encoder, torch.utils.data.Subset(test_ds, range(n_test)), patch=patch,
-                                      channel=channel, seed=settings.seed, desc=f"embedding patched test through {channel}",
+                                      channel=channel, seed=CHANNEL_SEED,
+                                      desc=f"embedding patched test through {channel}",
                                       **kw)
         predictor = _classifier(settings.predictor, settings.seed).fit(x_train, y_train)
         probe = fit_probe("logistic", x_train, s_train, seed=settings.seed)

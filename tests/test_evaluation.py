@@ -243,6 +243,27 @@ def test_embedding_cache_is_reused_and_invalidated(monkeypatch, tmp_path):
     assert len(calls) == 3
 
 
+def test_the_random_crop_channel_crops_alike_for_every_run(monkeypatch, tmp_path):
+    """The channel's crops came from the run's seed, and the cache key did not say so: a cache filled
+    by seed 1 served its crops' clean embeddings to seed 0, whose patched photos were cropped
+    elsewhere. Every run now sees the same crops, clean and patched."""
+    enc = build_encoder()
+    dm = SyntheticDataModule(image_size=32, train_size=8, val_size=4, test_size=8)
+    crops = "random_resized_crop:0.5"
+
+    def clean(seed):
+        return clean_embeddings(enc, dm, "test", settings=EvalSettings(seed=seed, progress=False), channel=crops)
+
+    np.testing.assert_array_equal(clean(1), clean(0))
+    seeds, embed = [], evaluation.embed_dataset
+    monkeypatch.setattr(evaluation, "embed_dataset", lambda *a, **kw: seeds.append(kw.get("seed")) or embed(*a, **kw))
+    patch = BriarPatch(pixels=torch.rand(3, 4, 4), mask=torch.ones(1, 4, 4), placement=Placement(size=0.25),
+                       metadata={"encoder": "efficientnet_lite0", "image_size": 32, "layer": "pooled"})
+    evaluation.robustness_section(enc, dm, patch, settings=EvalSettings(seed=1, progress=False, n_boot=0,
+                                                                          robustness=[crops]))
+    assert seeds == [evaluation.CHANNEL_SEED] * 3  # clean train, clean test, patched test
+
+
 def test_patch_for_another_encoder_or_size_is_refused_unless_allowed():
     patch = BriarPatch(pixels=torch.rand(3, 4, 4), mask=torch.ones(1, 4, 4), placement=Placement(size=0.25),
                        metadata={"encoder": "efficientnet_lite1", "image_size": 64, "layer": "pooled"})
