@@ -116,9 +116,10 @@ class PhotoPipeline(nn.Module):
         Modelled as a Gaussian blur of sigma in this range (px) of the patch's contribution alone.
     jpeg_p, jpeg_quality : float, (int, int)
         JPEG compression at a quality in this range.
-    jpeg_mode : {"differentiable", "straight_through"}
+    jpeg_mode : {"differentiable", "libjpeg", "straight_through"}
         The differentiable codec (:func:`briarpatch.jpeg.jpeg_differentiable`, kornia's codec as
-        matrix products), or the real codec (PIL) forward with the gradient of the identity backward.
+        matrix products); the same, with libjpeg's steps (closer to the real codec); or the real
+        codec (PIL) forward with the gradient of the identity backward.
     color_p, brightness, contrast : float, float, float
         Brightness and contrast changes up to these fractions.
     blur_p, blur_sigma : float, (float, float)
@@ -144,8 +145,9 @@ class PhotoPipeline(nn.Module):
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"pipeline.{name} must be a probability in [0, 1], got {p}")
-        if jpeg_mode not in ("differentiable", "straight_through"):
-            raise ValueError(f"pipeline.jpeg_mode must be 'differentiable' or 'straight_through', got {jpeg_mode!r}")
+        if jpeg_mode not in ("differentiable", "libjpeg", "straight_through"):
+            raise ValueError("pipeline.jpeg_mode must be 'differentiable', 'libjpeg' or 'straight_through', "
+                             f"got {jpeg_mode!r}")
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1 and 0 < center_crop_scale[0] <= center_crop_scale[1] <= 1):
             raise ValueError("pipeline.crop_scale and pipeline.center_crop_scale must be ranges within (0, 1]")
         if not 1 <= aspect_range[0] <= aspect_range[1] <= 4:
@@ -248,7 +250,7 @@ class PhotoPipeline(nn.Module):
         if self.jpeg_mode == "straight_through":
             coded = jpeg_pil(x.detach(), quality)
             return x + (coded - x.detach())  # the real codec forward, the identity's gradient backward
-        return jpeg_differentiable(x, quality)
+        return jpeg_differentiable(x, quality, like="libjpeg" if self.jpeg_mode == "libjpeg" else "kornia")
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -234,6 +234,10 @@ def test_the_differentiable_jpeg_stays_close_to_the_real_codec():
     torch.testing.assert_close(out, real)  # the real codec forward...
     grad = torch.autograd.grad(straight._jpeg(images, quality).sum(), images)[0]
     torch.testing.assert_close(grad, torch.ones_like(grad))  # ...and the identity's gradient backward
+    matched = PhotoPipeline(p_identity=0.0, jpeg_p=1.0, jpeg_mode="libjpeg")._jpeg(images, quality)
+    assert ((matched - real).abs().mean() * 255).item() < levels  # libjpeg's steps: closer still
+    with pytest.raises(ValueError, match="jpeg_mode must be 'differentiable', 'libjpeg' or 'straight_through'"):
+        PhotoPipeline(jpeg_mode="pil")
 
 
 def test_the_pipeline_draws_per_image_from_its_generator():

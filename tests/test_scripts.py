@@ -123,6 +123,7 @@ def test_bench_jpeg_times_both_codecs_side_by_side():
     lines = [x for x in out.stdout.splitlines() if "ratio" in x]
     assert [x.split(":")[0] for x in lines] == ["codec alone, forward + backward", "pipeline per training step"]
     assert all(float(x.rsplit("ratio ", 1)[1]) > 0 for x in lines)
+    assert all(float(x.split("libjpeg's steps / matrix products ")[1].split(",")[0]) > 0 for x in lines)
 
 
 def test_bench_allocator_stops_at_a_failing_run_and_shows_why(tmp_path):
