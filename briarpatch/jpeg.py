@@ -170,6 +170,16 @@ def jpeg_differentiable(x: torch.Tensor, quality: torch.Tensor, *, like: str = "
         return _code(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, quality, like).to(out_dtype)
 
 
+def _code_planes(plane: torch.Tensor, kind: str, table: torch.Tensor, m: dict, rounding) -> torch.Tensor:
+    """Encode, quantise (``rounding``) and decode luma (``kind="y"``) or the chroma planes (``"c"``)."""
+    norm = m[f"norm_{kind}"]
+    step = table.repeat(1, norm.shape[-2] // 8, norm.shape[-1] // 8)
+    while step.dim() < plane.dim():
+        step = step[:, None]
+    coef = (m[f"enc_{kind}_h"] @ plane @ m[f"enc_{kind}_w"]) * norm
+    return m[f"dec_{kind}_h"] @ (rounding(coef / step) * step * norm) @ m[f"dec_{kind}_w"]
+
+
 def _code(x: torch.Tensor, quality: torch.Tensor, like: str = "kornia") -> torch.Tensor:
     b, c, h, w = x.shape
     pad_h, pad_w = -h % 16, -w % 16
@@ -185,17 +195,7 @@ def _code(x: torch.Tensor, quality: torch.Tensor, like: str = "kornia") -> torch
     ycc = torch.einsum("ij,bjhw->bihw", m["to_ycc"], x)
     ycc = torch.cat([ycc[:, :1] - 128.0, ycc[:, 1:] - 0.5], 1)
     qy, qc = _tables(quality.to(x.device).clamp(1, 100), x.dtype)
-
-    def code(plane, kind, table):
-        """Encode, quantise and decode luma (``kind="y"``) or the chroma planes (``"c"``)."""
-        norm = m[f"norm_{kind}"]
-        step = table.repeat(1, norm.shape[-2] // 8, norm.shape[-1] // 8)
-        while step.dim() < plane.dim():
-            step = step[:, None]
-        coef = (m[f"enc_{kind}_h"] @ plane @ m[f"enc_{kind}_w"]) * norm
-        return m[f"dec_{kind}_h"] @ (_round(coef / step) * step * norm) @ m[f"dec_{kind}_w"]
-
-    y, chroma = code(ycc[:, 0], "y", qy), code(ycc[:, 1:], "c", qc)
+    y, chroma = _code_planes(ycc[:, 0], "y", qy, m, _round), _code_planes(ycc[:, 1:], "c", qc, m, _round)
     ycc = torch.cat([y[:, None] + 128.0, chroma + 0.5], 1)
     rgb = torch.einsum("ij,bjhw->bihw", m["to_rgb"], ycc)
     return rgb.clamp(0, 1)[:, :c, :h, :w]
@@ -208,15 +208,7 @@ def _code_libjpeg(x: torch.Tensor, quality: torch.Tensor, m: dict) -> torch.Tens
     ycc = torch.cat([ycc[:, :1] - 128.0, ycc[:, 1:]], 1)  # the level shift before the DCT: all centred on 0
     ycc = _to_levels(ycc).clamp(-128.0, 127.0)
     qy, qc = _exact_tables(quality.to(x.device).clamp(1, 100), x.dtype)
-
-    def code(plane, kind, table):
-        norm = m[f"norm_{kind}"]
-        step = table.repeat(1, norm.shape[-2] // 8, norm.shape[-1] // 8)
-        while step.dim() < plane.dim():
-            step = step[:, None]
-        coef = (m[f"enc_{kind}_h"] @ plane @ m[f"enc_{kind}_w"]) * norm
-        return m[f"dec_{kind}_h"] @ (_round_exact(coef / step) * step * norm) @ m[f"dec_{kind}_w"]
-
-    ycc = torch.cat([code(ycc[:, 0], "y", qy)[:, None], code(ycc[:, 1:], "c", qc)], 1)
+    ycc = torch.cat([_code_planes(ycc[:, 0], "y", qy, m, _round_exact)[:, None],
+                     _code_planes(ycc[:, 1:], "c", qc, m, _round_exact)], 1)
     rgb = torch.einsum("ij,bjhw->bihw", m["to_rgb"], ycc) + 128.0
     return _to_levels(rgb.clamp(0.0, 255.0)) / 255.0
