@@ -38,7 +38,7 @@ _QT_C[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 
 _Y = np.array([0.299, 0.587, 0.114])
 _RGB_TO_YCC = np.stack([_Y, 0.564 * (np.array([0.0, 0.0, 1.0]) - _Y), 0.713 * (np.array([1.0, 0.0, 0.0]) - _Y)])
 _YCC_TO_RGB = np.array([[1.0, 0.0, 1.4025245442], [1.0, -0.3443401356, -0.7144034731], [1.0, 1.7730496454, 0.0]])
-# libjpeg's (JFIF's) RGB -> YCbCr, Cb and Cr centred on 128, and its inverse.
+# libjpeg's (JFIF's) RGB -> YCbCr on the 0-255 scale, Cb and Cr centred on 0 (libjpeg stores them + 128).
 _JFIF = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 
@@ -86,8 +86,8 @@ def _exact_tables(quality: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tens
     """libjpeg's tables at each (whole) quality: ``jpeg_quality_scaling`` and baseline clipping."""
     q = quality.to(torch.float64).round()
     scale = torch.where(q < 50, torch.floor(5000.0 / q), 200.0 - 2.0 * q)[:, None, None]
-    return tuple(torch.floor((torch.as_tensor(t, device=q.device)[None] * scale + 50.0) / 100.0).clamp(1, 255).to(dtype)
-                 for t in (_QT_Y, _QT_C))
+    tables = (torch.floor((torch.as_tensor(t, device=q.device)[None] * scale + 50.0) / 100.0) for t in (_QT_Y, _QT_C))
+    return tuple(t.clamp(1, 255).to(dtype) for t in tables)
 
 
 def _dct_blocks(n: int) -> np.ndarray:
@@ -160,11 +160,12 @@ def _operators(h: int, w: int, device: torch.device, dtype: torch.dtype,
 def jpeg_differentiable(x: torch.Tensor, quality: torch.Tensor, *, like: str = "kornia") -> torch.Tensor:
     """Differentiable JPEG of a batch ``(B, C, H, W)`` in [0, 1] (C = 1 or 3), one quality per
     image in [1, 100]; the output's pixels are in [0, 1]. Any size: the codec pads to whole
-    16 x 16 macroblocks by repeating the last row and column, as an encoder does, and crops back."""
-    # Computed in float32 at least, autocast off: in bfloat16 the DCT coefficients (up to about
-    # 1000) would round by up to 4, coarser than the quantisation steps at high quality.
+    16 x 16 macroblocks by repeating the last row and column, as an encoder does, and crops back.
+    ``like``: kornia's steps (the default), or libjpeg's (closer to the codec that saves photos)."""
     if like not in ("kornia", "libjpeg"):
         raise ValueError(f"like must be 'kornia' or 'libjpeg', got {like!r}")
+    # Computed in float32 at least, autocast off: in bfloat16 the DCT coefficients (up to about
+    # 1000) would round by up to 4, coarser than the quantisation steps at high quality.
     out_dtype = x.dtype
     with torch.autocast(x.device.type, enabled=False):
         return _code(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, quality, like).to(out_dtype)
