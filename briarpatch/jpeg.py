@@ -11,8 +11,8 @@ subsampling convolution and bilinear upsampling dominated a training step's pipe
 ``like="libjpeg"`` takes the steps of the codec that saves the photos (libjpeg, through PIL)
 instead: JFIF's colour matrix on 8-bit levels, chroma averaged over 2x2 without kornia's blur
 (which spread a thin band's colour over its neighbours), libjpeg's tables, and coefficients
-rounded exactly (the polynomial's gradient). About a third of kornia's distance from the real
-codec's output, and under a quarter on a patch's band (tested; ``python scripts/bench_jpeg.py``).
+rounded exactly (the polynomial's gradient). A third to a half of kornia's distance from the real
+codec's output, and a fifth to a quarter on a patch's band (tested; ``python scripts/bench_jpeg.py``).
 """
 
 from __future__ import annotations
