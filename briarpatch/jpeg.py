@@ -70,24 +70,18 @@ def _soft_clip(x: torch.Tensor, lo: float, hi: float, scale: float = 0.02) -> to
     return torch.where(x < lo, scale * (torch.exp((x - lo).clamp(max=0)) - 1.0) + lo, x)
 
 
-def _tables(quality: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(B, 8, 8)`` luma and chroma quantization tables at each image's quality (kornia's
-    polynomial floors and soft clipping included, in the images' dtype, so that the codec matches it)."""
-    q = quality.to(dtype)
-    scale = _floor(torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q))[:, None, None]
+def _tables(quality: torch.Tensor, dtype: torch.dtype, *, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(B, 8, 8)`` luma and chroma quantization tables at each image's quality, in the images'
+    dtype: kornia's polynomial floors and soft clipping included, so that the codec matches it, or
+    (``exact``) libjpeg's ``jpeg_quality_scaling`` at whole qualities with baseline clipping."""
+    floor, clip = (torch.floor, torch.clamp) if exact else (_floor, _soft_clip)
+    q = quality.to(dtype).round() if exact else quality.to(dtype)
+    scale = floor(torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q))[:, None, None]
     out = []
     for table in (_QT_Y, _QT_C):
         t = torch.as_tensor(table, device=q.device, dtype=dtype)[None] * scale
-        out.append(_floor(_soft_clip((t + 50.0) / 100.0, 1.0, 255.0)))
+        out.append(floor(clip((t + 50.0) / 100.0, 1.0, 255.0)))
     return out[0], out[1]
-
-
-def _exact_tables(quality: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """libjpeg's tables at each (whole) quality: ``jpeg_quality_scaling`` and baseline clipping."""
-    q = quality.to(torch.float64).round()
-    scale = torch.where(q < 50, torch.floor(5000.0 / q), 200.0 - 2.0 * q)[:, None, None]
-    tables = (torch.floor((torch.as_tensor(t, device=q.device)[None] * scale + 50.0) / 100.0) for t in (_QT_Y, _QT_C))
-    return tuple(t.clamp(1, 255).to(dtype) for t in tables)
 
 
 def _dct_blocks(n: int) -> np.ndarray:
@@ -96,6 +90,14 @@ def _dct_blocks(n: int) -> np.ndarray:
     i = np.arange(8)
     basis = np.cos((2 * i[:, None] + 1) * i[None, :] * math.pi / 16)
     return np.kron(np.eye(n // 8), basis)
+
+
+def _pairs(n: int) -> np.ndarray:
+    """``(n / 2, n)``: the mean of each pair, libjpeg's 2x2 chroma downsampling along one axis."""
+    pairs = np.zeros((n // 2, n))
+    pairs[np.arange(n // 2), 2 * np.arange(n // 2)] = 0.5
+    pairs[np.arange(n // 2), 2 * np.arange(n // 2) + 1] = 0.5
+    return pairs
 
 
 def _subsample(n: int) -> np.ndarray:
@@ -109,10 +111,7 @@ def _subsample(n: int) -> np.ndarray:
             j = i + off
             j = -j if j < 0 else (2 * (n - 1) - j if j > n - 1 else j)  # reflect
             blur[i, j] += wt
-    pairs = np.zeros((n // 2, n))
-    pairs[np.arange(n // 2), 2 * np.arange(n // 2)] = 0.5
-    pairs[np.arange(n // 2), 2 * np.arange(n // 2) + 1] = 0.5
-    return pairs @ blur
+    return _pairs(n) @ blur
 
 
 def _upsample(n: int) -> np.ndarray:
@@ -125,14 +124,6 @@ def _upsample(n: int) -> np.ndarray:
         up[i, lo] += 1 - (src - lo)
         up[i, hi] += src - lo
     return up
-
-
-def _pairs(n: int) -> np.ndarray:
-    """``(n / 2, n)``: the mean of each pair, libjpeg's 2x2 chroma downsampling along one axis."""
-    pairs = np.zeros((n // 2, n))
-    pairs[np.arange(n // 2), 2 * np.arange(n // 2)] = 0.5
-    pairs[np.arange(n // 2), 2 * np.arange(n // 2) + 1] = 0.5
-    return pairs
 
 
 @lru_cache(maxsize=16)
@@ -208,7 +199,7 @@ def _code_libjpeg(x: torch.Tensor, quality: torch.Tensor, m: dict) -> torch.Tens
     ycc = torch.einsum("ij,bjhw->bihw", m["to_ycc"], _to_levels(x * 255.0))
     ycc = torch.cat([ycc[:, :1] - 128.0, ycc[:, 1:]], 1)  # the level shift before the DCT: all centred on 0
     ycc = _to_levels(ycc).clamp(-128.0, 127.0)
-    qy, qc = _exact_tables(quality.to(x.device).clamp(1, 100), x.dtype)
+    qy, qc = _tables(quality.to(x.device).clamp(1, 100), x.dtype, exact=True)
     ycc = torch.cat([_code_planes(ycc[:, 0], "y", qy, m, _round_exact)[:, None],
                      _code_planes(ycc[:, 1:], "c", qc, m, _round_exact)], 1)
     rgb = torch.einsum("ij,bjhw->bihw", m["to_rgb"], ycc) + 128.0
