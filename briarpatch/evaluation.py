@@ -175,7 +175,7 @@ def _embed_kwargs(settings: EvalSettings) -> dict:
 @torch.no_grad()
 def embed_dataset(encoder, dataset, *, patch: BriarPatch | None = None, batch_size: int = 64,
                   device="cpu", desc: str = "embedding", progress: bool = True, precision: str = "32",
-                  num_workers: int = 0, channel: str | None = None, seed: int = 0) -> np.ndarray:
+                  num_workers: int = 0, channel: str | None = None, seed: int = CHANNEL_SEED) -> np.ndarray:
     """Embed every image of ``dataset``, optionally with ``patch`` pasted (then rounded to 8 bits).
 
     Streams batches: memory holds one batch of images and the ``(N, D)`` embeddings.
