@@ -596,7 +596,10 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     datamodule = datamodule if datamodule is not None else build(cfg.data)
     encoder = encoder if encoder is not None else build(cfg.encoder)
     mismatch = check_compatible(patch, encoder, datamodule.image_size, allow_mismatch=settings.allow_mismatch)
-    check_channels_for(settings, encoder.input_size)
+    # The protocol and the channels run on an ensemble's first member, so its input size is the one
+    # that decides (an ensemble of mixed sizes has none of its own).
+    members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]
+    check_channels_for(settings, members[0].input_size)
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
     check_evaluable(datamodule, settings)
@@ -608,7 +611,6 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
         # leaves the earlier report beside this evaluation's settings.
         shutil.rmtree(out_dir)
     weights = cfg.encoder.get("weights")
-    members = list(encoder.members) if isinstance(encoder, EnsembleEncoder) else [encoder]
     main = {}
     report = _protocol_on(members[0], datamodule, patch, settings=settings, weights=weights, keep=main)
     if settings.robustness:

@@ -8,7 +8,7 @@ import torch
 from briarpatch import evaluation, metrics
 from briarpatch.artifacts import BriarPatch
 from briarpatch.data import SyntheticDataModule
-from briarpatch.encoders import build_encoder
+from briarpatch.encoders import EnsembleEncoder, build_encoder
 from briarpatch.evaluation import EvalSettings, check_compatible, clean_embeddings, run_protocol
 from briarpatch.metrics import fairness_summary, group_table, leakage_scores
 from briarpatch.placement import Placement
@@ -284,6 +284,15 @@ def test_patch_for_another_encoder_or_size_is_refused_unless_allowed():
         check_compatible(patch, enc, 32)
 
 
+def test_an_ensembles_input_size_channels_are_checked_against_the_member_that_runs_them(tiny_cfg):
+    # The protocol runs on the first member: at a fixed 48 px it resizes every input_size:N photo back.
+    ensemble = EnsembleEncoder([build_encoder(input_size=48), build_encoder("efficientnet_lite1")])
+    assert ensemble.input_size is None  # mixed sizes: the ensemble has none of its own
+    cfg = tiny_cfg("eval.robustness=[input_size:64]", "eval.allow_mismatch=true", name="evaluate")
+    with pytest.raises(ValueError, match="'input_size:64' measures nothing with encoder.input_size=48"):
+        evaluation.evaluate_run(cfg, patch_path="default", encoder=ensemble)
+
+
 def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
     trained = train(tiny_cfg("evaluate_after_train=false"))
     cfg = tiny_cfg(f"patch_path={trained['patch']}", name="evaluate")
@@ -294,7 +303,7 @@ def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
 
 def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
     from briarpatch.synthetic import make_synthetic
-    from briarpatch.encoders import build_encoder
+    from briarpatch.encoders import EnsembleEncoder, build_encoder
     from briarpatch.evaluation import embed_dataset
 
     encoder, data = build_encoder("efficientnet_lite0"), make_synthetic(8, image_size=32, seed=0)
@@ -365,7 +374,7 @@ def test_a_cache_that_cannot_be_saved_does_not_stop_the_evaluation(tmp_path, mon
     import errno
 
     from briarpatch.data import SyntheticDataModule
-    from briarpatch.encoders import build_encoder
+    from briarpatch.encoders import EnsembleEncoder, build_encoder
     from briarpatch.evaluation import clean_embeddings
 
     def full(*a, **kw):
