@@ -46,9 +46,16 @@ def build_module(cfg: DictConfig, datamodule) -> BriarPatchModule:
     pipeline = build(cfg.pipeline) if cfg.get("pipeline") else None
     caching = cfg.get("cache_clean_embeddings", True)
     cache, val_cache = (len(datamodule.split(k)) for k in ("train", "val")) if caching else (None, None)
+    optimizers = {}
+    for key in ("patch", "adversary"):
+        optimizers[key] = build(cfg.optim[key])
+        try:  # torch checks its settings when the optimizer is made, which Lightning does later
+            optimizers[key]([torch.zeros(1, requires_grad=True)])
+        except ValueError as exc:
+            raise ValueError(f"optim.{key}: {exc}") from exc
     return BriarPatchModule(
         encoder=encoder, patch=patch, adversary=adversary, objective=objective, pipeline=pipeline,
-        patch_optimizer=build(cfg.optim.patch), adversary_optimizer=build(cfg.optim.adversary),
+        patch_optimizer=optimizers["patch"], adversary_optimizer=optimizers["adversary"],
         cache_size=cache, val_cache_size=val_cache, seed=cfg.get("seed"), num_classes=num_classes,
         keep=cfg.get("keep_patch", "ema"),
         ema_decay=cfg.get("patch_ema_decay", 0.98), log_every=cfg.trainer.get("log_every_n_steps", 10),

@@ -60,6 +60,8 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["train", "data.image_size=32"], "at 32 px the same shares of the image as at 128 px are patch.size=1 "
                                       "patch.insets=[3]"),
     (["train", "patch_steps=2.5"], "patch_steps takes a whole number (default 512), got 2.5"),
+    # torch's own message, which named no setting; checked before the run folder is made.
+    (["train", "optim.patch.lr=-1"], "optim.patch: Invalid learning rate: -1"),
     (["train", "trainer.max_epochs=12"], "trainer.max_epochs is not used: the schedule is patch_steps (now 512)"),
     # Evaluation settings are checked before the training they follow (else the run folder would hold a patch).
     (["train", "eval.robustness=[identity,crop]"], "unknown robustness channel 'crop'"),
