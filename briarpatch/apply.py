@@ -872,8 +872,10 @@ def cli(argv: list[str] | None = None) -> int:
               "resolution and weakens the patch; --format jpg or png keeps it whole", file=sys.stderr)
     verb = "would write" if args.dry_run else "written"
     left = len(plans) - written - skipped - len(failed) + len(problems)
+    # Where they went, when --out did not name the file: `--out result.tif2` is a folder.
+    where = f"; outputs in {out_dir}{os.sep}" if written and not to_file and not args.dry_run else ""
     print(f"{verb} {written}, skipped {skipped} (already exist), failed {len(failed)}"
-          + (f"; interrupted: {left} not written" if interrupted else ""))
+          + (f"; interrupted: {left} not written" if interrupted else "") + where)
     if full:
         print(f"briarpatch apply: stopped, {left} not written: {full}, then run the same command again (the photos "
               "written are kept and skipped)", file=sys.stderr)

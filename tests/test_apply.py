@@ -291,11 +291,13 @@ def test_one_photo_can_go_to_a_file_name(patch_file, tmp_path, capsys):
     assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "patched.png"), "-q"]) == 0
     with Image.open(tmp_path / "patched.png") as im:
         assert im.format == "PNG" and im.size == (30, 30)  # a file, in the format its name says
-    # A folder of that name stays a folder.
+    assert "outputs in" not in capsys.readouterr().out
+    # A folder of that name stays a folder; so does a name that is no image's: the summary says where.
     (tmp_path / "dir.png").mkdir()
-    assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / "dir.png"), "-q"]) == 0
-    assert (tmp_path / "dir.png" / "x.jpg").is_file()
-    capsys.readouterr()
+    for name in ("dir.png", "result.jpgg"):
+        assert cli([str(patch_file), str(tmp_path / "x.jpg"), "--out", str(tmp_path / name), "-q"]) == 0
+        assert (tmp_path / name / "x.jpg").is_file()
+        assert capsys.readouterr().out.strip().endswith(f"failed 0; outputs in {tmp_path / name}{os.sep}")
     # Several photos, or a format that contradicts the name: one line, nothing written.
     _rgb(30, 30).save(tmp_path / "y.jpg")
     two = [str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")]
