@@ -79,12 +79,14 @@ class Draw:
 
 
 def _on_rows(x: torch.Tensor, rows: list[int], fn) -> torch.Tensor:
-    """``x`` with the images ``rows`` replaced by ``fn(index)`` (``index`` selects them from any
+    """``x`` with the images ``rows`` replaced by ``fn(pick)`` (``pick(t)`` selects them from any
     batch-first tensor): a step costs in proportion to the images it touches."""
     if len(rows) == x.shape[0]:
-        return fn(slice(None))
+        return fn(lambda t: t)
     index = torch.as_tensor(rows, device=x.device)
-    return x.index_copy(0, index, fn(index).to(x.dtype))
+    # index_select, not t[index]: the backward of advanced indexing is an accumulating index_put_,
+    # on the CPU twice as slow as index_select's index_add_ for the same rows.
+    return x.index_copy(0, index, fn(lambda t: t.index_select(0, index)).to(x.dtype))
 
 
 def _uniform(lo, hi, n, gen):
@@ -223,26 +225,26 @@ class PhotoPipeline(nn.Module):
         x, steps = images, draw.steps
         # Each step selects its images once (an index_select copy when not all of them).
         if clean is not None and "soften" in steps:
-            def soften(i):
-                photo = clean[i]
-                return photo + _gaussian_blur(x[i] - photo, draw.soften[i])
+            def soften(pick):
+                photo = pick(clean)
+                return photo + _gaussian_blur(pick(x) - photo, pick(draw.soften))
             x = _on_rows(x, steps["soften"], soften)
         if "jpeg" in steps:
-            x = _on_rows(x, steps["jpeg"], lambda i: self._jpeg(x[i], draw.quality[i]))
+            x = _on_rows(x, steps["jpeg"], lambda pick: self._jpeg(pick(x), pick(draw.quality)))
         if "colour" in steps:
-            def colour(i):
-                xi = x[i]
+            def colour(pick):
+                xi, contrast, gain = pick(x), pick(draw.contrast), pick(draw.gain)
                 mean = xi.mean((1, 2, 3), keepdim=True)
-                return ((xi - mean) * draw.contrast[i, None, None, None] + mean) * draw.gain[i, None, None, None]
+                return ((xi - mean) * contrast[:, None, None, None] + mean) * gain[:, None, None, None]
             x = _on_rows(x, steps["colour"], colour)
         if "warp" in steps:
-            def warp(i):
-                xi = x[i]
-                grid = F.affine_grid(draw.theta[i].to(xi.dtype), list(xi.shape), align_corners=False)
+            def warp(pick):
+                xi = pick(x)
+                grid = F.affine_grid(pick(draw.theta).to(xi.dtype), list(xi.shape), align_corners=False)
                 return F.grid_sample(xi, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
             x = _on_rows(x, steps["warp"], warp)
         if "blur" in steps:
-            x = _on_rows(x, steps["blur"], lambda i: _gaussian_blur(x[i], draw.blur[i]))
+            x = _on_rows(x, steps["blur"], lambda pick: _gaussian_blur(pick(x), pick(draw.blur)))
         return x.clamp(0.0, 1.0)
 
     def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
