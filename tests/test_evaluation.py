@@ -303,7 +303,7 @@ def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
 
 def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
     from briarpatch.synthetic import make_synthetic
-    from briarpatch.encoders import EnsembleEncoder, build_encoder
+    from briarpatch.encoders import build_encoder
     from briarpatch.evaluation import embed_dataset
 
     encoder, data = build_encoder("efficientnet_lite0"), make_synthetic(8, image_size=32, seed=0)
@@ -374,7 +374,7 @@ def test_a_cache_that_cannot_be_saved_does_not_stop_the_evaluation(tmp_path, mon
     import errno
 
     from briarpatch.data import SyntheticDataModule
-    from briarpatch.encoders import EnsembleEncoder, build_encoder
+    from briarpatch.encoders import build_encoder
     from briarpatch.evaluation import clean_embeddings
 
     def full(*a, **kw):
