@@ -84,18 +84,52 @@ def _column(frame: pd.DataFrame, name: str, role: str, setting: str | None = Non
     return frame[name]
 
 
-def _encode(values: pd.Series, *, threshold: float | None, role: str) -> tuple[np.ndarray, list[str]]:
-    """Integer codes and their names; numeric values are binarised at ``threshold`` when given."""
+def _label_text(value) -> str:
+    """A label as text: ``1.0`` (an integer column that had blanks) reads as ``1``."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _encode(values: pd.Series, *, threshold: float | None, role: str,
+            positive=None) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their names; numeric values are binarised at ``threshold`` when given, and
+    ``positive`` (a value or a list of them) makes those classes 1 and every other 0."""
+    if threshold is not None and positive is not None:
+        raise ValueError(f"data.target_threshold={threshold:g} and data.target_positive={positive} both make the "
+                         "target yes/no: set data.target_threshold=null to pick classes")
     if threshold is not None:
         numeric = pd.to_numeric(values.astype(str).str.extract(r"(-?\d+\.?\d*)")[0], errors="coerce")
         if numeric.isna().any():
-            raise ValueError(f"{role} has values that are not numbers, cannot binarise at {threshold}")
+            raise ValueError(f"{role} has values that are not numbers (e.g. {values[numeric.isna()].iloc[0]!r}), "
+                             f"so data.target_threshold={threshold:g} cannot binarise it: data.target_threshold=null "
+                             "keeps its classes, data.target_positive=VALUE sets one class against the rest")
         return (numeric >= threshold).astype(int).to_numpy(), [f"<{threshold:g}", f">={threshold:g}"]
+    if positive is not None:
+        return _one_against_rest(values, positive, role=role)
     if set(values.unique()) <= {-1, 1}:
         return (values == 1).astype(int).to_numpy(), [f"not {values.name}", str(values.name)]
     values = _one_spelling(values, role=role)
     codes, names = pd.factorize(values, sort=True)
     return codes.astype(int), [str(n) for n in names]
+
+
+def _one_against_rest(values: pd.Series, positive, *, role: str) -> tuple[np.ndarray, list[str]]:
+    """1 for the rows whose label is one of ``positive`` (compared as text, ignoring case, as
+    :func:`_one_spelling` counts labels), 0 for the rest."""
+    wanted = [positive] if isinstance(positive, (str, int, float, np.generic)) else list(positive)  # one, or a list
+    text = _one_spelling(values, role=role).map(_label_text)
+    spelled = {}  # casefolded label -> its spelling in the data
+    for label in text.unique():
+        spelled.setdefault(label.casefold(), label)
+    unknown = [str(w) for w in wanted if _label_text(w).casefold() not in spelled]
+    if unknown:
+        shown = sorted(spelled.values(), key=str.casefold)
+        listed = ", ".join(shown[:10]) + (", ..." if len(shown) > 10 else "")
+        raise ValueError(f"data.target_positive={unknown[0]} is not a value of {role} ({listed}): name one of them")
+    names = [spelled[_label_text(w).casefold()] for w in wanted]
+    name = " or ".join(dict.fromkeys(names))
+    return text.map(str.casefold).isin({n.casefold() for n in names}).astype(int).to_numpy(), [f"not {name}", name]
 
 
 def _one_spelling(values: pd.Series, *, role: str) -> pd.Series:
@@ -247,6 +281,18 @@ class TableDataset(Dataset):
         return {"image": image, "y": self.y[i], "s": self.s[i], "index": i}
 
 
+def _from_here(missing: pd.Series, manifest: Path) -> str | None:
+    """Where a list's missing paths, read from its folder, are found from the current folder (most
+    tools read them so): the fix to name, or None."""
+    folder = manifest.parent
+    listed = [os.path.relpath(p, folder) for p in missing.head(20)]
+    found = [p for p in listed if not p.startswith("..") and Path(p).is_file()]
+    if len(found) <= len(listed) // 2:
+        return None
+    return (f"paths are read relative to the list's folder, and these are found from the current folder "
+            f"(e.g. {found[0]}): write them relative to {folder}/, or absolute")
+
+
 class TableDataModule(SplitDataModule):
     """Serve a ``path, y, s, split`` table as the three splits.
 
@@ -278,6 +324,8 @@ class TableDataModule(SplitDataModule):
             if frac > max_missing:
                 where = ("paths are read relative to the list's folder: check data.manifest's path column"
                          if name.startswith("manifest") else "check data.root")
+                if name.startswith("manifest"):
+                    where = _from_here(table.loc[~exists, "path"], Path((describe or {}).get("root", "."))) or where
                 if table.loc[~exists, "path"].str.contains("\\", regex=False).any():
                     where = "its paths hold \\ (a list written on Windows): write them with /"
                 raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; {where}")
@@ -334,7 +382,7 @@ class TableDataModule(SplitDataModule):
 
 
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
-            split, root, **kwargs) -> TableDataModule:
+            split, root, target_positive=None, **kwargs) -> TableDataModule:
     # Settings are checked before the labels: a preset's setting this reader does not take
     # (data.train_size with data=manifest) is the mistake to name, in Python's own words, which
     # config.build turns into the setting's name.
@@ -360,7 +408,8 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
         raise ValueError(f"data.sensitive={sensitive!r} has {numeric_s.nunique()} distinct numbers: a patch hides a "
                          "group attribute; give a column of groups (for example 0/1 for "
                          f"{sensitive} >= {numeric_s.median():g}, the median)")
-    y, target_names = _encode(y_values.rename(target), threshold=target_threshold, role=f"target {target!r}")
+    y, target_names = _encode(y_values.rename(target), threshold=target_threshold, positive=target_positive,
+                              role=f"target {target!r}")
     s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
     if split is None:
         split = _stratified_split(s, y, seed=kwargs.get("seed", 0))
@@ -371,7 +420,7 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
             if len(target_names) > 2 and target_threshold is None and numeric.notna().all():
                 hint = f"a numeric target is binarised with data.target_threshold (its median: {numeric.median():g})"
             elif len(target_names) > 2:
-                hint = "use a target of fewer classes"
+                hint = "set one class against the rest with data.target_positive=VALUE"
             else:
                 hint = "list more images"
             raise ValueError(f"the seeded 70/10/20 split leaves the {empty[0]} split empty: {target!r} and "
@@ -379,6 +428,8 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
                              "or give a split column")
     table = pd.DataFrame({"path": frame["path"].to_numpy(), "y": y, "s": s, "split": np.asarray(split)})
     info = {"root": str(root), "target": target, "sensitive": sensitive, "target_threshold": target_threshold}
+    if target_positive is not None:  # only when set: the cache keys of earlier runs stay valid
+        info["target_positive"] = target_names[1]
     return TableDataModule(table, name=name, group_names=group_names, target_names=target_names,
                            sensitive_name=sensitive, target_name=target, describe=info, **kwargs)
 

@@ -342,7 +342,8 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
             k = int(y.max()) + 1
             classes = ", ".join(map(str, getattr(datamodule, "target_names", [])[:5])) + (", ..." if k > 5 else "")
             raise ValueError(f"the target has {k} classes ({classes}) and the evaluation's fairness metrics need two: "
-                             "binarise it (data.target_threshold=T for a numeric target), or train without the "
+                             "binarise it (data.target_positive=VALUE: that class against the rest; "
+                             "data.target_threshold=T: a numeric target at T), or train without the "
                              "evaluation (evaluate_after_train=false)")
         counts = torch.bincount(s.long(), minlength=len(names))
         small = [(names[g] if g < len(names) else str(g), int(c)) for g, c in enumerate(counts) if 0 < c < MIN_PER_GROUP]

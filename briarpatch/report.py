@@ -160,11 +160,25 @@ def _subject(report: dict) -> str:
             f"data: {name}{split}.")
 
 
+def _labels(report: dict) -> tuple[str, str]:
+    """What Y and S are, where a dataset on disk names them: `` (label: dog or not)``, `` (group)``."""
+    data = report.get("data", {})
+    if "target" not in data:
+        return "", ""
+    y = data["target"]
+    if data.get("target_positive") is not None:
+        y += f": {data['target_positive']} or not"
+    elif data.get("target_threshold") is not None:
+        y += f" >= {data['target_threshold']:g} or not"
+    return f" ({y})", f" ({data['sensitive']})"
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
+    y, groups = _labels(report)
     out = ["# briarpatch evaluation report", "", _subject(report), "",
-           f"Downstream predictor of Y: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
-           f"scored on {s['n_test']} evaluation images. Groups: {', '.join(s['groups'])}.", "",
+           f"Downstream predictor of Y{y}: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
+           f"scored on {s['n_test']} evaluation images. Groups of S{groups}: {', '.join(s['groups'])}.", "",
            "## Downstream predictor", "",
            _table(("setting", *_HEAD), [(n, *(_num(r[c]) for c in _COLS)) for n, r in summary_rows(report)]), "",
            *([_accuracy_note(report), ""] if _accuracy_note(report) else []),

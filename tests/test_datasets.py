@@ -131,6 +131,10 @@ def test_preset_trains_and_evaluates_on_its_on_disk_format(preset, make, groups,
         cfg.eval.cache_dir = str(tmp_path / "cache")
     result = train(cfg)
     assert sorted(result["report"]["settings"]["groups"]) == sorted(groups)
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    threshold = "" if cfg.data.target_threshold is None else f" >= {cfg.data.target_threshold} or not"
+    assert f"Downstream predictor of Y ({cfg.data.target}{threshold}): " in md
+    assert f"Groups of S ({cfg.data.sensitive}): " in md
     assert set(result["report"]["leakage"]["adaptive"]) == {"logistic", "mlp"}
 
 
@@ -434,6 +438,48 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
         check_evaluable(load("typo.csv"), EvalSettings())
 
 
+def test_one_class_of_a_target_against_the_rest(tmp_path):
+    """A target of several classes (a species, a race) becomes yes/no with data.target_positive: one
+    class or a list, named as the data spell it (case aside); the mistakes are named with their fix."""
+    from briarpatch.report import _labels
+
+    path = make_manifest(tmp_path, split=False)
+    frame = pd.read_csv(path)
+    kinds = np.array(["cat", "Dog", "bird"])[np.arange(N) % 3]
+    frame.assign(kind=kinds, score=(np.arange(N) % 4) * 1.0).to_csv(tmp_path / "kinds.csv", index=False)
+
+    def load(*over):
+        return build(compose_cfg("train", ["data=manifest", f"data.manifest={tmp_path / 'kinds.csv'}",
+                                           "data.sensitive=group", "data.target=kind", *over]).data)
+
+    def labels(dm):
+        return np.concatenate([dm.split(part).y.numpy() for part in ("train", "val", "test")]), \
+            np.concatenate([dm.split(part).s.numpy() for part in ("train", "val", "test")])
+
+    dm = load("data.target_positive=dog")
+    assert dm.target_names == ["not Dog", "Dog"]
+    y, _ = labels(dm)
+    assert len(y) == N and y.sum() == N // 3
+    assert dm.describe()["target_positive"] == "Dog"
+    y, _ = labels(load("data.target_positive=[Dog,bird]"))
+    assert y.sum() == 2 * N // 3
+    # A numeric column that pandas read as floats: 3 names the class 3.0.
+    y, _ = labels(load("data.target=score", "data.target_positive=3"))
+    assert y.sum() == N // 4
+    assert "target_positive" not in load("data.target=label").describe()  # unset: the cache keys stay as they were
+    assert _labels({"data": dm.describe()}) == (" (kind: Dog or not)", " (group)")  # the report's words
+
+    with pytest.raises(ValueError, match=r"data.target_positive=dgo is not a value of target 'kind' \(bird, cat, Dog\)"):
+        load("data.target_positive=dgo")
+    with pytest.raises(ValueError, match="data.target_threshold=40 and data.target_positive=Dog both make the target "
+                                         "yes/no: set data.target_threshold=null"):
+        load("data.target_positive=Dog", "data.target_threshold=40")
+    with pytest.raises(ValueError, match=r"target 'kind' has values that are not numbers \(e.g. 'cat'\), so "
+                                         r"data.target_threshold=40 cannot binarise it: data.target_threshold=null "
+                                         "keeps its classes, data.target_positive=VALUE"):
+        load("data.target_threshold=40")
+
+
 def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_looked_for(tmp_path):
     path = make_manifest(tmp_path / "m")
     frame = pd.read_csv(path)
@@ -449,6 +495,13 @@ def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_
     frame.assign(path="elsewhere\\" + frame["path"]).to_csv(moved, index=False)
     with pytest.raises(FileNotFoundError, match=r"its paths hold \\ \(a list written on Windows\): write them with /"):
         build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
+    # Paths written from the folder the user works in, as most tools read them: that is said.
+    frame.assign(path="m/" + frame["path"]).to_csv(moved, index=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        with pytest.raises(FileNotFoundError, match=r"and these are found from the current folder \(e.g. m/imgs/0.jpg\): "
+                                                    r"write them relative to .*/m/, or absolute"):
+            build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
 
 
 def test_split_columns_as_datasets_ship_them(tmp_path, caplog):
