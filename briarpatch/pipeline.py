@@ -28,7 +28,7 @@ from .jpeg import jpeg_differentiable
 from .placement import photo_size
 
 __all__ = ["PhotoPipeline", "Draw", "CHANNELS", "DEFAULT_CHANNELS", "CLEAN_UNCHANGED", "PHOTO_FIRST", "parse_channel",
-           "parse_chain", "clean_unchanged", "apply_channel", "jpeg_pil"]
+           "parse_chain", "clean_unchanged", "apply_channel", "jpeg_pil", "user_channel"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -342,6 +342,9 @@ CHANNELS = {
     "brightness": "brightness times this factor (brightness:0.85; PIL's ImageEnhance.Brightness)",
     "input_size": "the model looks at the photo at another size than the patch was trained for: its shorter side "
                   "resized to this many pixels, antialiased (input_size:224, EfficientNet-Lite0's own input)",
+    "call": "your own journey: a function of the 8-bit RGB photo (PIL) that returns what the model gets, a PIL "
+            "image, uint8 array or [0, 1] tensor, named as call:FILE.py:NAME or call:MODULE:NAME "
+            "(torchvision transforms work; random ones draw alike for a photo's clean and patched copies)",
 }
 #: Channels that give back the clean photo untouched (``aspect``'s wider photo is cut back to the
 #: image): their clean embeddings are the main protocol's.
@@ -368,8 +371,11 @@ def clean_unchanged(spec: str) -> bool:
     return all(name in CLEAN_UNCHANGED for name, _ in parse_chain(spec))
 
 
-def parse_channel(spec: str) -> tuple[str, list[float]]:
-    """``"center_crop:0.875"`` -> ``("center_crop", [0.875])``, with a clear error for bad names."""
+def parse_channel(spec: str) -> tuple[str, list]:
+    """``"center_crop:0.875"`` -> ``("center_crop", [0.875])``, with a clear error for bad names;
+    ``"call:journey.py:crop"`` -> ``("call", [the function])``."""
+    if str(spec).startswith("call:"):
+        return "call", [user_channel(str(spec)[len("call:"):])]
     name, *args = str(spec).split(":")
     if name not in CHANNELS:
         raise ValueError(f"unknown robustness channel {spec!r}; choose from {', '.join(CHANNELS)} "
@@ -401,6 +407,104 @@ def parse_channel(spec: str) -> tuple[str, list[float]]:
         if not ok(v):
             raise ValueError(f"robustness channel {spec!r}: {v:g} is not {what}")
     return name, values
+
+
+_USER_CHANNELS: dict = {}  # "FILE.py:NAME" -> the function: a file is run once per process
+
+
+def user_channel(target: str):
+    """The function ``call:TARGET`` names: ``FILE.py:NAME`` (a Python file, read from the current
+    folder) or ``MODULE:NAME`` (an importable module), with a one-line error naming the fix."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if target in _USER_CHANNELS:
+        return _USER_CHANNELS[target]
+    where, _, name = target.rpartition(":")
+    spec = f"call:{target}"
+    if not where or not name:
+        raise ValueError(f"robustness channel {spec!r}: name a function as call:FILE.py:NAME or call:MODULE:NAME")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise ValueError(f"robustness channel {spec!r}: no file {path.resolve()}; give the Python file's path "
+                             "from the current folder")
+        loader = importlib.util.spec_from_file_location(f"briarpatch_channel_{path.stem}", path)
+        module = importlib.util.module_from_spec(loader)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:
+            raise ValueError(f"robustness channel {spec!r}: running {path} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ValueError(f"robustness channel {spec!r}: cannot import {where} ({exc}); name a file instead: "
+                             f"call:./{where.replace('.', '/')}.py:{name}") from exc
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")][:5]
+        raise ValueError(f"robustness channel {spec!r}: {where} has no function {name!r}"
+                         + (f" (it has {', '.join(found)})" if found else ""))
+    # Tried once on a grey ramp here, when the settings are checked: a function that fails or
+    # returns the wrong thing is named before any photo is embedded (or any patch trained).
+    _call_each(torch.linspace(0, 1, 128).expand(1, 3, 128, 128), fn, spec, seed=0, start=0)
+    _USER_CHANNELS[target] = fn
+    return fn
+
+
+def _as_unit_chw(result, spec: str) -> torch.Tensor:
+    """What a user's channel returned, as a float RGB (3, H, W) image in [0, 1]."""
+    from PIL import Image
+
+    if isinstance(result, Image.Image):
+        result = np.asarray(result.convert("RGB"))
+    if isinstance(result, np.ndarray) and result.dtype == np.uint8 and result.ndim in (2, 3):
+        result = torch.from_numpy(_gray_last(result).copy()).permute(2, 0, 1)
+    if not isinstance(result, torch.Tensor) or result.ndim != 3 or result.shape[0] not in (1, 3):
+        kind = f"{type(result).__name__} {tuple(getattr(result, 'shape', ()))}"
+        raise ValueError(f"robustness channel {spec!r} returned {kind}: return a PIL image, a uint8 (H, W, 3) array "
+                         "or a (3, H, W) tensor in [0, 1]")
+    x = result.detach().cpu()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+        raise ValueError(f"robustness channel {spec!r} returned values from {float(x.min()):.3g} to "
+                         f"{float(x.max()):.3g}: return the photo in [0, 1], before Normalize (the encoder normalizes)")
+    return x.clamp(0, 1).expand(3, -1, -1)
+
+
+def _call_each(x: torch.Tensor, fn, spec: str, *, seed: int, start: int) -> torch.Tensor:
+    """A user's channel on each 8-bit photo of a batch. Photo ``start + i`` draws from ``(seed,
+    start + i)`` alone (Python's, NumPy's and torch's generators, restored afterwards), so random
+    transforms treat its clean and patched copies alike; one at a time, as those generators are shared."""
+    import random
+
+    levels = x.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for i in range(len(levels)):
+                draw = hash((int(seed), start + i)) % 2**32
+                random.seed(draw)
+                np.random.seed(draw)
+                torch.manual_seed(draw)
+                try:
+                    result = fn(_pil(levels[i]))
+                except Exception as exc:  # the user's code: its error, named, with the traceback under --debug
+                    raise ValueError(f"robustness channel {spec!r} failed on a photo: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                out.append(_as_unit_chw(result, spec))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    sizes = sorted({tuple(o.shape[-2:]) for o in out})
+    if len(sizes) > 1:
+        raise ValueError(f"robustness channel {spec!r} returned photos of different sizes ({sizes[0][1]}x{sizes[0][0]}, "
+                         f"{sizes[1][1]}x{sizes[1][0]}): end it with a resize to the model's one size")
+    return torch.stack(out).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
 def _pil_each(x: torch.Tensor, edit) -> torch.Tensor:
@@ -470,6 +574,9 @@ def apply_channel(spec: str, images: torch.Tensor, *, paste=None, seed: int = 0,
         return out
     name, args = parse_channel(spec)
     b, _, h, w = images.shape
+    if name == "call":
+        x = paste(images) if paste is not None else images
+        return _call_each(x, args[0], spec, seed=seed, start=start)
     if name == "downscale_jpeg":
         factor, quality = int(args[0]), int(args[1])
         # The larger photo, as saved (8-bit). In place: at 4x a float pass over the batch costs

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from briarpatch import evaluation, metrics
 from briarpatch.artifacts import BriarPatch
@@ -427,3 +428,78 @@ def test_a_runs_relative_data_paths_are_read_from_the_folder_it_was_trained_in(t
     assert mine.data.manifest == "other.csv"  # the user's own value is never moved
     monkeypatch.chdir(project)  # from the training's folder: as given
     assert evaluation.with_run_config(cfg)[0].data.manifest == "lists/m.csv"
+
+
+JOURNEY = '''
+import random
+from PIL import Image
+from torchvision import transforms
+
+def crop(photo):  # a fixed crop of the top-left quarter, resized back
+    w, h = photo.size
+    return photo.crop((0, 0, w // 2, h // 2)).resize((w, h), Image.BILINEAR)
+
+def tensor(photo):
+    return transforms.ToTensor()(photo)
+
+augment = transforms.Compose([transforms.RandomResizedCrop(32, scale=(0.3, 0.6)), transforms.RandomHorizontalFlip()])
+
+def jpeg_or_not(photo):  # Python's own generator
+    return photo.rotate(90) if random.random() < 0.5 else photo
+
+def sizes(photo):
+    return photo.resize((32, 32 if random.random() < 0.5 else 30))
+
+def normalized(photo):
+    return transforms.Normalize([0.5] * 3, [0.2] * 3)(transforms.ToTensor()(photo))
+
+def fails(photo):
+    return photo.crop("not a box")
+'''
+
+
+def test_a_users_own_channel_runs_their_function_alike_on_clean_and_patched_photos(tmp_path, monkeypatch, tiny_cfg):
+    """`call:FILE.py:NAME`: a model owner's own preprocessing, random transforms included, drawn alike
+    for a photo's clean and patched copies; every mistake named before a photo is embedded."""
+    from briarpatch.pipeline import apply_channel
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "journey.py").write_text(JOURNEY)
+    x = torch.rand(6, 3, 32, 32).mul(255).round().div(255)
+    want = F.interpolate(x[..., :16, :16], size=32, mode="bilinear", align_corners=False)
+    assert (apply_channel("call:journey.py:crop", x) - want).abs().mean() < 0.02
+    assert torch.equal(apply_channel("call:./journey.py:tensor", x), x)  # a [0, 1] tensor back, unchanged
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    for name in ("augment", "jpeg_or_not"):
+        first = apply_channel(f"call:journey.py:{name}", x, start=10)
+        # Each photo's draw depends on its index alone: the same photos again, in another batching,
+        # get the same transforms; other photos other ones.
+        assert torch.equal(torch.cat([apply_channel(f"call:journey.py:{name}", x[i:i + 2], start=10 + i)
+                                      for i in (0, 2, 4)]), first)
+        assert not torch.equal(first[0], first[1]) and not torch.equal(first, apply_channel(f"call:journey.py:{name}",
+                                                                                            x, start=20))
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), before)  # the global generators are left as they were
+    example = Path(__file__).resolve().parents[1] / "scripts" / "journey_example.py"  # the documented one
+    for name in ("deploy", "augment"):
+        assert apply_channel(f"call:{example}:{name}", x[:2]).shape == (2, 3, 128, 128)
+    # Through an evaluation: clean and patched photos go through it; its clean embeddings are not
+    # cached, since the function may change under the same name.
+    cfg = tiny_cfg("eval.robustness=[identity,call:journey.py:augment]", "eval.n_boot=0", "eval.allow_mismatch=true",
+                   name="evaluate")
+    report = evaluation.evaluate_run(cfg, patch_path="default")
+    assert set(report["robustness"]) == {"identity", "call:journey.py:augment"}
+    cached = len(list(Path(cfg.eval.cache_dir).glob("*.npy")))
+    assert cached == 2  # the untouched training and evaluation splits only
+    for spec, match in (("call:nope.py:crop", "no file .*nope.py"), ("call:journey.py:crops", "has no function 'crops'"),
+                        ("call:journey:crop", r"cannot import journey .*call:./journey.py:crop"),
+                        ("call:journey.py", "name a function as call:FILE.py:NAME"),
+                        ("call:journey.py:normalized", r"returned values from -2.5 to 2.5: return the photo in \[0, 1\], "
+                                                       "before Normalize"),
+                        ("call:journey.py:fails", "failed on a photo: .*Error")):
+        with pytest.raises(ValueError, match=f"robustness channel '{spec}'.*{match}"):
+            EvalSettings(robustness=(spec,))
+    with pytest.raises(ValueError, match=r"'call:journey.py:sizes' returned photos of different sizes \(32x30, 32x32\): "
+                                         "end it with a resize"):
+        apply_channel("call:journey.py:sizes", x)
