@@ -30,3 +30,20 @@ def deploy(photo: Image.Image) -> Image.Image:
 #: A model owner's training augmentation, as a journey: a random crop of 70-100 % of the area,
 #: resized back, and a coin-flip mirror.
 augment = transforms.Compose([transforms.RandomResizedCrop(128, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip()])
+
+
+if __name__ == "__main__":
+    # `python scripts/journey_example.py [overrides]`: the shipped patch (or patch=PATH) through both
+    # journeys, the evaluation docs/robustness.md ("Your own journey") reports.
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from briarpatch.cli import main
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Run, it evaluates a patch through "
+                                     "both journeys below; overrides (patch=PATH, eval.*) go to briarpatch evaluate.")
+    _, overrides = parser.parse_known_args()
+    here = Path(__file__).resolve()
+    journeys = f"eval.robustness=[identity,call:{here}:deploy,call:{here}:augment]"
+    sys.exit(main(["evaluate", "patch=default", journeys, "eval.baselines=false", *overrides]))
