@@ -95,6 +95,8 @@ def _encode(values: pd.Series, *, threshold: float | None, role: str,
             positive=None) -> tuple[np.ndarray, list[str]]:
     """Integer codes and their names; numeric values are binarised at ``threshold`` when given, and
     ``positive`` (a value or a list of them) makes those classes 1 and every other 0."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise ValueError(f"data.target_threshold must be a number (e.g. 40) or null, got {threshold!r}")
     if threshold is not None and positive is not None:
         raise ValueError(f"data.target_threshold={threshold:g} and data.target_positive={positive} both make the "
                          "target yes/no: set data.target_threshold=null to pick classes")

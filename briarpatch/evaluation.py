@@ -242,8 +242,9 @@ def clean_embeddings(encoder, datamodule, split: str, *, settings: EvalSettings,
     what = f"clean {split}" + (f" through {channel}" if channel else "")
     embed = lambda: embed_dataset(encoder, dataset, desc=f"embedding {what}", channel=channel,  # noqa: E731
                                   seed=CHANNEL_SEED, **_embed_kwargs(settings))
-    if not settings.cache_dir or (channel is not None and any(name == "call" for name, _ in parse_chain(channel))):
-        return embed()  # a user's function may change under the same name: not cached
+    users = channel is not None and any(name == "call" for name, _ in parse_chain(channel))
+    if not settings.cache_dir or users:  # a user's function may change under the same name: not cached
+        return embed()
     key = _cache_key(encoder, datamodule, split, weights, settings.precision, channel,
                      None if channel is None else len(dataset))
     path = Path(settings.cache_dir).expanduser() / f"{key}.npy"

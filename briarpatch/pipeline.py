@@ -502,8 +502,9 @@ def _call_each(x: torch.Tensor, fn, spec: str, *, seed: int, start: int) -> torc
         np.random.set_state(np_state)
     sizes = sorted({tuple(o.shape[-2:]) for o in out})
     if len(sizes) > 1:
-        raise ValueError(f"robustness channel {spec!r} returned photos of different sizes ({sizes[0][1]}x{sizes[0][0]}, "
-                         f"{sizes[1][1]}x{sizes[1][0]}): end it with a resize to the model's one size")
+        (h0, w0), (h1, w1) = sizes[:2]
+        raise ValueError(f"robustness channel {spec!r} returned photos of different sizes ({w0}x{h0}, {w1}x{h1}): "
+                         "end it with a resize to the model's one size")
     return torch.stack(out).to(x.dtype if x.is_floating_point() else torch.float32)
 
 

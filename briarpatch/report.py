@@ -160,7 +160,7 @@ def _subject(report: dict) -> str:
             f"data: {name}{split}.")
 
 
-def _labels(report: dict) -> tuple[str, str]:
+def _y_and_s(report: dict) -> tuple[str, str]:
     """What Y and S are, where a dataset on disk names them: `` (label: dog or not)``, `` (group)``."""
     data = report.get("data", {})
     if "target" not in data:
@@ -175,7 +175,7 @@ def _labels(report: dict) -> tuple[str, str]:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    y, groups = _labels(report)
+    y, groups = _y_and_s(report)
     out = ["# briarpatch evaluation report", "", _subject(report), "",
            f"Downstream predictor of Y{y}: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
            f"scored on {s['n_test']} evaluation images. Groups of S{groups}: {', '.join(s['groups'])}.", "",

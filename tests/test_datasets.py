@@ -441,7 +441,7 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
 def test_one_class_of_a_target_against_the_rest(tmp_path):
     """A target of several classes (a species, a race) becomes yes/no with data.target_positive: one
     class or a list, named as the data spell it (case aside); the mistakes are named with their fix."""
-    from briarpatch.report import _labels
+    from briarpatch.report import _y_and_s
 
     path = make_manifest(tmp_path, split=False)
     frame = pd.read_csv(path)
@@ -467,9 +467,10 @@ def test_one_class_of_a_target_against_the_rest(tmp_path):
     y, _ = labels(load("data.target=score", "data.target_positive=3"))
     assert y.sum() == N // 4
     assert "target_positive" not in load("data.target=label").describe()  # unset: the cache keys stay as they were
-    assert _labels({"data": dm.describe()}) == (" (kind: Dog or not)", " (group)")  # the report's words
+    assert _y_and_s({"data": dm.describe()}) == (" (kind: Dog or not)", " (group)")  # the report's words
 
-    with pytest.raises(ValueError, match=r"data.target_positive=dgo is not a value of target 'kind' \(bird, cat, Dog\)"):
+    with pytest.raises(ValueError, match=r"data.target_positive=dgo is not a value of target 'kind' "
+                                         r"\(bird, cat, Dog\)"):
         load("data.target_positive=dgo")
     with pytest.raises(ValueError, match="data.target_threshold=40 and data.target_positive=Dog both make the target "
                                          "yes/no: set data.target_threshold=null"):
@@ -478,6 +479,8 @@ def test_one_class_of_a_target_against_the_rest(tmp_path):
                                          r"data.target_threshold=40 cannot binarise it: data.target_threshold=null "
                                          "keeps its classes, data.target_positive=VALUE"):
         load("data.target_threshold=40")
+    with pytest.raises(ValueError, match="data.target_threshold must be a number \\(e.g. 40\\) or null, got 'forty'"):
+        load("data.target=score", "data.target_threshold=forty")  # it read "Invalid comparison between ..."
 
 
 def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_looked_for(tmp_path):
@@ -499,8 +502,8 @@ def test_a_list_written_on_windows_is_read_and_missing_paths_say_where_they_are_
     frame.assign(path="m/" + frame["path"]).to_csv(moved, index=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
-        with pytest.raises(FileNotFoundError, match=r"and these are found from the current folder \(e.g. m/imgs/0.jpg\): "
-                                                    r"write them relative to .*/m/, or absolute"):
+        with pytest.raises(FileNotFoundError, match=r"and these are found from the current folder \(e.g. "
+                                                    r"m/imgs/0.jpg\): write them relative to .*/m/, or absolute"):
             build(compose_cfg("train", [*data, f"data.manifest={moved}"]).data)
 
 

@@ -492,14 +492,15 @@ def test_a_users_own_channel_runs_their_function_alike_on_clean_and_patched_phot
     assert set(report["robustness"]) == {"identity", "call:journey.py:augment"}
     cached = len(list(Path(cfg.eval.cache_dir).glob("*.npy")))
     assert cached == 2  # the untouched training and evaluation splits only
-    for spec, match in (("call:nope.py:crop", "no file .*nope.py"), ("call:journey.py:crops", "has no function 'crops'"),
+    for spec, match in (("call:nope.py:crop", "no file .*nope.py"),
+                        ("call:journey.py:crops", "has no function 'crops'"),
                         ("call:journey:crop", r"cannot import journey .*call:./journey.py:crop"),
                         ("call:journey.py", "name a function as call:FILE.py:NAME"),
-                        ("call:journey.py:normalized", r"returned values from -2.5 to 2.5: return the photo in \[0, 1\], "
-                                                       "before Normalize"),
+                        ("call:journey.py:normalized",
+                         r"returned values from -2.5 to 2.5: return the photo in \[0, 1\], before Normalize"),
                         ("call:journey.py:fails", "failed on a photo: .*Error")):
         with pytest.raises(ValueError, match=f"robustness channel '{spec}'.*{match}"):
             EvalSettings(robustness=(spec,))
-    with pytest.raises(ValueError, match=r"'call:journey.py:sizes' returned photos of different sizes \(32x30, 32x32\): "
-                                         "end it with a resize"):
+    with pytest.raises(ValueError, match=r"'call:journey.py:sizes' returned photos of different sizes "
+                                         r"\(32x30, 32x32\): end it with a resize"):
         apply_channel("call:journey.py:sizes", x)
