@@ -91,21 +91,23 @@ def _label_text(value) -> str:
     return str(value).strip()
 
 
-def _encode(values: pd.Series, *, threshold: float | None, role: str,
-            positive=None) -> tuple[np.ndarray, list[str]]:
-    """Integer codes and their names; numeric values are binarised at ``threshold`` when given, and
-    ``positive`` (a value or a list of them) makes those classes 1 and every other 0."""
+def _encode(values: pd.Series, *, threshold: float | None, role: str, positive=None,
+            setting: str = "data.target_threshold") -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their names; numeric values are binarised at ``threshold`` (the value of
+    ``setting``) when given, and ``positive`` (a value or a list of them) makes those classes 1 and
+    every other 0."""
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise ValueError(f"data.target_threshold must be a number (e.g. 40) or null, got {threshold!r}")
+        raise ValueError(f"{setting} must be a number (e.g. 40) or null, got {threshold!r}")
     if threshold is not None and positive is not None:
         raise ValueError(f"data.target_threshold={threshold:g} and data.target_positive={positive} both make the "
                          "target yes/no: set data.target_threshold=null to pick classes")
     if threshold is not None:
         numeric = pd.to_numeric(values.astype(str).str.extract(r"(-?\d+\.?\d*)")[0], errors="coerce")
         if numeric.isna().any():
+            classes = ("keeps its classes, data.target_positive=VALUE sets one class against the rest"
+                       if setting == "data.target_threshold" else "keeps its groups")
             raise ValueError(f"{role} has values that are not numbers (e.g. {values[numeric.isna()].iloc[0]!r}), "
-                             f"so data.target_threshold={threshold:g} cannot binarise it: data.target_threshold=null "
-                             "keeps its classes, data.target_positive=VALUE sets one class against the rest")
+                             f"so {setting}={threshold:g} cannot binarise it: {setting}=null {classes}")
         return (numeric >= threshold).astype(int).to_numpy(), [f"<{threshold:g}", f">={threshold:g}"]
     if positive is not None:
         return _one_against_rest(values, positive, role=role)
@@ -384,7 +386,7 @@ class TableDataModule(SplitDataModule):
 
 
 def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, target_threshold, y_values, s_values,
-            split, root, target_positive=None, **kwargs) -> TableDataModule:
+            split, root, target_positive=None, sensitive_threshold=None, **kwargs) -> TableDataModule:
     # Settings are checked before the labels: a preset's setting this reader does not take
     # (data.train_size with data=manifest) is the mistake to name, in Python's own words, which
     # config.build turns into the setting's name.
@@ -406,13 +408,14 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
         raise ValueError(f"data.target and data.sensitive are the same column ({target!r}): a patch that hid it would "
                          "hide the target too; choose another column for one of them")
     numeric_s = pd.to_numeric(s_values, errors="coerce")
-    if numeric_s.notna().all() and numeric_s.nunique() > 10:  # a measurement, not groups
+    if sensitive_threshold is None and numeric_s.notna().all() and numeric_s.nunique() > 10:  # a measurement
         raise ValueError(f"data.sensitive={sensitive!r} has {numeric_s.nunique()} distinct numbers: a patch hides a "
-                         "group attribute; give a column of groups (for example 0/1 for "
-                         f"{sensitive} >= {numeric_s.median():g}, the median)")
+                         f"group attribute; make two groups with data.sensitive_threshold=T ({sensitive} >= T; "
+                         f"its median: {numeric_s.median():g}), or give a column of groups")
     y, target_names = _encode(y_values.rename(target), threshold=target_threshold, positive=target_positive,
                               role=f"target {target!r}")
-    s, group_names = _encode(s_values.rename(sensitive), threshold=None, role=f"sensitive {sensitive!r}")
+    s, group_names = _encode(s_values.rename(sensitive), threshold=sensitive_threshold, role=f"sensitive {sensitive!r}",
+                             setting="data.sensitive_threshold")
     if split is None:
         split = _stratified_split(s, y, seed=kwargs.get("seed", 0))
         empty = [part for part in SPLITS if not (split == part).any()]
@@ -430,8 +433,11 @@ def _module(frame: pd.DataFrame, *, name: str, target: str, sensitive: str, targ
                              "or give a split column")
     table = pd.DataFrame({"path": frame["path"].to_numpy(), "y": y, "s": s, "split": np.asarray(split)})
     info = {"root": str(root), "target": target, "sensitive": sensitive, "target_threshold": target_threshold}
-    if target_positive is not None:  # only when set: the cache keys of earlier runs stay valid
+    # Only when set: the cache keys of earlier runs stay valid.
+    if target_positive is not None:
         info["target_positive"] = target_names[1]
+    if sensitive_threshold is not None:
+        info["sensitive_threshold"] = sensitive_threshold
     return TableDataModule(table, name=name, group_names=group_names, target_names=target_names,
                            sensitive_name=sensitive, target_name=target, describe=info, **kwargs)
 

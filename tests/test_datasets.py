@@ -394,8 +394,16 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
                                          r"data.target_threshold \(its median: 47.5\)"):
         load("ages.csv", target="age")
     with pytest.raises(ValueError, match=r"data.sensitive='age' has 60 distinct numbers: a patch hides a group "
-                                         r"attribute; give a column of groups \(for example 0/1 for age >= 47.5"):
+                                         r"attribute; make two groups with data.sensitive_threshold=T \(age >= T; "
+                                         r"its median: 47.5\), or give a column of groups"):
         load("ages.csv", sensitive="age")
+    dm = load("ages.csv", sensitive="age", sensitive_threshold=40)  # age as the sensitive attribute, in two groups
+    assert dm.group_names == ["<40", ">=40"] and dm.describe()["sensitive_threshold"] == 40
+    assert sum(int(dm.split(part).s.sum()) for part in ("train", "val", "test")) == int((numeric["age"] >= 40).sum())
+    with pytest.raises(ValueError, match=r"sensitive 'group' has values that are not numbers \(e.g. 'a'\), so "
+                                         r"data.sensitive_threshold=40 cannot binarise it: data.sensitive_threshold=null "
+                                         "keeps its groups"):
+        load("ages.csv", sensitive_threshold=40)
     frame.head(3).to_csv(tmp_path / "three_rows.csv", index=False)
     with pytest.raises(ValueError, match="cells for 3 images; list more images, or give a split column"):
         load("three_rows.csv")
