@@ -357,8 +357,9 @@ class TableDataModule(SplitDataModule):
         self._splits = {}
         for split in SPLITS:
             part = table[table["split"] == split]
-            if limit is not None and len(part) > limit:
-                part = part.sample(n=limit, random_state=seed)
+            # In a seeded order, not the list's: eval.robustness_size takes each split's first photos,
+            # which a list sorted by class or group made all one class (data.limit's subsample as before).
+            part = part.sample(n=limit if limit is not None and len(part) > limit else len(part), random_state=seed)
             if len(part) == 0:
                 raise ValueError(f"the {split} split of {name} is empty; check the split file or data.limit")
             self._splits[split] = TableDataset([Path(p) for p in part["path"]], part["y"].to_numpy(),

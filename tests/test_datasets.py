@@ -446,6 +446,21 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
         check_evaluable(load("typo.csv"), EvalSettings())
 
 
+def test_a_list_sorted_by_class_is_served_in_a_seeded_order(tmp_path):
+    """The robustness channels take each split's first eval.robustness_size photos: in the list's
+    order, a list sorted by class gave them one class (and a biased share of the groups)."""
+    path = make_manifest(tmp_path, split=False)
+    frame = pd.read_csv(path).sort_values(["label", "group"])
+    frame.to_csv(tmp_path / "sorted.csv", index=False)
+    over = ["data=manifest", f"data.manifest={tmp_path / 'sorted.csv'}", "data.target=label", "data.sensitive=group"]
+    dm = build(compose_cfg("train", over).data)
+    train_split = dm.split("train")
+    first = train_split.y[:len(train_split) // 3]
+    assert 0 < first.float().mean() < 1 and 0 < train_split.s[:len(train_split) // 3].float().mean() < 1
+    again = build(compose_cfg("train", over).data).split("train")
+    assert again.paths == train_split.paths  # the same order every time (seeded by data.seed)
+
+
 def test_one_class_of_a_target_against_the_rest(tmp_path):
     """A target of several classes (a species, a race) becomes yes/no with data.target_positive: one
     class or a list, named as the data spell it (case aside); the mistakes are named with their fix."""
