@@ -572,6 +572,23 @@ def _encoder_row(name: str, trained_on: bool, report: dict) -> dict:
                         for setting in ("clean", "non_adaptive", "adaptive")}}
 
 
+#: Photos an evaluation embeds above which it says so first (the default benchmark's: about 80,000).
+LARGE_EVALUATION = 250_000
+
+
+def photos_to_embed(datamodule, settings: EvalSettings, *, encoders: int = 1) -> int:
+    """How many photos an evaluation embeds at most (before its cache): the main protocol (clean and
+    patched training and evaluation photos, two controls), each channel's, and ``encoders - 1``
+    further encoders' lighter protocol."""
+    n_train, n_test = len(datamodule.split("train")), len(datamodule.split("test"))
+    r_train, r_test = settings.robustness_counts(n_train, n_test)
+    total = 2 * n_train + 4 * n_test + (encoders - 1) * (2 * n_train + 2 * n_test)
+    for channel in settings.robustness:
+        if channel != "identity":
+            total += r_test if clean_unchanged(channel) else r_train + 2 * r_test
+    return total
+
+
 def _hold_decoded(datamodule) -> None:
     """Photos read from disk are decoded once for the whole evaluation, the evaluation split first,
     within :func:`briarpatch.datasets.hold_budget`."""
@@ -605,6 +622,11 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
     check_groups(datamodule.split("train").s, split="train", group_names=datamodule.group_names)
     check_groups(datamodule.split("test").s, split="test", group_names=datamodule.group_names)
     check_evaluable(datamodule, settings)
+    total = photos_to_embed(datamodule, settings, encoders=len(members) + len(settings.transfer))
+    if total > LARGE_EVALUATION and settings.progress:  # CelebA's size: hours on a CPU, said before the first pass
+        stage(f"[evaluate] up to {total:,} photos to embed in all (training split {len(datamodule.split('train')):,}, "
+              f"evaluation split {len(datamodule.split('test')):,}; the first stage's time gives the pace): "
+              "data.limit=N subsamples every split, eval.robustness_size=N the channels' share", file=sys.stderr)
     if settings.num_workers == 0:
         _hold_decoded(datamodule)
 

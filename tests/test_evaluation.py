@@ -504,3 +504,23 @@ def test_a_users_own_channel_runs_their_function_alike_on_clean_and_patched_phot
     with pytest.raises(ValueError, match=r"'call:journey.py:sizes' returned photos of different sizes "
                                          r"\(32x30, 32x32\): end it with a resize"):
         apply_channel("call:journey.py:sizes", x)
+
+
+def test_a_large_evaluation_says_how_many_photos_it_embeds_before_the_first(tiny_cfg, monkeypatch, capsys):
+    """A dataset of CelebA's size embeds about 1.8 million photos (hours on a CPU): said first, with
+    the settings that make it smaller."""
+    dm = SyntheticDataModule(image_size=32, train_size=40, val_size=8, test_size=20)
+    settings = EvalSettings(robustness=("identity", "aspect:4:3", "jpeg:75", "center_crop:0.875"), robustness_size=10)
+    # Main protocol: clean and patched training photos, the evaluation photos clean, patched and
+    # under two controls; aspect: its patched photos only (the clean ones come back untouched);
+    # each other channel: clean training, clean and patched evaluation photos.
+    assert evaluation.photos_to_embed(dm, settings) == 2 * 40 + 4 * 20 + 10 + 2 * (10 + 2 * 10)
+    assert evaluation.photos_to_embed(dm, settings, encoders=2) == 2 * 40 + 4 * 20 + 10 + 2 * 30 + 2 * 40 + 2 * 20
+    monkeypatch.setattr(evaluation, "LARGE_EVALUATION", 10)
+    trained = train(tiny_cfg("evaluate_after_train=false"))
+    cfg = tiny_cfg(f"patch_path={trained['patch']}", "eval.robustness=[identity]", "eval.progress=true",
+                   name="evaluate")
+    capsys.readouterr()
+    evaluation.evaluate_run(cfg, patch_path=trained["patch"])
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("[evaluate] up to ") and "data.limit=N subsamples every split" in first
