@@ -572,7 +572,7 @@ def _encoder_row(name: str, trained_on: bool, report: dict) -> dict:
                         for setting in ("clean", "non_adaptive", "adaptive")}}
 
 
-#: Photos an evaluation embeds above which it says so first (the default benchmark's: about 80,000).
+#: Photos an evaluation embeds above which it says so first (the default benchmark: 63,488).
 LARGE_EVALUATION = 250_000
 
 

@@ -401,8 +401,8 @@ def test_manifests_as_users_write_them(tmp_path, caplog):
     assert dm.group_names == ["<40", ">=40"] and dm.describe()["sensitive_threshold"] == 40
     assert sum(int(dm.split(part).s.sum()) for part in ("train", "val", "test")) == int((numeric["age"] >= 40).sum())
     with pytest.raises(ValueError, match=r"sensitive 'group' has values that are not numbers \(e.g. 'a'\), so "
-                                         r"data.sensitive_threshold=40 cannot binarise it: data.sensitive_threshold=null "
-                                         "keeps its groups"):
+                                         r"data.sensitive_threshold=40 cannot binarise it: "
+                                         "data.sensitive_threshold=null keeps its groups"):
         load("ages.csv", sensitive_threshold=40)
     frame.head(3).to_csv(tmp_path / "three_rows.csv", index=False)
     with pytest.raises(ValueError, match="cells for 3 images; list more images, or give a split column"):
