@@ -298,9 +298,23 @@ def remove_if_empty_run(run_dir) -> None:
         parent.rmdir()
 
 
-def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
+def must_be_set(key: str, cfg: DictConfig | None = None) -> str:
+    """``KEY must be set (add KEY=...)``; for a manifest's column settings, with the list's columns."""
+    text = f"{key} must be set (add {key}=...)"
+    if cfg is not None and key in ("data.target", "data.sensitive", "data.path_column"):
+        from .datasets import manifest_columns
+
+        columns = manifest_columns(OmegaConf.select(cfg, "data.manifest", default=None))
+        if columns:
+            shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+            text = f"{key} must be set: add {key}=COLUMN, one of the list's columns ({shown})"
+    return text
+
+
+def report_user_error(prog: str, exc: BaseException, *, run_dir=None, cfg: DictConfig | None = None) -> int:
     """One line on stderr naming the problem (the exception's own first line), no run folder left
-    behind; exit status 2. With ``HYDRA_FULL_ERROR=1`` (``--debug``) the exception propagates."""
+    behind; exit status 2. With ``HYDRA_FULL_ERROR=1`` (``--debug``) the exception propagates.
+    ``cfg`` lets a missing manifest column be named with the list's columns."""
     import sys
 
     if run_dir is not None:  # nothing left behind, with --debug too
@@ -313,7 +327,6 @@ def report_user_error(prog: str, exc: BaseException, *, run_dir=None) -> int:
         # Raised in a DataLoader worker: the original message is the traceback's last line.
         text = lines[-1].split(": ", 1)[-1]
     if exc.__class__.__name__ == "MissingMandatoryValue":
-        key = getattr(exc, "full_key", "") or text
-        text = f"{key} must be set (add {key}=...)"
+        text = must_be_set(getattr(exc, "full_key", "") or text, cfg)
     print(f"{prog}: {text}", file=sys.stderr)
     return 2

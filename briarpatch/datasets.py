@@ -556,6 +556,16 @@ def _read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def manifest_columns(manifest) -> list[str] | None:
+    """The columns of the list ``data.manifest`` names, or None where it cannot be read (for a hint)."""
+    if not manifest or manifest == "???":
+        return None
+    try:
+        return [str(c) for c in _read_table(Path(str(manifest)).expanduser()).columns]
+    except (OSError, ValueError):
+        return None
+
+
 def manifest(*, manifest: str, target: str, sensitive: str, path_column: str = "path", split_column=None,
              target_threshold=None, **kwargs):
     """Any CSV or Parquet manifest; paths relative to it; splits ``train``/``val``/``test`` or a seeded split."""

@@ -783,7 +783,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg, overrides=list(HydraConfig.get().overrides.task))
     except user_errors() as exc:
-        sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir")))
+        sys.exit(report_user_error("briarpatch evaluate", exc, run_dir=cfg.get("run_dir"), cfg=cfg))
     except OSError as exc:  # a full disk: one line (the embeddings cached so far are kept)
         full = disk_full(exc)
         if full is None or debugging():

@@ -23,7 +23,7 @@ from ._runlog import stage
 from .artifacts import save_patch, save_png
 from ._args import debugging
 from ._atomic import disk_full
-from .config import (PATH_SETTINGS, build, config_dir, config_hash, missing_settings, remove_if_empty_run,
+from .config import (PATH_SETTINGS, build, config_dir, config_hash, missing_settings, must_be_set, remove_if_empty_run,
                      report_user_error, user_errors)
 from .data import check_groups
 from .module import BriarPatchModule
@@ -324,7 +324,7 @@ def check_job(cfg: DictConfig) -> None:
     check_settings(cfg)
     missing = missing_settings(cfg)
     if missing:  # data.root of a real dataset: else found when that job reads its data
-        raise ValueError(f"{missing[0]} must be set (add {missing[0]}=...)")
+        raise ValueError(must_be_set(missing[0], cfg))
     for key in ("patch", "objective", "pipeline"):
         if cfg.get(key):
             build(cfg[key])
@@ -438,7 +438,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = train(cfg)
     except user_errors() as exc:
-        sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir")))
+        sys.exit(report_user_error("briarpatch train", exc, run_dir=cfg.get("run_dir"), cfg=cfg))
     except OSError as exc:  # a full disk: one line, and how to go on from the last checkpoint written
         full = disk_full(exc)
         if full is None or debugging():

@@ -150,6 +150,10 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_run_folder(tmp_path, args,
     ({"m.csv": b"path,y,s\n/nowhere/a.jpg,1,x\n"},
      ["train", "data=manifest", "data.manifest=m.csv", "data.target=y", "data.sensitive=s", "+data.train_size=64"],
      "data.train_size is not a setting of briarpatch.datasets.manifest; remove it (or the preset"),
+    # The first thing a list needs, named with the list's own columns (train and evaluate alike).
+    *[({"m.csv": b"file,label,gender\n/nowhere/a.jpg,1,x\n"}, [*command, "data=manifest", "data.manifest=m.csv"],
+       "data.target must be set: add data.target=COLUMN, one of the list's columns (file, label, gender)")
+      for command in (["train"], ["evaluate", "patch=default"])],
     ({"w.pt": b"\xff\xd8\xff\xe0 a photo"}, ["train", "encoder.weights=w.pt"],
      "w.pt cannot be read as weights for encoder efficientnet_lite0 (a state dict saved with torch.save)"),
     *[({"x.ckpt": content}, ["train", "ckpt_path=x.ckpt"],
