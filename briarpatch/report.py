@@ -129,7 +129,10 @@ def _robust_note(report: dict) -> str:
     links = [link.split(":")[0] for c in report.get("robustness", {}) for link in c.split("+")]  # as parse_chain
     if side and "input_size" not in links:
         # Measured on the shipped patch: at 96-256 px it did no better than a noise band (docs/robustness.md).
-        note += (f" The encoder saw every photo at {side} px; a model that looks at photos at another size is "
+        # A journey of the user's own (call:) may resize the photos: its size is theirs to say.
+        seen = (f"the photos at {side} px, or at the size a journey of your own (call:) gave them" if "call" in links
+                else f"every photo at {side} px")
+        note += (f" The encoder saw {seen}; a model that looks at photos at another size is "
                  "another model to the patch (input_size:N measures one).")
     full = report["settings"].get("n_train")
     if isinstance(full, int) and isinstance(n.get("n_train"), int) and n["n_train"] < full:

@@ -381,5 +381,9 @@ def test_the_channel_note_names_the_input_size_unless_a_channel_looks_at_another
     assert "The encoder saw every photo at 128 px" in _robust_note(report)
     report["robustness"]["jpeg:75+input_size:224"] = {}  # that row's encoder saw 224 px photos
     assert "saw every photo" not in _robust_note(report)
+    del report["robustness"]["jpeg:75+input_size:224"]
+    report["robustness"]["call:mine.py:to_224"] = {}  # a journey of the user's own may resize too
+    assert "The encoder saw the photos at 128 px, or at the size a journey of your own (call:) gave them" in \
+        _robust_note(report)
     del report["patch"]["model_input_size"]  # a report written before the size was recorded
     assert "saw every photo" not in _robust_note(report)
