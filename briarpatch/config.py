@@ -304,7 +304,10 @@ def must_be_set(key: str, cfg: DictConfig | None = None) -> str:
     if cfg is not None and key in ("data.target", "data.sensitive", "data.path_column"):
         from .datasets import manifest_columns
 
-        columns = manifest_columns(OmegaConf.select(cfg, "data.manifest", default=None))
+        try:  # a hint on an error's way out: never a second error
+            columns = manifest_columns(OmegaConf.select(cfg, "data.manifest", default=None))
+        except Exception:
+            columns = None
         if columns:
             shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
             text = f"{key} must be set: add {key}=COLUMN, one of the list's columns ({shown})"
