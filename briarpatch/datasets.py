@@ -326,10 +326,10 @@ class TableDataModule(SplitDataModule):
             frac = missing / len(table)
             msg = f"{missing} of {len(table)} listed images are missing on disk (e.g. {table.loc[~exists, 'path'].iloc[0]})"
             if frac > max_missing:
-                where = ("paths are read relative to the list's folder: check data.manifest's path column"
-                         if name.startswith("manifest") else "check data.root")
+                where = "check data.root"
                 if name.startswith("manifest"):
-                    where = _from_here(table.loc[~exists, "path"], Path((describe or {}).get("root", "."))) or where
+                    where = (_from_here(table.loc[~exists, "path"], Path((describe or {}).get("root", ".")))
+                             or "paths are read relative to the list's folder: check data.manifest's path column")
                 if table.loc[~exists, "path"].str.contains("\\", regex=False).any():
                     where = "its paths hold \\ (a list written on Windows): write them with /"
                 raise FileNotFoundError(f"{msg}; more than data.max_missing={max_missing}; {where}")

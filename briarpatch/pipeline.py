@@ -481,7 +481,7 @@ def _call_each(x: torch.Tensor, fn, spec: str, *, seed: int, start: int) -> torc
     transforms treat its clean and patched copies alike; one at a time, as those generators are shared."""
     import random
 
-    levels = x.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    levels = _levels(x)
     out = []
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -508,12 +508,17 @@ def _call_each(x: torch.Tensor, fn, spec: str, *, seed: int, start: int) -> torc
     return torch.stack(out).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
+def _levels(x: torch.Tensor) -> np.ndarray:
+    """A batch in [0, 1] (or of 8-bit levels, ``uint8``) as 8-bit ``(B, H, W, C)`` images."""
+    levels = x if x.dtype == torch.uint8 else x.detach().clamp(0, 1).mul_(255).round_().byte()
+    return levels.permute(0, 2, 3, 1).cpu().numpy()
+
+
 def _pil_each(x: torch.Tensor, edit) -> torch.Tensor:
     """``edit(i, image)`` on each image of a batch in [0, 1] (or of 8-bit levels, ``uint8``) as an
     8-bit PIL image (threaded, see :func:`_per_image`); the results, which must share one size,
     back as a CPU batch in [0, 1] (float32 for ``uint8`` input)."""
-    levels = x if x.dtype == torch.uint8 else x.detach().clamp(0, 1).mul_(255).round_().byte()
-    arr = levels.permute(0, 2, 3, 1).cpu().numpy()
+    arr = _levels(x)
     out = np.stack(_per_image(lambda i: _gray_last(np.asarray(edit(i, _pil(arr[i])))), range(len(arr))))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(torch.float32 if x.dtype == torch.uint8 else x.dtype) / 255
 
