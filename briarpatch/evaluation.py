@@ -65,8 +65,11 @@ class EvalSettings:
 
     Parameters
     ----------
-    predictor : {"logistic", "mlp"}
-        The downstream model of Y.
+    predictor : {"logistic", "mlp"}, str or dict
+        The downstream model of Y: a named one, or any scikit-learn classifier, by its import path
+        (``"sklearn.ensemble.HistGradientBoostingClassifier"``) or as ``{"_target_": path, param:
+        value}``. Every predictor sees standardized embeddings; one with a ``random_state`` left
+        unset gets ``seed``.
     n_boot : int
         Bootstrap resamples of the evaluation photos for 95 % intervals (0: none): per-group
         metrics, every probe's balanced accuracy, the accuracy change each patch causes, each
@@ -97,7 +100,7 @@ class EvalSettings:
         ``None``: all of them, as the main protocol. Fewer make a weaker probe: a lower bound.
     """
 
-    predictor: str = "logistic"
+    predictor: str | dict = "logistic"
     n_boot: int = 200
     batch_size: int = 64
     device: str = "auto"
@@ -115,8 +118,8 @@ class EvalSettings:
     def __post_init__(self):
         # Checked here, not when they are used: a bad value should not cost the embeddings (or the
         # training) first.
-        if self.predictor not in ("logistic", "mlp"):
-            raise ValueError(f"eval.predictor must be 'logistic' or 'mlp', got {self.predictor!r}")
+        if self.predictor not in PREDICTORS:
+            _try_classifier(self.predictor)
         for key, low in (("n_boot", 0), ("batch_size", 1), ("num_workers", 0)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -355,7 +358,14 @@ def check_evaluable(datamodule, settings: EvalSettings) -> None:
                              f"{MIN_PER_GROUP} each): {fix}{stray}")
 
 
-def _classifier(kind: str, seed: int):
+PREDICTORS = ("logistic", "mlp")
+_PREDICTOR_FIX = ("name logistic, mlp or a scikit-learn classifier: eval.predictor=sklearn.svm.SVC, or with "
+                  "settings 'eval.predictor={_target_:sklearn.neighbors.KNeighborsClassifier,n_neighbors:15}'")
+
+
+def _classifier(kind, seed: int):
+    """A downstream model or probe: ``logistic``, ``mlp`` or a scikit-learn classifier (``eval.predictor``),
+    behind a StandardScaler."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -366,7 +376,62 @@ def _classifier(kind: str, seed: int):
     if kind == "mlp":
         return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, max_iter=300,
                                                              early_stopping=True, random_state=seed))
-    raise ValueError(f"unknown model {kind!r}; choose 'logistic' or 'mlp'")
+    return make_pipeline(StandardScaler(), _own_classifier(kind, seed))
+
+
+def _own_classifier(spec, seed: int):
+    """The scikit-learn classifier ``eval.predictor`` names: an import path, or ``{_target_: path, **settings}``."""
+    import importlib
+
+    from sklearn.base import is_classifier
+
+    if isinstance(spec, str) and "." in spec:
+        spec = {"_target_": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
+        raise ValueError(f"eval.predictor={spec!r} is not a downstream model: {_PREDICTOR_FIX}")
+    settings = {k: v for k, v in spec.items() if k != "_target_"}
+    where, _, name = spec["_target_"].rpartition(".")
+    try:
+        make = getattr(importlib.import_module(where), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"eval.predictor: cannot import {spec['_target_']} ({exc}); {_PREDICTOR_FIX}") from exc
+    try:
+        model = make(**settings)
+    except Exception as exc:
+        raise ValueError(f"eval.predictor: {spec['_target_']}({_arguments(settings)}) failed: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if not is_classifier(model):
+        raise ValueError(f"eval.predictor: {spec['_target_']} is not a scikit-learn classifier; {_PREDICTOR_FIX}")
+    if "random_state" in model.get_params() and "random_state" not in settings:
+        model.set_params(random_state=seed)  # repeatable, as the built-in mlp
+    return model
+
+
+def _arguments(settings: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in settings.items())
+
+
+def _try_classifier(spec) -> None:
+    """Fit ``eval.predictor`` once on 200 random points, when the settings are checked: a setting
+    scikit-learn refuses only at fit time is named before any photo is embedded."""
+    x = np.random.default_rng(0).normal(size=(200, 8))
+    y = (x[:, 0] > 0).astype(int)
+    model = _classifier(spec, 0)
+    try:
+        model.fit(x, y).predict(x)
+    except Exception as exc:
+        raise ValueError(f"eval.predictor: {predictor_label(spec)} cannot be fit: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def predictor_label(spec) -> str:
+    """``eval.predictor`` as the report names it: ``logistic``, ``SVC``, ``KNeighborsClassifier(n_neighbors=15)``."""
+    if spec in PREDICTORS:
+        return spec
+    spec = {"_target_": spec} if isinstance(spec, str) else spec
+    name = str(spec["_target_"]).rpartition(".")[2]
+    settings = {k: v for k, v in spec.items() if k != "_target_"}
+    return f"{name}({_arguments(settings)})" if settings else name
 
 
 def fit_probe(kind: str, embeddings: np.ndarray, s: np.ndarray, *, seed: int = 0):
@@ -391,8 +456,10 @@ def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, see
         skipped["threshold_optimizer"] = (f"group {', '.join(one_class)} has a single target class in the "
                                           "training split (a threshold per group needs both)")
     else:
+        # "auto": predict_proba, or for a predictor without it (eval.predictor=sklearn.svm.SVC) its
+        # decision_function, then its predict.
         to = ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True,
-                                predict_method="predict_proba")
+                                predict_method="auto")
         to.fit(clean_train, y_train, sensitive_features=s_train)
         preds["threshold_optimizer"] = to.predict(clean_test, sensitive_features=s_test, random_state=seed)
     scaler = StandardScaler().fit(clean_train)
@@ -414,7 +481,7 @@ def run_protocol(*, clean_train, clean_test, patched_train, patched_test: dict[s
     predictor = _classifier(settings.predictor, settings.seed).fit(clean_train, y_train)
     preds = {"clean": predictor.predict(clean_test)}
     preds.update({name: predictor.predict(emb) for name, emb in patched_test.items()})
-    report: dict = {"settings": {"predictor": settings.predictor, "n_boot": settings.n_boot,
+    report: dict = {"settings": {"predictor": predictor_label(settings.predictor), "n_boot": settings.n_boot,
                                  "n_train": int(len(y_train)), "n_test": int(len(y_test)), "groups": list(group_names)}}
     for name in ("clean", "patched"):
         report[name] = fairness_summary(y_test, preds[name], s_test)

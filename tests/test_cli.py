@@ -100,7 +100,11 @@ def _new_interpreter(*argv, cwd, timeout=600):
     (["evaluate", "patch=default", "eval.cache_dir=/proc/briarpatch"],
      "eval.cache_dir=/proc/briarpatch cannot be written"),
     (["train", "experiment=smoke", "eval.cache_dir=/proc/briarpatch"], "or eval.cache_dir=null to keep no cache"),
-    (["train", "eval.predictor=svm"], "eval.predictor must be 'logistic' or 'mlp', got 'svm'"),
+    (["train", "eval.predictor=svm"], "eval.predictor='svm' is not a downstream model: name logistic, mlp or a "
+                                      "scikit-learn classifier: eval.predictor=sklearn.svm.SVC"),
+    # A scikit-learn classifier with settings, the Hydra way; a regressor is refused before anything runs.
+    (["evaluate", "patch=default", "eval.predictor={_target_:sklearn.linear_model.Ridge,alpha:2}"],
+     "eval.predictor: sklearn.linear_model.Ridge is not a scikit-learn classifier"),
     (["evaluate"], "which patch? add patch=PATH"),
     (["trian"], "unknown command 'trian'; did you mean train?"),
     (["evaluate", "default"], "which patch? did you mean patch=default?"),

@@ -332,6 +332,48 @@ def test_a_baseline_that_cannot_run_is_named_not_failed():
     assert "Not run: threshold_optimizer (group b" in markdown(report)
 
 
+def test_any_scikit_learn_classifier_can_be_the_downstream_predictor():
+    from briarpatch.report import markdown
+
+    clean_train, y_train, s_train = _toy_embeddings(n=200, seed=0)
+    clean_test, y_test, s_test = _toy_embeddings(n=200, seed=1)
+    # An SVC has no predict_proba: Fairlearn's ThresholdOptimizer takes its decision_function.
+    for spec, label in (("sklearn.svm.SVC", "SVC"),
+                        ({"_target_": "sklearn.neighbors.KNeighborsClassifier", "n_neighbors": 7},
+                         "KNeighborsClassifier(n_neighbors=7)")):
+        settings = EvalSettings(predictor=spec, n_boot=0, baselines=True, progress=False)
+        report = run_protocol(clean_train=clean_train, clean_test=clean_test, patched_train=clean_train,
+                              patched_test={"patched": clean_test}, y_train=y_train, y_test=y_test,
+                              s_train=s_train, s_test=s_test, group_names=["a", "b"], settings=settings)
+        assert report["settings"]["predictor"] == label
+        assert f"Downstream predictor of Y: {label}, fit on 200" in markdown(report)
+        assert set(report["baselines"]) == {"threshold_optimizer", "exponentiated_gradient"}
+        assert report["clean"] == report["patched"]  # the same photos, the same predictions
+    model = evaluation._classifier("sklearn.neighbors.KNeighborsClassifier", 3)
+    assert [type(step).__name__ for step in model] == ["StandardScaler", "KNeighborsClassifier"]
+    # Repeatable: an unset random_state takes the evaluation's seed; one the user set is kept.
+    assert evaluation._classifier("sklearn.ensemble.RandomForestClassifier", 3)[-1].random_state == 3
+    forest = {"_target_": "sklearn.ensemble.RandomForestClassifier", "random_state": 9}
+    assert evaluation._classifier(forest, 3)[-1].random_state == 9
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("svm", "eval.predictor='svm' is not a downstream model: name logistic, mlp or a scikit-learn classifier"),
+    ("sklearn.svm.SVX", "cannot import sklearn.svm.SVX (module 'sklearn.svm' has no attribute 'SVX')"),
+    ("sklearn.linear_model.Ridge", "sklearn.linear_model.Ridge is not a scikit-learn classifier"),
+    ({"_target_": "sklearn.svm.SVC", "gama": 1}, "sklearn.svm.SVC(gama=1) failed: TypeError"),
+    # scikit-learn checks this one only when fitting: found on random points when the settings are read.
+    ({"_target_": "sklearn.neighbors.KNeighborsClassifier", "n_neighbors": -1},
+     "KNeighborsClassifier(n_neighbors=-1) cannot be fit: InvalidParameterError"),
+    ({"n_neighbors": 3}, "is not a downstream model"),
+])
+def test_a_predictor_that_cannot_be_one_is_named_before_any_embedding(spec, message):
+    with pytest.raises(ValueError) as info:
+        EvalSettings(predictor=spec, progress=False)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_reports_state_the_probes_chance_for_their_number_of_groups():
     """Balanced accuracy's chance is one over the number of groups; 0.5 holds for two only."""
     rng = np.random.default_rng(0)
