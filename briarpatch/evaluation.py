@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,8 @@ class EvalSettings:
     predictor : {"logistic", "mlp"}, str or dict
         The downstream model of Y: a named one, or any scikit-learn classifier, by its import path
         (``"sklearn.ensemble.HistGradientBoostingClassifier"``) or as ``{"_target_": path, param:
-        value}``. Every predictor sees standardized embeddings; one with a ``random_state`` left
-        unset gets ``seed``.
+        value}`` (nested ``_target_`` settings are made too). Every predictor sees standardized
+        embeddings; each ``random_state`` left None in it takes ``seed``.
     n_boot : int
         Bootstrap resamples of the evaluation photos for 95 % intervals (0: none): per-group
         metrics, every probe's balanced accuracy, the accuracy change each patch causes, each
@@ -380,35 +381,30 @@ def _classifier(kind, seed: int):
 
 
 def _own_classifier(spec, seed: int):
-    """The scikit-learn classifier ``eval.predictor`` names: an import path, or ``{_target_: path, **settings}``."""
-    import importlib
-
+    """The scikit-learn classifier ``eval.predictor`` names: an import path, or ``{_target_: path, **settings}``
+    (Hydra's instantiate: settings may hold classes of their own, ``estimator: {_target_: ...}``)."""
+    from hydra.utils import instantiate
     from sklearn.base import is_classifier
 
     if isinstance(spec, str) and "." in spec:
         spec = {"_target_": spec}
     if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
         raise ValueError(f"eval.predictor={spec!r} is not a downstream model: {_PREDICTOR_FIX}")
-    settings = {k: v for k, v in spec.items() if k != "_target_"}
-    where, _, name = spec["_target_"].rpartition(".")
     try:
-        make = getattr(importlib.import_module(where), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"eval.predictor: cannot import {spec['_target_']} ({exc}); {_PREDICTOR_FIX}") from exc
-    try:
-        model = make(**settings)
-    except Exception as exc:
-        raise ValueError(f"eval.predictor: {spec['_target_']}({_arguments(settings)}) failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        model = instantiate(spec, _convert_="all")  # plain lists and dicts, as scikit-learn expects
+    except Exception as exc:  # Hydra wraps the cause in a message that points at HYDRA_FULL_ERROR
+        raise ValueError(f"eval.predictor: {predictor_label(spec, full=True)} cannot be made: "
+                         f"{_why(exc.__cause__ or exc)}; {_PREDICTOR_FIX}") from exc
     if not is_classifier(model):
         raise ValueError(f"eval.predictor: {spec['_target_']} is not a scikit-learn classifier; {_PREDICTOR_FIX}")
-    if "random_state" in model.get_params() and "random_state" not in settings:
-        model.set_params(random_state=seed)  # repeatable, as the built-in mlp
+    # Repeatable, as the built-in mlp: every random_state left None (nested estimators' too) takes the seed.
+    model.set_params(**{k: seed for k, v in model.get_params().items() if k.endswith("random_state") and v is None})
     return model
 
 
-def _arguments(settings: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in settings.items())
+def _why(exc: BaseException) -> str:
+    """An exception in one line: its type and its message's lines joined."""
+    return f"{type(exc).__name__}: {' '.join(line.strip() for line in str(exc).splitlines() if line.strip())}"
 
 
 def _try_classifier(spec) -> None:
@@ -418,20 +414,23 @@ def _try_classifier(spec) -> None:
     y = (x[:, 0] > 0).astype(int)
     model = _classifier(spec, 0)
     try:
-        model.fit(x, y).predict(x)
+        with warnings.catch_warnings():  # a model that converges slowly on noise says nothing of the photos
+            warnings.simplefilter("ignore")
+            model.fit(x, y).predict(x)
     except Exception as exc:
-        raise ValueError(f"eval.predictor: {predictor_label(spec)} cannot be fit: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ValueError(f"eval.predictor: {predictor_label(spec)} cannot be fit: {_why(exc)}") from exc
 
 
-def predictor_label(spec) -> str:
-    """``eval.predictor`` as the report names it: ``logistic``, ``SVC``, ``KNeighborsClassifier(n_neighbors=15)``."""
+def predictor_label(spec, *, full: bool = False) -> str:
+    """``eval.predictor`` as the report names it: ``logistic``, ``SVC``, ``KNeighborsClassifier(n_neighbors=15)``
+    (``full``: with the import path)."""
     if spec in PREDICTORS:
         return spec
     spec = {"_target_": spec} if isinstance(spec, str) else spec
-    name = str(spec["_target_"]).rpartition(".")[2]
-    settings = {k: v for k, v in spec.items() if k != "_target_"}
-    return f"{name}({_arguments(settings)})" if settings else name
+    name = str(spec["_target_"]) if full else str(spec["_target_"]).rpartition(".")[2]
+    settings = ", ".join(f"{k}={predictor_label(v) if isinstance(v, dict) and '_target_' in v else repr(v)}"
+                         for k, v in spec.items() if k != "_target_")
+    return f"{name}({settings})" if settings else name
 
 
 def fit_probe(kind: str, embeddings: np.ndarray, s: np.ndarray, *, seed: int = 0):

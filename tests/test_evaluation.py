@@ -355,13 +355,25 @@ def test_any_scikit_learn_classifier_can_be_the_downstream_predictor():
     assert evaluation._classifier("sklearn.ensemble.RandomForestClassifier", 3)[-1].random_state == 3
     forest = {"_target_": "sklearn.ensemble.RandomForestClassifier", "random_state": 9}
     assert evaluation._classifier(forest, 3)[-1].random_state == 9
+    # Settings that are classes themselves are made too, seeded alike, and named in the report.
+    nested = {"_target_": "sklearn.ensemble.BaggingClassifier", "n_estimators": 3,
+              "estimator": {"_target_": "sklearn.tree.DecisionTreeClassifier", "max_depth": 2}}
+    bagging = evaluation._classifier(nested, 3)[-1]
+    assert bagging.estimator.max_depth == 2 and bagging.random_state == bagging.estimator.random_state == 3
+    assert evaluation.predictor_label(nested) == ("BaggingClassifier(n_estimators=3, "
+                                                  "estimator=DecisionTreeClassifier(max_depth=2))")
+    # A list setting arrives as a list; the trial fit on random points warns of nothing (here: as an error).
+    mlp = {"_target_": "sklearn.neural_network.MLPClassifier", "hidden_layer_sizes": [8, 4], "max_iter": 2}
+    EvalSettings(predictor=mlp, progress=False)
+    assert evaluation._classifier(mlp, 0)[-1].hidden_layer_sizes == [8, 4]
 
 
 @pytest.mark.parametrize("spec, message", [
     ("svm", "eval.predictor='svm' is not a downstream model: name logistic, mlp or a scikit-learn classifier"),
-    ("sklearn.svm.SVX", "cannot import sklearn.svm.SVX (module 'sklearn.svm' has no attribute 'SVX')"),
+    ("sklearn.svm.SVX", "eval.predictor: sklearn.svm.SVX cannot be made: ImportError: Error loading 'sklearn.svm.SVX'"),
     ("sklearn.linear_model.Ridge", "sklearn.linear_model.Ridge is not a scikit-learn classifier"),
-    ({"_target_": "sklearn.svm.SVC", "gama": 1}, "sklearn.svm.SVC(gama=1) failed: TypeError"),
+    ({"_target_": "sklearn.svm.SVC", "gama": 1},
+     "sklearn.svm.SVC(gama=1) cannot be made: TypeError: SVC.__init__() got an unexpected keyword argument 'gama'"),
     # scikit-learn checks this one only when fitting: found on random points when the settings are read.
     ({"_target_": "sklearn.neighbors.KNeighborsClassifier", "n_neighbors": -1},
      "KNeighborsClassifier(n_neighbors=-1) cannot be fit: InvalidParameterError"),
