@@ -49,7 +49,7 @@ from .placement import paste_placed, quantize_8bit
 
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
-           "patch_and_quality", "check_job", "check_channels_for", "checked_settings",
+           "patch_and_quality", "check_job", "check_channels_for", "checked_settings", "threshold_optimizer",
            "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
@@ -438,10 +438,19 @@ def fit_probe(kind: str, embeddings: np.ndarray, s: np.ndarray, *, seed: int = 0
     return _classifier(kind, seed).fit(embeddings, s)
 
 
+def threshold_optimizer(predictor):
+    """Fairlearn's ThresholdOptimizer for demographic parity on the fitted ``predictor``, unfitted:
+    the report's post-processing baseline."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+
+    # "auto": predict_proba, or for a predictor without it (eval.predictor=sklearn.svm.SVC) its
+    # decision_function, then its predict.
+    return ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True, predict_method="auto")
+
+
 def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, seed,
                group_names) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Each baseline's predictions on the evaluation split, and why any was not run."""
-    from fairlearn.postprocessing import ThresholdOptimizer
     from fairlearn.reductions import DemographicParity, ExponentiatedGradient
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -455,11 +464,7 @@ def _baselines(clean_train, y_train, s_train, clean_test, s_test, predictor, see
         skipped["threshold_optimizer"] = (f"group {', '.join(one_class)} has a single target class in the "
                                           "training split (a threshold per group needs both)")
     else:
-        # "auto": predict_proba, or for a predictor without it (eval.predictor=sklearn.svm.SVC) its
-        # decision_function, then its predict.
-        to = ThresholdOptimizer(estimator=predictor, constraints="demographic_parity", prefit=True,
-                                predict_method="auto")
-        to.fit(clean_train, y_train, sensitive_features=s_train)
+        to = threshold_optimizer(predictor).fit(clean_train, y_train, sensitive_features=s_train)
         preds["threshold_optimizer"] = to.predict(clean_test, sensitive_features=s_test, random_state=seed)
     scaler = StandardScaler().fit(clean_train)
     eg = ExponentiatedGradient(LogisticRegression(max_iter=300, tol=1e-3), DemographicParity(), eps=0.01, max_iter=20)

@@ -35,6 +35,16 @@ def test_erasure_ceiling_prints_clean_and_both_erasures(tmp_path):
     assert all(len(v) == 3 and all(0.0 <= float(x) <= 1.0 for x in v) for v in rows.values())
 
 
+def test_baseline_holdout_fits_the_thresholds_on_each_split(tmp_path):
+    data = [*DATA, "data.val_size=48"]  # both groups hold both target classes in every split
+    out = _run("baseline_holdout.py", *data, "eval.predictor=sklearn.svm.SVC", cache=tmp_path / "cache")
+    assert out.startswith("predictor: SVC; accuracy on its own training photos ")
+    rows = {line[:42].strip(): line[42:].split() for line in out.splitlines()[2:]}
+    assert set(rows) == {"clean, no mitigation", "ThresholdOptimizer, thresholds from train",
+                         "ThresholdOptimizer, thresholds from val"}
+    assert all(len(v) == 2 and all(0.0 <= float(x) <= 1.0 for x in v) for v in rows.values())
+
+
 def test_diagnose_explains_a_trained_patch(tiny_cfg, tmp_path):
     patch = train(tiny_cfg("evaluate_after_train=false"))["patch"]
     out = _run("diagnose.py", str(patch), *DATA, cache=tmp_path / "cache")
