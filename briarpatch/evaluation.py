@@ -748,13 +748,19 @@ def run_config_of(patch_path) -> Path | None:
 def with_run_config(cfg: DictConfig, overrides=()) -> tuple[DictConfig, Path | None]:
     """``cfg`` with the data and encoder of the patch's own training run, unless the user chose
     other data (``data=``, ``experiment=``); the user's ``data.*``/``encoder.*`` overrides win.
-    A smoke-test patch is then evaluated on its smoke data, not silently on the full default."""
+    A smoke-test patch is then evaluated on its smoke data, not silently on the full default.
+    The run's seed too, unless the user set ``seed=``."""
     source = run_config_of(cfg.patch_path)
     keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-    if source is None or any(k in ("data", "encoder", "experiment") for k in keys):
+    if source is None:
         return cfg, None
     run = OmegaConf.load(source)
-    if "data" not in run or "encoder" not in run:
+    if "seed" not in keys and isinstance(run.get("seed"), int):
+        # Its training's report was seeded so (the noise control, the probes, the resamples): the
+        # same figures again, not seed 0's noise band beside seed 1's patch.
+        cfg = cfg.copy()
+        cfg.seed = run.seed
+    if any(k in ("data", "encoder", "experiment") for k in keys) or "data" not in run or "encoder" not in run:
         return cfg, None
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -831,7 +837,7 @@ def evaluate(cfg: DictConfig, overrides=()) -> dict:
     """Hydra-free entry: evaluate ``cfg.patch_path`` into ``cfg.run_dir/report``.
 
     ``overrides``: what the user set on the command line (decides whether the training run's
-    own data and encoder are used, see :func:`with_run_config`).
+    own data, encoder and seed are used, see :func:`with_run_config`).
     """
     problem = kept_report_problem(cfg.run_dir, overwrite=cfg.get("overwrite", False))
     if problem:  # never replace a user's earlier results unasked

@@ -484,6 +484,23 @@ def test_a_runs_relative_data_paths_are_read_from_the_folder_it_was_trained_in(t
     assert evaluation.with_run_config(cfg)[0].data.manifest == "lists/m.csv"
 
 
+def test_a_run_is_evaluated_again_with_its_own_seed(tmp_path):
+    """`evaluate patch=RUN` of a seed-1 run drew seed 0's noise control (and probes, resamples):
+    figures other than the run's own report."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_cfg
+
+    OmegaConf.save(OmegaConf.create({"seed": 1, "data": {"image_size": 32}, "encoder": {"weights": None}}),
+                   tmp_path / "config.yaml")
+    cfg = compose_cfg("evaluate", [f"patch_path={tmp_path}"])
+    found = evaluation.with_run_config(cfg)[0]
+    assert found.seed == 1 and EvalSettings.from_cfg(found.eval).seed == 1
+    mine = compose_cfg("evaluate", [f"patch_path={tmp_path}", "seed=2"])
+    assert evaluation.with_run_config(mine, ["seed=2"])[0].seed == 2  # the user's own seed wins
+    assert evaluation.with_run_config(cfg, ["data=synthetic"])[0].seed == 1  # other data, the same patch's seed
+
+
 JOURNEY = '''
 import random
 from PIL import Image
