@@ -791,14 +791,15 @@ def _from_training_folder(cfg: DictConfig, source: Path, *, given: set) -> None:
 def patch_config(patch_path, overrides=()) -> DictConfig:
     """The ``briarpatch evaluate`` config for ``patch_path`` outside a Hydra run (the analysis
     scripts start here): Hydra ``overrides`` applied, then the data and encoder of the patch's own
-    training run (:func:`with_run_config`)."""
+    training run (:func:`with_run_config`). ``patch_path=None``: the config alone, for a script of
+    clean embeddings."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"patch_path={patch_path}", *overrides])
+        cfg = compose(config_name="evaluate", overrides=[f"patch_path={patch_path or 'unused'}", *overrides])
     with open_dict(cfg):
         cfg.run_dir = "unused"
-    return with_run_config(cfg, overrides)[0]
+    return cfg if patch_path is None else with_run_config(cfg, overrides)[0]
 
 
 def patch_and_quality(argv: list[str], *, usage: str, default_quality: int, codec: str = "JPEG"):

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import sys
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
-
 from briarpatch._args import help_asked
-from briarpatch.config import build, config_dir
-from briarpatch.evaluation import (EvalSettings, _classifier, clean_embeddings, predictor_label,
+from briarpatch.config import build
+from briarpatch.evaluation import (EvalSettings, _classifier, clean_embeddings, patch_config, predictor_label,
                                   threshold_optimizer)
 from briarpatch.metrics import fairness_summary
 
 
 def main(argv: list[str]) -> None:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=["patch_path=unused", *argv])
-    with open_dict(cfg):
-        cfg.run_dir = "unused"
+    cfg = patch_config(None, argv)
     data, encoder = build(cfg.data), build(cfg.encoder)
     settings = EvalSettings.from_cfg(cfg.eval)
     x, y, s = {}, {}, {}

@@ -18,12 +18,10 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from briarpatch._args import help_asked
-from briarpatch.config import build, config_dir
-from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, fit_probe
+from briarpatch.config import build
+from briarpatch.evaluation import EvalSettings, _classifier, clean_embeddings, fit_probe, patch_config
 from briarpatch.metrics import fairness_summary, leakage_scores
 
 
@@ -38,10 +36,7 @@ def group_direction(x: np.ndarray, s: np.ndarray, y: np.ndarray, *, balanced: bo
 
 
 def main(argv: list[str]) -> None:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=["patch_path=unused", *argv])
-    with open_dict(cfg):
-        cfg.run_dir = "unused"
+    cfg = patch_config(None, argv)
     data, encoder = build(cfg.data), build(cfg.encoder)
     if data.num_groups != 2:
         sys.exit("erasure_ceiling.py handles two sensitive groups")
