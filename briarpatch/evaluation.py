@@ -755,14 +755,13 @@ def with_run_config(cfg: DictConfig, overrides=()) -> tuple[DictConfig, Path | N
     if source is None:
         return cfg, None
     run = OmegaConf.load(source)
+    cfg = cfg.copy()
     if "seed" not in keys and isinstance(run.get("seed"), int):
         # Its training's report was seeded so (the noise control, the probes, the resamples): the
         # same figures again, not seed 0's noise band beside seed 1's patch.
-        cfg = cfg.copy()
         cfg.seed = run.seed
     if any(k in ("data", "encoder", "experiment") for k in keys) or "data" not in run or "encoder" not in run:
         return cfg, None
-    cfg = cfg.copy()
     with open_dict(cfg):
         cfg.data, cfg.encoder = run.data, run.encoder
         mine = [o for o in overrides if o.lstrip("+~").startswith(("data.", "encoder."))]
