@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEEP_MODES", "ENDED", "HEIF_SUFFIXES", "ends_whole", "file_ends_whole", "gray_scale", "read_ends",
-           "read_heif", "unit_gray", "webp_lossless"]
+__all__ = ["DEEP_MODES", "ENDED", "HEIF_SUFFIXES", "IMAGE_SUFFIXES", "JPEG_SUFFIXES", "ends_whole", "file_ends_whole",
+           "gray_scale", "read_ends", "read_heif", "unit_gray", "webp_lossless"]
 
 # PIL modes of grey images with more than 8 bits: integers (16-bit PNG and TIFF, 32-bit TIFF) and floats.
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 # Names of HEIC/HEIF files (iPhones' photos), read through pillow-heif (:func:`read_heif`).
 HEIF_SUFFIXES = (".heic", ".heif")
+# JPEG under its other names: browsers on Windows save downloaded JPEGs as .jfif, older programs as .jpe.
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+# The names of the photos `apply` takes from a folder, and that a manifest's column of files ends with.
+IMAGE_SUFFIXES = frozenset({*JPEG_SUFFIXES, ".png", ".webp", ".avif", *HEIF_SUFFIXES, ".tif", ".tiff", ".bmp", ".gif"})
 
 
 def unit_gray(img) -> np.ndarray:

@@ -22,7 +22,8 @@ import torch
 
 from ._args import ArgumentParser, debugging, first_line
 from ._atomic import atomic_path, disk_full, folder_problem
-from ._images import DEEP_MODES, HEIF_SUFFIXES, file_ends_whole, gray_scale, read_heif, unit_gray, webp_lossless
+from ._images import (DEEP_MODES, HEIF_SUFFIXES, IMAGE_SUFFIXES, JPEG_SUFFIXES, file_ends_whole, gray_scale, read_heif,
+                      unit_gray, webp_lossless)
 from .artifacts import PATCHLESS_FOLDER, BriarPatch, PatchFileError, load_patch, notices, patchless_folder
 from .placement import ANCHORS, paste, sample_boxes
 
@@ -30,12 +31,11 @@ __all__ = ["apply_patch", "paste_array", "PatchTransform", "plan_outputs", "min_
            "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
 KINDS = "JPEG, PNG, WebP, AVIF, HEIC, TIFF, BMP or GIF"
 FORMATS = {"png": (".png", "PNG"), "jpg": (".jpg", "JPEG"), "webp": (".webp", "WEBP"), "avif": (".avif", "AVIF")}
 # GIF is read, not written: its 256 colours would change the photo (a patched GIF is written as .png).
 # HEIC is read, not written: its codec halves the colour planes, which blurs the patch (written as .jpg).
-_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF", ".tif": "TIFF",
+_SAVE_FORMAT = {**dict.fromkeys(JPEG_SUFFIXES, "JPEG"), ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF", ".tif": "TIFF",
                 ".tiff": "TIFF", ".bmp": "BMP"}
 
 

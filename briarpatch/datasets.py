@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._args import first_line
-from ._images import DEEP_MODES, ENDED, HEIF_SUFFIXES, ends_whole, read_ends, read_heif, unit_gray
+from ._images import DEEP_MODES, ENDED, HEIF_SUFFIXES, IMAGE_SUFFIXES, ends_whole, read_ends, read_heif, unit_gray
 from .data import SplitDataModule, _whole_number
 
 __all__ = ["TableDataModule", "TableDataset", "UnreadableImage", "celeba", "utkface", "fairface", "waterbirds",
@@ -64,7 +64,7 @@ def _root_near(root: Path, name: str) -> Path | None:
 
 
 # What a column of image file names ends with (a manifest's path column found by its values).
-_LISTED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", *HEIF_SUFFIXES)
+_LISTED_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))
 
 
 def _column(frame: pd.DataFrame, name: str, role: str, setting: str | None = None) -> pd.Series:

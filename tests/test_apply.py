@@ -749,6 +749,26 @@ def test_avif_photos_are_patched_and_written_as_avif_in_full_colour(patch_file, 
     assert np.abs(written - expected)[box].mean() < 0.7 * halved_error
 
 
+def test_jpegs_named_jfif_or_jpe_are_patched_and_kept_as_jpegs(patch_file, tmp_path, capsys):
+    """Browsers on Windows save downloaded JPEGs as .jfif: such photos were left out of folders, and one
+    asked for by name was written as PNG; ``--out photo.jfif`` made a folder of that name."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.jfif", "b.JPE", "c.jpg"):
+        _rgb(40, 30).save(src / name, format="JPEG")
+    assert cli([str(patch_file), str(src), "--out", str(tmp_path / "out"), "-q"]) == 0
+    assert "left out" not in capsys.readouterr().err
+    reference = np.asarray(_open(tmp_path / "out" / "c.jpg"), dtype=float)
+    for name in ("a.jfif", "b.JPE"):
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.format == "JPEG"
+            assert np.array_equal(np.asarray(out, dtype=float), reference)  # the same photo, patched alike
+    assert cli([str(patch_file), str(src / "a.jfif"), "--out", str(tmp_path / "one.jfif"), "-q"]) == 0
+    assert (tmp_path / "one.jfif").is_file()
+    with Image.open(tmp_path / "one.jfif") as out:
+        assert out.format == "JPEG"
+
+
 def test_format_takes_the_names_users_type(patch_file, tmp_path, capsys, monkeypatch):
     """``--format jpeg`` and ``--format PNG`` were invalid choices, and AVIF, read and kept, could not be
     asked for."""

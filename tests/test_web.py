@@ -496,6 +496,8 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
     rng = np.random.default_rng(4)
     for path in (album / "a.jpg", album / "2024" / "b.png", album / ".thumbnails" / "t.jpg"):
         Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+    # A JPEG as browsers on Windows name their downloads.
+    Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(album / "c.jfif", format="JPEG")
     (album / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     (album / "notes.txt").write_text("not a photo")
     import pillow_heif
@@ -508,13 +510,13 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
     _wait(browser, lambda: browser.find_element("id", "status").get_attribute("data-done") == "true")
     items = browser.find_elements("css selector", "#results li")
     names = sorted(li.find_element("css selector", ".name").text for li in items)
-    assert names == ["IMG_2.HEIC", "a.jpg", "b.png"]  # the HEIC, to be told a browser cannot read it
-    assert browser.find_element("id", "status").text == "Done: 2 patched, 1 could not be read."
+    assert names == ["IMG_2.HEIC", "a.jpg", "b.png", "c.jfif"]  # the HEIC, to be told a browser cannot read it
+    assert browser.find_element("id", "status").text == "Done: 3 patched, 1 could not be read."
     with _download_all(browser) as archive:  # the folder's tree kept, as apply mirrors it
-        assert sorted(archive.namelist()) == ["album/2024/b.png", "album/a.png"]
+        assert sorted(archive.namelist()) == ["album/2024/b.png", "album/a.png", "album/c.png"]
     assert "patch it with briarpatch apply, which reads HEIC" in next(li for li in items if "HEIC" in li.text).text
     assert apply_cli(["default", str(album), "--out", str(tmp_path / "library"), "-q"]) == 0
-    assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["IMG_2.jpg", "a.jpg", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "library").rglob("*.*")) == ["IMG_2.jpg", "a.jpg", "b.png", "c.jfif"]
     # A folder dropped on the page: the same walk, on the entries a drop gives (readEntries in batches).
     walked = browser.execute_async_script("""
         const done = arguments[arguments.length - 1];
@@ -527,10 +529,11 @@ def test_the_page_takes_a_folder_as_apply_does(browser, site, tmp_path):
             return { readEntries: (ok) => ok(batches.shift()) };
         } });
         const album = folder("album", [file("album/a.jpg"), file("album/._a.jpg"), file("album/notes.txt"),
+                                       file("album/c.jfif"),
                                        folder("album/2024", [file("album/2024/b.png")]),
                                        folder("album/.thumbnails", [file("album/.thumbnails/t.jpg")])]);
         BP.droppedPhotos([album], []).then((files) => done(files.map((f) => f.relativePath)));""")
-    assert sorted(walked) == ["album/2024/b.png", "album/a.jpg"]  # the mock album has no HEIC
+    assert sorted(walked) == ["album/2024/b.png", "album/a.jpg", "album/c.jfif"]  # the mock album has no HEIC
 
 
 

@@ -270,7 +270,7 @@
 
   // A folder's photos, as briarpatch apply takes a folder: its image files by name, hidden files
   // and folders (a Mac's ._IMG_1.jpg, a viewer's .thumbnails) skipped.
-  const PHOTO = /\.(jpe?g|png|webp|avif|heic|heif)$/i; // HEIC: to be told it must be converted
+  const PHOTO = /\.(jpe?g|jpe|jfif|png|webp|avif|heic|heif)$/i; // HEIC: to be told it must be converted
   const hidden = (path) => path.split("/").some((part) => part.startsWith("."));
   const photosOf = (files) => Array.from(files).filter((f) => PHOTO.test(f.name) && !hidden(f.webkitRelativePath || f.name));
 
