@@ -189,6 +189,8 @@ def _is_image(data: bytes) -> bool:
 
 # A folder that holds no patch, no run and no evaluation: photos, most likely (apply names the order).
 PATCHLESS_FOLDER = "a folder without patch.safetensors; name the patch file, or a training run's folder"
+# The log a run writes from its start: `briarpatch train`'s (beside .hydra/), a suite run's.
+RUN_RECORDS = ("train.log", "run.log")
 
 
 def patchless_folder(path: Path) -> str | None:
@@ -210,8 +212,10 @@ def patchless_folder(path: Path) -> str | None:
     if inside:  # a sweep's or a suite's folder
         return (f"a folder of {len(inside)} runs, not one; give one of their patches, e.g. "
                 f"{inside[0].parent}")
-    if (path / ".hydra").is_dir():  # a run's own record: it stopped before its first checkpoint
-        return "a run's folder without a patch: it stopped before writing one; train again"
+    # A run's own record (a suite's runs keep theirs in run.log): before its first checkpoint.
+    if (path / ".hydra").is_dir() or any((path / name).is_file() for name in RUN_RECORDS):
+        return ("a run's folder without a patch yet: it is still training, or it stopped before writing one "
+                "(train again)")
     return PATCHLESS_FOLDER
 
 
@@ -278,9 +282,9 @@ def load_patch(path) -> BriarPatch:
         )
     if not path.is_file():
         last = path.parent / "checkpoints" / "last.ckpt"
-        if path.name == "patch.safetensors" and last.is_file():  # a run stopped before its last step
-            raise PatchFileError(f"{path}: no patch yet, the run stopped before its last step; finish it with its "
-                                 f"own settings and ckpt_path={last}")
+        if path.name == "patch.safetensors" and last.is_file():  # a run still training, or stopped before its end
+            raise PatchFileError(f"{path}: no patch yet: the run is still training, or it stopped before its last "
+                                 f"step; finish it with its own settings and ckpt_path={last}")
         raise PatchFileError(f"{path}: no such patch file")
     if path.stat().st_size > MAX_PATCH_BYTES:
         raise PatchFileError(f"{path}: {path.stat().st_size} bytes is too large for a patch file "

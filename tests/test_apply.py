@@ -435,15 +435,15 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
     _rgb(10, 10).save(tmp_path / "x.png")
     assert cli([str(tmp_path / "p.pt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
     assert "refusing a pickle-based file" in capsys.readouterr().err
-    run = tmp_path / "run"  # stopped before its last step: checkpoints, no patch
+    run = tmp_path / "run"  # still training, or stopped before its last step: checkpoints, no patch
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-    with pytest.raises(PatchFileError, match=r"no patch yet, the run stopped before its last step; finish it with "
-                                             r"its own settings and ckpt_path=.*last.ckpt"):
+    with pytest.raises(PatchFileError, match=r"no patch yet: the run is still training, or it stopped before its last "
+                                             r"step; finish it with its own settings and ckpt_path=.*last.ckpt"):
         load_patch(run)
     # The command names it so too: it said the photos had been given before the patch.
     assert cli([str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
-    assert "no patch yet, the run stopped before its last step" in capsys.readouterr().err
+    assert "no patch yet: the run is still training" in capsys.readouterr().err
     # An evaluation's folder, and a sweep's: what they hold, and the patch to give.
     evaluation = tmp_path / "evaluated"
     (evaluation / "report").mkdir(parents=True)
@@ -459,9 +459,15 @@ def test_pickle_patch_is_refused_with_a_message(tmp_path, capsys):
         load_patch(tmp_path / "sweep")
     assert cli([str(tmp_path / "sweep"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
     assert "a folder of 2 runs, not one" in capsys.readouterr().err  # not "the patch comes first"
-    (tmp_path / "early" / ".hydra").mkdir(parents=True)  # stopped before its first checkpoint
-    assert cli([str(tmp_path / "early"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
-    assert "a run's folder without a patch: it stopped before writing one" in capsys.readouterr().err
+    # Before its first checkpoint: a run of `briarpatch train` (.hydra/), and one of a suite (its run.log only),
+    # which was taken for a folder of photos given before the patch.
+    (tmp_path / "early" / ".hydra").mkdir(parents=True)
+    (tmp_path / "suite_run").mkdir()
+    (tmp_path / "suite_run" / "run.log").write_text("")
+    for early in ("early", "suite_run"):
+        assert cli([str(tmp_path / early), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+        assert ("a run's folder without a patch yet: it is still training, or it stopped before writing one"
+                in capsys.readouterr().err)
 
 
 def test_placement_options(patch_file, tmp_path):
