@@ -50,6 +50,7 @@ from .placement import paste_placed, quantize_8bit
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
            "patch_and_quality", "check_job", "check_channels_for", "checked_settings", "threshold_optimizer",
+           "trained_elsewhere",
            "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
@@ -290,6 +291,19 @@ def check_compatible(patch: BriarPatch, encoder, image_size: int, *, allow_misma
         raise ValueError("this patch was trained for " + "; ".join(problems)
                          + " — evaluate with the matching encoder/data, or set eval.allow_mismatch=true")
     return problems
+
+
+def trained_elsewhere(patch: BriarPatch, data: dict, sensitive: str) -> tuple[dict, dict] | None:
+    """What ``patch`` was trained on and what it is evaluated on (dataset, benchmark member, name of S),
+    where the two differ: a transfer, which the report names; ``None`` when they are the same, or the
+    patch file does not record its data."""
+    trained = patch.metadata.get("data")
+    if not isinstance(trained, dict) or "dataset" not in trained:
+        return None
+    then = {"dataset": trained["dataset"], "member": trained.get("member"),
+            "sensitive": patch.metadata.get("sensitive")}
+    now = {"dataset": data.get("dataset"), "member": data.get("member"), "sensitive": sensitive}
+    return None if then == now else (then, now)
 
 
 def check_channels_for(settings: EvalSettings, input_size: int | None) -> None:
@@ -718,6 +732,9 @@ def evaluate_run(cfg: DictConfig, *, patch_path, datamodule=None, encoder=None, 
                        "shape": patch.metadata.get("shape", "patch"),
                        "size": list(patch.pixels.shape[-2:]), "placement": patch.placement.to_dict()}
     report["data"] = datamodule.describe()
+    elsewhere = trained_elsewhere(patch, report["data"], datamodule.sensitive_name)
+    if elsewhere:
+        report["patch"]["trained_on"], report["patch"]["evaluated_on"] = elsewhere
     others = [name for name in settings.transfer if name not in {m.name for m in members}]
     if len(members) > 1 or others:
         # Transfer: the same protocol (no controls or baselines) on every other encoder.

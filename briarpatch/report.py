@@ -163,6 +163,20 @@ def _subject(report: dict) -> str:
             f"data: {name}{split}.")
 
 
+def _trained_note(report: dict) -> str:
+    """A line when the patch was trained on other data than it is evaluated on here."""
+    patch = report.get("patch", {})
+    if not patch.get("trained_on"):
+        return ""
+
+    def named(d: dict) -> str:
+        member = f" (member {d['member']})" if d.get("member") else ""
+        return f"{d.get('sensitive', '?')} on {d.get('dataset', '?')}{member}"
+
+    return (f"Trained on other data: the patch was trained to hide {named(patch['trained_on'])}; here S is "
+            f"{named(patch.get('evaluated_on', {}))}, so what follows measures a transfer.")
+
+
 def _y_and_s(report: dict) -> tuple[str, str]:
     """What Y and S are, where a dataset on disk names them: `` (label: dog or not)``, `` (group)``."""
     data = report.get("data", {})
@@ -180,6 +194,7 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     y, groups = _y_and_s(report)
     out = ["# briarpatch evaluation report", "", _subject(report), "",
+           *([_trained_note(report), ""] if _trained_note(report) else []),
            f"Downstream predictor of Y{y}: {s['predictor']}, fit on {s['n_train']} clean training embeddings; "
            f"scored on {s['n_test']} evaluation images. Groups of S{groups}: {', '.join(s['groups'])}.", "",
            "## Downstream predictor", "",
@@ -301,6 +316,8 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 def print_summary(report: dict) -> None:
     rows = [(n, *(_num(r[c]) for c in _COLS)) for n, r in summary_rows(report)]
+    if _trained_note(report):
+        print("\n" + _trained_note(report))
     print("\nDownstream predictor of Y (evaluation split)")
     print(_table(("setting", *_HEAD), rows))
     if _accuracy_note(report):

@@ -299,7 +299,17 @@ def test_evaluate_cli_path_on_a_trained_patch(tiny_cfg):
     cfg = tiny_cfg(f"patch_path={trained['patch']}", name="evaluate")
     report = evaluation.evaluate(cfg)
     assert report["patch"]["encoder"] == "efficientnet_lite0"
-    assert (Path(cfg.run_dir) / "report" / "report.md").is_file()
+    md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
+    assert "trained_on" not in report["patch"] and "Trained on other data" not in md
+    # On data it was not trained on (another member, so another S), the report says so first.
+    cfg = tiny_cfg(f"patch_path={trained['patch']}", "data.member=grain", "eval.robustness=[identity]", name="evaluate")
+    cfg.run_dir = str(Path(cfg.run_dir).parent / "on_grain")
+    report = evaluation.evaluate(cfg, overrides=["data.member=grain"])
+    assert report["patch"]["trained_on"] == {"dataset": "synthetic", "member": None, "sensitive": "tint"}
+    assert report["patch"]["evaluated_on"] == {"dataset": "synthetic", "member": "grain", "sensitive": "grain"}
+    md = (Path(cfg.run_dir) / "report" / "report.md").read_text()
+    assert ("Trained on other data: the patch was trained to hide tint on synthetic; here S is grain on synthetic "
+            "(member grain), so what follows measures a transfer.") in md.split("## ")[0]
 
 
 def test_bf16_embedding_is_close_to_float32_and_bad_precision_is_refused():
