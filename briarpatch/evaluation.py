@@ -50,8 +50,7 @@ from .placement import paste_placed, quantize_8bit
 __all__ = ["EvalSettings", "check_evaluable", "embed_dataset", "clean_embeddings", "run_protocol",
            "robustness_section", "evaluate", "evaluate_run", "check_compatible", "control_patches", "patch_config",
            "patch_and_quality", "check_job", "check_channels_for", "checked_settings", "threshold_optimizer",
-           "trained_elsewhere",
-           "main"]
+           "trained_elsewhere", "main"]
 
 # 2: encoders fold their BatchNorms into the convolutions (the same embedding to float rounding, not bit for bit).
 EMBED_CACHE_VERSION = 2
